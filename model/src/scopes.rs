@@ -1,0 +1,83 @@
+//! Scopes (nvcf-api.md §4.1), the admin token's fixed set (§4.2) and how a credential's authorities
+//! are checked (`hasAnyAuthority('x', 'apikey:x')`).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// The scopes this project enforces. Others may appear in a key's policy and are kept as strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    RegisterFunction,
+    ListFunctions,
+    ListFunctionsDetails,
+    UpdateFunction,
+    DeleteFunction,
+    DeployFunction,
+    InvokeFunction,
+    QueueDetails,
+    ListClusterGroups,
+    UpdateSecrets,
+    ManageTelemetries,
+    ManageRegistryCredentials,
+    ClusterManagement,
+}
+
+impl Scope {
+    /// The scope string as NVCF spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::RegisterFunction => "register_function",
+            Self::ListFunctions => "list_functions",
+            Self::ListFunctionsDetails => "list_functions_details",
+            Self::UpdateFunction => "update_function",
+            Self::DeleteFunction => "delete_function",
+            Self::DeployFunction => "deploy_function",
+            Self::InvokeFunction => "invoke_function",
+            Self::QueueDetails => "queue_details",
+            Self::ListClusterGroups => "list_cluster_groups",
+            Self::UpdateSecrets => "update_secrets",
+            Self::ManageTelemetries => "manage_telemetries",
+            Self::ManageRegistryCredentials => "manage_registry_credentials",
+            Self::ClusterManagement => "cluster-management",
+        }
+    }
+
+    /// Whether an API key (authority `apikey:<scope>`) may use this scope. NVCF has no
+    /// `apikey:list_cluster_groups` (nvcf-api.md §1.4, §4.2).
+    pub const fn api_key_may_hold(self) -> bool {
+        !matches!(self, Self::ListClusterGroups | Self::ClusterManagement)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The admin token's scopes: NVIDIA's fixed set plus `list_cluster_groups` and `queue_details`, so an
+/// operator can see where to deploy and how queues stand.
+pub const ADMIN_SCOPES: &[Scope] = &[
+    Scope::RegisterFunction,
+    Scope::ListFunctions,
+    Scope::ListFunctionsDetails,
+    Scope::DeployFunction,
+    Scope::UpdateFunction,
+    Scope::UpdateSecrets,
+    Scope::DeleteFunction,
+    Scope::ManageTelemetries,
+    Scope::ManageRegistryCredentials,
+    Scope::ClusterManagement,
+    Scope::ListClusterGroups,
+    Scope::QueueDetails,
+];
+
+/// Which kind of credential a principal presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialKind {
+    /// The admin token from `POST /v1/admin/keys` (NVIDIA's JWT; ours is opaque, see docs).
+    Admin,
+    /// A scoped `nvapi-` key from `POST /v1/keys`.
+    ApiKey,
+}
