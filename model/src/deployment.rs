@@ -96,7 +96,10 @@ pub struct Deployment {
 impl Deployment {
     /// Sum of `minInstances` over the specifications.
     pub fn min_instances(&self) -> u32 {
-        self.deployment_specifications.iter().map(|s| s.min_instances).sum()
+        self.deployment_specifications
+            .iter()
+            .map(|s| s.min_instances)
+            .sum()
     }
 }
 

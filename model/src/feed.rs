@@ -37,13 +37,22 @@ impl EntityKind {
 
     /// Inverse of [`Self::as_str`].
     pub fn parse(s: &str) -> Option<Self> {
-        [Self::Function, Self::Deployment, Self::Key, Self::Worker, Self::Instance]
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        [
+            Self::Function,
+            Self::Deployment,
+            Self::Key,
+            Self::Worker,
+            Self::Instance,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
     }
 }
 
 /// One entity of the replicated state.
+// Entities are built once per change and moved, never stored in bulk as enums: boxing would only
+// add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "value", rename_all = "snake_case")]
 pub enum Entity {
@@ -80,6 +89,7 @@ impl Entity {
 }
 
 /// One line of the feed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FeedMessage {
@@ -93,7 +103,11 @@ pub enum FeedMessage {
     /// An entity was created or changed.
     Upsert { revision: u64, entity: Entity },
     /// An entity was removed.
-    Delete { revision: u64, kind: EntityKind, id: String },
+    Delete {
+        revision: u64,
+        kind: EntityKind,
+        id: String,
+    },
     /// Sent when idle so that both ends notice a dead connection.
     Heartbeat { revision: u64 },
 }
@@ -137,8 +151,17 @@ impl FeedState {
     /// reconnect); a gap is an error and the client should reconnect from [`Self::revision`].
     pub fn apply(&mut self, msg: FeedMessage) -> Result<(), FeedError> {
         match msg {
-            FeedMessage::Snapshot { revision, key_hash_secret, entities } => {
-                *self = Self { revision, has_snapshot: true, key_hash_secret, ..Self::default() };
+            FeedMessage::Snapshot {
+                revision,
+                key_hash_secret,
+                entities,
+            } => {
+                *self = Self {
+                    revision,
+                    has_snapshot: true,
+                    key_hash_secret,
+                    ..Self::default()
+                };
                 for e in entities {
                     self.put(e);
                 }
@@ -156,7 +179,10 @@ impl FeedState {
                 }
                 let revision = msg.revision();
                 if revision != self.revision + 1 {
-                    return Err(FeedError::OutOfOrder { have: self.revision, got: revision });
+                    return Err(FeedError::OutOfOrder {
+                        have: self.revision,
+                        got: revision,
+                    });
                 }
                 match msg {
                     FeedMessage::Upsert { entity, .. } => self.put(entity),
@@ -238,28 +264,52 @@ mod tests {
     #[test]
     fn applies_in_order_ignores_replays_and_rejects_gaps() {
         let mut s = FeedState::default();
-        let up = |r, id: &str| FeedMessage::Upsert { revision: r, entity: worker(id) };
+        let up = |r, id: &str| FeedMessage::Upsert {
+            revision: r,
+            entity: worker(id),
+        };
         assert_eq!(s.apply(up(1, "a")), Err(FeedError::NoSnapshot));
-        s.apply(FeedMessage::Snapshot { revision: 3, key_hash_secret: "k".into(), entities: vec![worker("a")] })
-            .expect("snapshot");
+        s.apply(FeedMessage::Snapshot {
+            revision: 3,
+            key_hash_secret: "k".into(),
+            entities: vec![worker("a")],
+        })
+        .expect("snapshot");
         s.apply(up(2, "old")).expect("replay ignored");
         assert!(!s.workers.contains_key("old"));
         s.apply(up(4, "b")).expect("next");
-        assert_eq!(s.apply(up(6, "c")), Err(FeedError::OutOfOrder { have: 4, got: 6 }));
-        s.apply(FeedMessage::Delete { revision: 5, kind: EntityKind::Worker, id: "a".into() })
-            .expect("delete");
+        assert_eq!(
+            s.apply(up(6, "c")),
+            Err(FeedError::OutOfOrder { have: 4, got: 6 })
+        );
+        s.apply(FeedMessage::Delete {
+            revision: 5,
+            kind: EntityKind::Worker,
+            id: "a".into(),
+        })
+        .expect("delete");
         assert_eq!(s.revision, 5);
         assert_eq!(s.workers.keys().collect::<Vec<_>>(), vec!["b"]);
     }
 
     #[test]
     fn wire_format_is_tagged_json() {
-        let m = FeedMessage::Delete { revision: 9, kind: EntityKind::Key, id: "x".into() };
+        let m = FeedMessage::Delete {
+            revision: 9,
+            kind: EntityKind::Key,
+            id: "x".into(),
+        };
         let s = serde_json::to_string(&m).expect("ser");
         assert_eq!(s, r#"{"type":"delete","revision":9,"kind":"key","id":"x"}"#);
-        let m = FeedMessage::Upsert { revision: 1, entity: worker("w") };
+        let m = FeedMessage::Upsert {
+            revision: 1,
+            entity: worker("w"),
+        };
         let s = serde_json::to_string(&m).expect("ser");
-        assert!(s.starts_with(r#"{"type":"upsert","revision":1,"entity":{"kind":"worker","value":{"#), "{s}");
+        assert!(
+            s.starts_with(r#"{"type":"upsert","revision":1,"entity":{"kind":"worker","value":{"#),
+            "{s}"
+        );
         assert_eq!(serde_json::from_str::<FeedMessage>(&s).expect("de"), m);
     }
 }

@@ -413,13 +413,17 @@ mod tests {
     fn enums_parse_case_insensitively() {
         assert_eq!(FunctionType::parse("llm"), Some(FunctionType::Llm));
         assert_eq!(HealthProtocol::parse("GRPC"), Some(HealthProtocol::Grpc));
-        let r: CreateFunctionRequest =
-            serde_json::from_str(r#"{"functionType":"streaming","apiBodyFormat":"predict_v2","x":1}"#)
-                .expect("parse");
+        let r: CreateFunctionRequest = serde_json::from_str(
+            r#"{"functionType":"streaming","apiBodyFormat":"predict_v2","x":1}"#,
+        )
+        .expect("parse");
         assert_eq!(r.function_type, Some(FunctionType::Streaming));
         assert_eq!(r.api_body_format, Some(ApiBodyFormat::PredictV2));
         let e = serde_json::from_str::<CreateFunctionRequest>(r#"{"functionType":"batch"}"#)
             .expect_err("bad enum");
-        assert!(e.to_string().contains("unknown FunctionType 'batch'"), "{e}");
+        assert!(
+            e.to_string().contains("unknown FunctionType 'batch'"),
+            "{e}"
+        );
     }
 }

@@ -85,6 +85,9 @@ pub struct KeyRecord {
     pub expires_at: Timestamp,
     /// The raw authorizations JSON as the caller gave it (answered back verbatim).
     pub authorizations: serde_json::Value,
+    /// When the authorizations were last replaced (rate-limits `PUT .../authorizations`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authz_updated_at: Option<Timestamp>,
     /// Fixed scopes of an admin token (empty for API keys, whose scopes come from the policies).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub admin_scopes: Vec<String>,
@@ -109,7 +112,10 @@ impl KeyRecord {
             .into_iter()
             .filter(|p| {
                 let by_aud = p.aud.as_deref().is_none_or(|a| a == service_id);
-                let by_auds = p.auds.as_ref().is_none_or(|v| v.iter().any(|a| a == service_id));
+                let by_auds = p
+                    .auds
+                    .as_ref()
+                    .is_none_or(|v| v.iter().any(|a| a == service_id));
                 by_aud && by_auds
             })
             .collect()

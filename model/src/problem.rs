@@ -66,12 +66,18 @@ mod tests {
 
     #[test]
     fn urn_is_kebab_reason() {
-        assert_eq!(type_urn(StatusCode::NOT_FOUND), "urn:nv-boot:problem-details:not-found");
+        assert_eq!(
+            type_urn(StatusCode::NOT_FOUND),
+            "urn:nv-boot:problem-details:not-found"
+        );
         assert_eq!(
             type_urn(StatusCode::TOO_MANY_REQUESTS),
             "urn:nv-boot:problem-details:too-many-requests"
         );
-        assert_eq!(type_urn(StatusCode::BAD_REQUEST), "urn:nv-boot:problem-details:bad-request");
+        assert_eq!(
+            type_urn(StatusCode::BAD_REQUEST),
+            "urn:nv-boot:problem-details:bad-request"
+        );
     }
 
     #[test]
@@ -81,8 +87,15 @@ mod tests {
         assert_eq!(v["status"], 400);
         assert_eq!(v["title"], "Bad Request");
         assert_eq!(v["instance"], "/x");
-        let p = Problem { detail: None, instance: None, ..p };
+        let p = Problem {
+            detail: None,
+            instance: None,
+            ..p
+        };
         let s = String::from_utf8(p.to_json()).unwrap_or_default();
-        assert!(!s.contains("\"detail\"") && !s.contains("\"instance\""), "{s}");
+        assert!(
+            !s.contains("\"detail\"") && !s.contains("\"instance\""),
+            "{s}"
+        );
     }
 }

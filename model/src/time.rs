@@ -36,13 +36,18 @@ impl Timestamp {
 
     /// Parses RFC 3339 (any offset, any fraction).
     pub fn parse(s: &str) -> Option<Self> {
-        OffsetDateTime::parse(s, &Rfc3339).ok().map(Self::from_datetime)
+        OffsetDateTime::parse(s, &Rfc3339)
+            .ok()
+            .map(Self::from_datetime)
     }
 
     /// This instant plus a duration (saturating at the far future).
     #[must_use]
     pub fn plus(self, d: std::time::Duration) -> Self {
-        Self::from_datetime(self.0.saturating_add(time::Duration::try_from(d).unwrap_or(time::Duration::MAX)))
+        Self::from_datetime(
+            self.0
+                .saturating_add(time::Duration::try_from(d).unwrap_or(time::Duration::MAX)),
+        )
     }
 }
 

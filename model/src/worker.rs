@@ -59,6 +59,9 @@ pub enum InstanceState {
 pub struct InstanceReport {
     pub instance_id: Uuid,
     pub state: InstanceState,
+    /// Requests of this instance still in progress (a graceful undeploy waits for 0).
+    #[serde(default)]
+    pub in_flight: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
