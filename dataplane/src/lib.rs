@@ -1,1 +1,24 @@
-//! placeholder
+//! The gateway: one listener serving HTTP/1.1 and h2c, request classification by Host and path, a
+//! streaming reverse proxy to the control plane for the management and key-service APIs, and (in a
+//! later issue) the invocation path. See `docs/architecture.md` §1–2 and `nvcf-api.md` §5.
+//!
+//! Entry point: [`run`] with a validated [`DataplaneConfig`] (from [`DataplaneFile::validate`]) and an
+//! already-bound listener, so that tests and the binary both choose their own sockets.
+
+#![forbid(unsafe_code)]
+
+mod body;
+pub mod classify;
+pub mod config;
+pub mod error;
+mod headers;
+mod io;
+pub mod metrics;
+mod proxy;
+mod server;
+
+pub use classify::{InvocationKind, Route, classify};
+pub use config::{ConfigError, DataplaneConfig, DataplaneFile};
+pub use error::{Cause, DataplaneError, GatewayError};
+pub use metrics::describe_metrics;
+pub use server::run;

@@ -1,0 +1,310 @@
+//! The `[dataplane]` configuration: the serde file struct with documented defaults, and its validation
+//! into the typed [`DataplaneConfig`] that the server uses.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{HeaderValue, Uri};
+use serde::{Deserialize, Serialize};
+
+/// The smallest `max-header-bytes` hyper accepts: it is also the h1 read buffer limit, and hyper
+/// refuses (panics on) a buffer limit below 8 KiB.
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+/// The largest `max-header-bytes` we accept: a header block this large is a client bug or an attack,
+/// and the value doubles as the h1 read buffer limit per connection.
+pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
+
+/// The dataplane section of the configuration file, as written (kebab-case keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DataplaneFile {
+    /// Address the gateway listens on (HTTP/1.1 and h2c on the same port).
+    pub listen: String,
+    /// Base URL of the control plane that management and key-service calls are proxied to.
+    pub controlplane_url: String,
+    /// Largest request header block (h1: request line + headers; h2: header list size). Larger
+    /// requests get 431. Also bounds the per-connection h1 read buffer.
+    pub max_header_bytes: usize,
+    /// Largest request body proxied to the control plane; larger bodies get 413.
+    pub max_management_body_bytes: u64,
+    /// How long an HTTP/1 client may take to send a complete request head (and how long a new
+    /// connection may stay silent before its protocol is known).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long the control plane may take to answer with response headers; then 504.
+    #[serde(with = "humantime_serde")]
+    pub upstream_timeout: Duration,
+}
+
+impl Default for DataplaneFile {
+    fn default() -> Self {
+        Self {
+            // Loopback by default: exposing the gateway beyond the host is a deliberate choice.
+            listen: "127.0.0.1:8080".to_owned(),
+            // The bundled control plane's default listen address.
+            controlplane_url: "http://127.0.0.1:8090".to_owned(),
+            // 16 KiB holds a bearer JWT, cookies and the usual headers several times over (nginx uses
+            // 8 KiB buffers, Envoy 60 KiB); it also caps per-connection h1 buffer memory.
+            max_header_bytes: 16 * 1024,
+            // Management and key bodies are small JSON documents; 1 MiB is far above any of them and
+            // keeps one client from pushing large uploads through the control plane.
+            max_management_body_bytes: 1024 * 1024,
+            // Honest clients send a request head in well under a second; 10 s frees slow-loris
+            // connections quickly without hurting clients on bad links.
+            header_read_timeout: Duration::from_secs(10),
+            // Control-plane calls are SQLite-backed and answer in milliseconds; 30 s only fires when
+            // it is wedged, and stays below common client timeouts (60 s) so the client sees our 504.
+            upstream_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The validated dataplane configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    /// Address to listen on (the caller binds it; [`crate::run`] takes the bound listener).
+    pub listen: SocketAddr,
+    /// `http://host:port` of the control plane, no path.
+    pub controlplane_url: Uri,
+    /// Sent as `x-nvcf-gateway-auth` on every proxied request; checked to be a valid header value.
+    pub internal_token: String,
+    /// See [`DataplaneFile::max_header_bytes`]; within [`MIN_HEADER_BYTES`]..=[`MAX_HEADER_BYTES`].
+    pub max_header_bytes: usize,
+    /// See [`DataplaneFile::max_management_body_bytes`]; at least 1.
+    pub max_management_body_bytes: u64,
+    /// See [`DataplaneFile::header_read_timeout`]; non-zero.
+    pub header_read_timeout: Duration,
+    /// See [`DataplaneFile::upstream_timeout`]; non-zero.
+    pub upstream_timeout: Duration,
+}
+
+/// A configuration value that failed validation; each message names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("dataplane.listen: invalid socket address '{0}'")]
+    Listen(String),
+    #[error("dataplane.controlplane-url: '{value}' {reason}")]
+    ControlplaneUrl { value: String, reason: &'static str },
+    #[error("dataplane internal token: {0}")]
+    InternalToken(&'static str),
+    #[error(
+        "dataplane.max-header-bytes: {0} is out of range (must be between {MIN_HEADER_BYTES} and {MAX_HEADER_BYTES})"
+    )]
+    MaxHeaderBytes(usize),
+    #[error("dataplane.max-management-body-bytes: must be at least 1")]
+    MaxManagementBodyBytes,
+    #[error("dataplane.{0}: must be greater than zero")]
+    ZeroDuration(&'static str),
+}
+
+impl DataplaneFile {
+    /// Checks every value and produces the typed configuration. `internal_token` is the shared
+    /// secret the control plane expects in `x-nvcf-gateway-auth`.
+    pub fn validate(&self, internal_token: &str) -> Result<DataplaneConfig, ConfigError> {
+        let listen = self
+            .listen
+            .trim()
+            .parse::<SocketAddr>()
+            .map_err(|_| ConfigError::Listen(self.listen.clone()))?;
+        let controlplane_url = parse_controlplane_url(&self.controlplane_url)?;
+        if internal_token.is_empty() {
+            return Err(ConfigError::InternalToken("must not be empty"));
+        }
+        if HeaderValue::from_str(internal_token).is_err() {
+            return Err(ConfigError::InternalToken(
+                "must be visible ASCII (it is sent as a header value)",
+            ));
+        }
+        if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&self.max_header_bytes) {
+            return Err(ConfigError::MaxHeaderBytes(self.max_header_bytes));
+        }
+        if self.max_management_body_bytes == 0 {
+            return Err(ConfigError::MaxManagementBodyBytes);
+        }
+        if self.header_read_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration("header-read-timeout"));
+        }
+        if self.upstream_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration("upstream-timeout"));
+        }
+        Ok(DataplaneConfig {
+            listen,
+            controlplane_url,
+            internal_token: internal_token.to_owned(),
+            max_header_bytes: self.max_header_bytes,
+            max_management_body_bytes: self.max_management_body_bytes,
+            header_read_timeout: self.header_read_timeout,
+            upstream_timeout: self.upstream_timeout,
+        })
+    }
+}
+
+fn parse_controlplane_url(value: &str) -> Result<Uri, ConfigError> {
+    let err = |reason| ConfigError::ControlplaneUrl {
+        value: value.to_owned(),
+        reason,
+    };
+    let uri: Uri = value
+        .trim()
+        .parse()
+        .map_err(|_| err("is not a valid URL"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(err("must start with http://"));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(err("must name a host"));
+    };
+    if authority.host().is_empty() {
+        return Err(err("must name a host"));
+    }
+    if authority.port_u16().is_none() {
+        return Err(err("must name a port, e.g. http://127.0.0.1:8090"));
+    }
+    if authority.as_str().contains('@') {
+        return Err(err("must not carry credentials"));
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(err("must not have a path or query"));
+    }
+    // Normalize to `http://host:port/` so the proxy only has to swap in the request's path.
+    Uri::builder()
+        .scheme("http")
+        .authority(authority.clone())
+        .path_and_query("/")
+        .build()
+        .map_err(|_| err("is not a valid URL"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(toml_text: &str) -> DataplaneFile {
+        toml::from_str(toml_text).expect("parse")
+    }
+
+    #[test]
+    fn defaults_validate() {
+        let cfg = DataplaneFile::default().validate("secret").expect("valid");
+        assert_eq!(
+            cfg.listen,
+            "127.0.0.1:8080".parse::<SocketAddr>().expect("addr")
+        );
+        assert_eq!(
+            cfg.controlplane_url.authority().map(|a| a.as_str()),
+            Some("127.0.0.1:8090")
+        );
+        assert_eq!(cfg.max_header_bytes, 16384);
+        assert_eq!(cfg.max_management_body_bytes, 1 << 20);
+        assert_eq!(cfg.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.upstream_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn empty_file_is_default() {
+        assert_eq!(file(""), DataplaneFile::default());
+    }
+
+    #[test]
+    fn parses_kebab_keys_and_humantime() {
+        let f = file(
+            r#"
+            listen = "0.0.0.0:9000"
+            controlplane-url = "http://cp.local:8091"
+            max-header-bytes = 32768
+            max-management-body-bytes = 2048
+            header-read-timeout = "500ms"
+            upstream-timeout = "1m"
+            "#,
+        );
+        let cfg = f.validate("t").expect("valid");
+        assert_eq!(cfg.listen.port(), 9000);
+        assert_eq!(cfg.controlplane_url.to_string(), "http://cp.local:8091/");
+        assert_eq!(cfg.max_header_bytes, 32768);
+        assert_eq!(cfg.max_management_body_bytes, 2048);
+        assert_eq!(cfg.header_read_timeout, Duration::from_millis(500));
+        assert_eq!(cfg.upstream_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let err = toml::from_str::<DataplaneFile>("listn = \"x\"").expect_err("unknown key");
+        assert!(err.to_string().contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let bad = |f: DataplaneFile| f.validate("t").expect_err("invalid").to_string();
+        let d = DataplaneFile::default;
+
+        assert_eq!(
+            bad(DataplaneFile {
+                listen: "x".into(),
+                ..d()
+            }),
+            "dataplane.listen: invalid socket address 'x'"
+        );
+        for url in [
+            "https://127.0.0.1:8090",
+            "127.0.0.1:8090",
+            "http://127.0.0.1",
+            "http://127.0.0.1:8090/api",
+            "http://127.0.0.1:8090/?a=b",
+            "http://u:p@127.0.0.1:8090",
+            "not a url",
+        ] {
+            let msg = bad(DataplaneFile {
+                controlplane_url: url.into(),
+                ..d()
+            });
+            assert!(
+                msg.starts_with("dataplane.controlplane-url: "),
+                "{url}: {msg}"
+            );
+        }
+        assert!(
+            bad(DataplaneFile {
+                max_header_bytes: 100,
+                ..d()
+            })
+            .starts_with("dataplane.max-header-bytes")
+        );
+        assert!(
+            bad(DataplaneFile {
+                max_management_body_bytes: 0,
+                ..d()
+            })
+            .starts_with("dataplane.max-management-body-bytes")
+        );
+        assert_eq!(
+            bad(DataplaneFile {
+                header_read_timeout: Duration::ZERO,
+                ..d()
+            }),
+            "dataplane.header-read-timeout: must be greater than zero"
+        );
+        assert_eq!(
+            bad(DataplaneFile {
+                upstream_timeout: Duration::ZERO,
+                ..d()
+            }),
+            "dataplane.upstream-timeout: must be greater than zero"
+        );
+        assert!(d().validate("").is_err());
+        assert!(d().validate("bad\ntoken").is_err());
+    }
+
+    #[test]
+    fn controlplane_url_trailing_slash_is_fine() {
+        let f = DataplaneFile {
+            controlplane_url: "http://[::1]:8090/".into(),
+            ..Default::default()
+        };
+        let cfg = f.validate("t").expect("valid");
+        assert_eq!(
+            cfg.controlplane_url.authority().map(|a| a.as_str()),
+            Some("[::1]:8090")
+        );
+    }
+}

@@ -1,0 +1,159 @@
+//! Header rewriting for the reverse proxy: hop-by-hop removal in both directions, and the gateway's
+//! own headers on requests to the control plane (internal credential, client address, forwarding).
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use model::headers::{CLIENT_ADDR, GATEWAY_AUTH};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the legacy ones proxies drop), besides the ones a
+/// `Connection` header names.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+
+/// Removes `Connection`, every header it names, and the fixed hop-by-hop headers.
+pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Rewrites a client request's headers for the control plane: hop-by-hop headers go, client
+/// copies of the gateway's trusted headers are replaced, the client address is recorded, and
+/// split `cookie` headers (allowed in h2) are joined as HTTP/1.1 requires.
+pub(crate) fn prepare_upstream_request(headers: &mut HeaderMap, token: &HeaderValue, peer: IpAddr) {
+    remove_hop_by_hop(headers);
+    join_cookies(headers);
+
+    let peer = peer.to_canonical();
+    let peer_text = peer.to_string();
+    // An IP address always makes a valid header value.
+    let peer_value = HeaderValue::from_str(&peer_text).unwrap_or(HeaderValue::from_static(""));
+
+    // `insert` drops every client-supplied value of the name.
+    headers.insert(GATEWAY_AUTH, token.clone());
+    headers.insert(CLIENT_ADDR, peer_value.clone());
+
+    let prior: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let forwarded_for = if prior.is_empty() {
+        peer_value
+    } else {
+        HeaderValue::from_str(&format!("{}, {peer_text}", prior.join(", "))).unwrap_or(peer_value)
+    };
+    headers.insert(X_FORWARDED_FOR, forwarded_for);
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+}
+
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (values.next(), values.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for v in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Custom-Hop"),
+            ("connection", "x-other"),
+            ("x-custom-hop", "1"),
+            ("x-other", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-authenticate", "Basic"),
+            ("te", "trailers"),
+            ("trailer", "x-t"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("authorization", "Bearer abc"),
+            ("host", "api.x"),
+            ("content-length", "3"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["authorization", "content-length", "host"]);
+    }
+
+    #[test]
+    fn trusted_headers_are_replaced_and_forwarding_recorded() {
+        let mut h = map(&[
+            ("x-nvcf-gateway-auth", "forged"),
+            ("x-nvcf-gateway-auth", "forged2"),
+            ("x-nvcf-client-addr", "10.0.0.1"),
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let token = HeaderValue::from_static("tok");
+        prepare_upstream_request(&mut h, &token, "127.0.0.1".parse().expect("ip"));
+        let all = |n: &str| {
+            h.get_all(n)
+                .iter()
+                .map(|v| v.to_str().expect("ascii"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(all("x-nvcf-gateway-auth"), ["tok"]);
+        assert_eq!(all("x-nvcf-client-addr"), ["127.0.0.1"]);
+        assert_eq!(all("x-forwarded-for"), ["1.1.1.1, 2.2.2.2, 127.0.0.1"]);
+        assert_eq!(all("x-forwarded-proto"), ["http"]);
+    }
+
+    #[test]
+    fn mapped_ipv6_peer_is_canonical_and_cookies_join() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2")]);
+        let token = HeaderValue::from_static("tok");
+        prepare_upstream_request(&mut h, &token, "::ffff:10.1.2.3".parse().expect("ip"));
+        assert_eq!(h[CLIENT_ADDR], "10.1.2.3");
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h.get_all("cookie").iter().count(), 1);
+        assert_eq!(h["cookie"], "a=1; b=2");
+    }
+}

@@ -1,0 +1,208 @@
+//! The listener: accepts connections, serves HTTP/1.1 and h2c (prior knowledge) on one port, runs
+//! each request through classify → answer, counts it, and shuts down gracefully.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use crate::body::{Body, full};
+use crate::classify::{Route, classify};
+use crate::config::DataplaneConfig;
+use crate::error::{DataplaneError, GatewayError};
+use crate::io::ConnIo;
+use crate::proxy::Proxy;
+
+/// How long shutdown waits for in-flight connections before giving up on them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Pause after an accept error that is not about one connection (e.g. out of file descriptors),
+/// so the loop does not spin while the condition lasts.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+const HEALTH_BODY: &[u8] = br#"{"status":"OK"}"#;
+
+/// Shared per-server state handed to every request.
+#[derive(Debug)]
+struct State {
+    proxy: Proxy,
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then stops accepting and lets
+/// in-flight connections finish (for at most 5 s).
+pub async fn run(
+    config: DataplaneConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DataplaneError> {
+    let local = listener.local_addr().map_err(DataplaneError::Listener)?;
+    let state = Arc::new(State {
+        proxy: Proxy::new(&config)?,
+    });
+    let builder = server_builder(&config);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = pin!(shutdown);
+    info!(%local, controlplane = %config.controlplane_url, "dataplane listening");
+
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    accept_error(&e).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            debug!(%peer, error = %e, "set TCP_NODELAY failed");
+        }
+        let io = TokioIo::new(ConnIo::new(stream, config.header_read_timeout));
+        let state = Arc::clone(&state);
+        let service = service_fn(move |req| {
+            let state = Arc::clone(&state);
+            async move { Ok::<_, Infallible>(handle(&state, peer, req).await) }
+        });
+        let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+
+    drop(listener);
+    info!(connections = graceful.count(), "dataplane shutting down");
+    tokio::select! {
+        () = graceful.shutdown() => info!("dataplane stopped"),
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
+            warn!(grace = ?SHUTDOWN_GRACE, "dataplane stopped with connections still open");
+        }
+    }
+    Ok(())
+}
+
+fn server_builder(config: &DataplaneConfig) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        // The read buffer limit is what bounds the request head: over it hyper answers 431.
+        .max_buf_size(config.max_header_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        // h2 answers an oversized header list with a 431 on that stream.
+        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+async fn accept_error(e: &std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, Interrupted, WouldBlock};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    ) {
+        debug!(error = %e, "accept failed for one connection");
+    } else {
+        warn!(error = %e, "accept failed; backing off");
+        tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+    }
+}
+
+/// Answers one request: classify, dispatch to the route's handler, map errors, count.
+async fn handle(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let protocol = if req.version() == Version::HTTP_2 {
+        "h2"
+    } else {
+        "http1"
+    };
+    let route = classify(
+        req.method(),
+        request_host(&req),
+        req.uri().path(),
+        req.headers()
+            .get("function-id")
+            .and_then(|v| v.to_str().ok()),
+    );
+    let path = req.uri().path().to_owned();
+
+    let result = match route {
+        Route::Health => Ok(health(req.method())),
+        Route::KeyService | Route::Management => state.proxy.forward(req, peer.ip()).await,
+        Route::Invocation(_) => Err(GatewayError::InvocationUnavailable),
+        Route::NotFound => Err(GatewayError::NoRoute {
+            host: request_host(&req).unwrap_or_default().to_owned(),
+            path: path.clone(),
+        }),
+    };
+    let response = result.unwrap_or_else(|e| e.into_response(&path));
+    debug!(%peer, route = route.label(), status = %response.status(), path, "request");
+    crate::metrics::record_request(route.label(), response.status(), protocol, start.elapsed());
+    response
+}
+
+/// The host the client addressed: the URI authority (h2 `:authority`, h1 absolute-form), else the
+/// `Host` header.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri()
+        .authority()
+        // Without any `user@` prefix an absolute-form target may carry.
+        .map(|a| a.as_str().rsplit('@').next().unwrap_or_default())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+        })
+}
+
+fn health(method: &Method) -> Response<Body> {
+    let body = if method == Method::HEAD {
+        Bytes::new()
+    } else {
+        Bytes::from_static(HEALTH_BODY)
+    };
+    let mut response = Response::new(full(body));
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_prefers_authority() {
+        let req = Request::builder()
+            .uri("http://api.x:8080/v2/nvcf/functions")
+            .header("host", "other")
+            .body(())
+            .expect("request");
+        assert_eq!(request_host(&req), Some("api.x:8080"));
+        let req = Request::builder()
+            .uri("/x")
+            .header("host", "api.y")
+            .body(())
+            .expect("request");
+        assert_eq!(request_host(&req), Some("api.y"));
+        let req = Request::builder().uri("/x").body(()).expect("request");
+        assert_eq!(request_host(&req), None);
+    }
+}

@@ -1,0 +1,692 @@
+//! End-to-end tests of the gateway over real sockets: a recording hyper backend stands in for the
+//! control plane, `dataplane::run` serves on a port-0 listener, and clients speak HTTP/1.1, h2c and
+//! raw bytes to it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use dataplane::{DataplaneError, DataplaneFile};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+const TOKEN: &str = "internal-test-token";
+const FID: &str = "0f6d3c8e-9a3b-4c1e-8d2f-1a2b3c4d5e6f";
+/// Guards every wait on the gateway so a bug fails the test instead of hanging it.
+const GUARD: Duration = Duration::from_secs(20);
+
+// ---------------------------------------------------------------- backend (fake control plane)
+
+#[derive(Debug, Clone)]
+struct Recorded {
+    method: Method,
+    target: String,
+    version: Version,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+struct Backend {
+    addr: SocketAddr,
+    records: Arc<Mutex<Vec<Recorded>>>,
+    /// One message per request to `/v2/nvcf/slow` once it has arrived.
+    slow_arrived: mpsc::UnboundedReceiver<()>,
+    /// `/v2/nvcf/slow` answers once it gets a permit from here.
+    slow_release: Arc<Semaphore>,
+}
+
+impl Backend {
+    fn records(&self) -> Vec<Recorded> {
+        self.records.lock().expect("lock").clone()
+    }
+
+    fn only_record(&self) -> Recorded {
+        let records = self.records();
+        assert_eq!(records.len(), 1, "backend saw {records:?}");
+        records.into_iter().next().expect("one record")
+    }
+}
+
+async fn start_backend() -> Backend {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind backend");
+    let addr = listener.local_addr().expect("backend addr");
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let (arrived_tx, slow_arrived) = mpsc::unbounded_channel();
+    let slow_release = Arc::new(Semaphore::new(0));
+    let (recs, release) = (Arc::clone(&records), Arc::clone(&slow_release));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let (recs, release, arrived_tx) = (recs.clone(), release.clone(), arrived_tx.clone());
+            let service = service_fn(move |req: Request<Incoming>| {
+                let (recs, release, arrived_tx) =
+                    (recs.clone(), release.clone(), arrived_tx.clone());
+                async move {
+                    let (parts, body) = req.into_parts();
+                    let Ok(body) = body.collect().await.map(|c| c.to_bytes()) else {
+                        let mut r = Response::new(Full::new(Bytes::from_static(b"broken body")));
+                        *r.status_mut() = StatusCode::BAD_REQUEST;
+                        return Ok::<_, Infallible>(r);
+                    };
+                    let target = parts
+                        .uri
+                        .path_and_query()
+                        .map_or("/", |pq| pq.as_str())
+                        .to_owned();
+                    recs.lock().expect("lock").push(Recorded {
+                        method: parts.method.clone(),
+                        target: target.clone(),
+                        version: parts.version,
+                        headers: parts.headers.clone(),
+                        body: body.clone(),
+                    });
+                    if target.starts_with("/v2/nvcf/slow") {
+                        let _ = arrived_tx.send(());
+                        release.acquire().await.expect("semaphore").forget();
+                    }
+                    let reply = if target.starts_with("/v2/nvcf/echo") {
+                        body
+                    } else {
+                        Bytes::from_static(b"backend ok")
+                    };
+                    let resp = Response::builder()
+                        .status(StatusCode::OK)
+                        .header("x-backend", "yes")
+                        .header("connection", "x-hop")
+                        .header("x-hop", "1")
+                        .header("keep-alive", "timeout=5")
+                        .header("proxy-authenticate", "Basic")
+                        .body(Full::new(reply))
+                        .expect("response");
+                    Ok(resp)
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Backend {
+        addr,
+        records,
+        slow_arrived,
+        slow_release,
+    }
+}
+
+// ---------------------------------------------------------------- gateway under test
+
+struct Gateway {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), DataplaneError>>,
+}
+
+impl Gateway {
+    async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let result = tokio::time::timeout(GUARD, &mut self.task)
+            .await
+            .expect("run returns");
+        result.expect("run task").expect("run ok");
+    }
+}
+
+async fn start_gateway(upstream: SocketAddr, tweak: impl FnOnce(&mut DataplaneFile)) -> Gateway {
+    let mut file = DataplaneFile {
+        listen: "127.0.0.1:0".to_owned(),
+        controlplane_url: format!("http://{upstream}"),
+        ..DataplaneFile::default()
+    };
+    tweak(&mut file);
+    let config = file.validate(TOKEN).expect("valid config");
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .expect("bind gateway");
+    let addr = listener.local_addr().expect("gateway addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(dataplane::run(config, listener, async move {
+        let _ = rx.await;
+    }));
+    Gateway {
+        addr,
+        shutdown: Some(tx),
+        task,
+    }
+}
+
+async fn setup() -> (Backend, Gateway) {
+    let backend = start_backend().await;
+    let gateway = start_gateway(backend.addr, |_| {}).await;
+    (backend, gateway)
+}
+
+// ---------------------------------------------------------------- clients
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn problem(&self) -> serde_json::Value {
+        assert_eq!(self.headers["content-type"], "application/problem+json");
+        serde_json::from_slice(&self.body).expect("problem json")
+    }
+}
+
+async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
+    let fut = async {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(conn);
+        let resp = sender.send_request(req).await.expect("response");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    };
+    tokio::time::timeout(GUARD, fut)
+        .await
+        .expect("answer in time")
+}
+
+async fn get(addr: SocketAddr, host: &str, target: &str) -> Answer {
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri(target)
+        .header("host", host)
+        .body(Full::default())
+        .expect("req");
+    send(addr, req).await
+}
+
+async fn post(addr: SocketAddr, host: &str, target: &str, body: impl Into<Bytes>) -> Answer {
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(target)
+        .header("host", host)
+        .body(Full::new(body.into()))
+        .expect("req");
+    send(addr, req).await
+}
+
+async fn send_h2(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
+    let fut = async {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .expect("h2 handshake");
+        tokio::spawn(conn);
+        let resp = sender.send_request(req).await.expect("h2 response");
+        assert_eq!(resp.version(), Version::HTTP_2);
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    };
+    tokio::time::timeout(GUARD, fut)
+        .await
+        .expect("answer in time")
+}
+
+/// Writes `bytes` (from another task, so a server that answers early cannot block us) and reads
+/// everything the server sends until it closes.
+async fn raw(addr: SocketAddr, bytes: Vec<u8>) -> String {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut read, mut write) = stream.into_split();
+    // The write half is returned (and kept open) so the client does not half-close early.
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(&bytes).await;
+        write
+    });
+    let mut out = Vec::new();
+    let read_all = tokio::time::timeout(GUARD, read.read_to_end(&mut out)).await;
+    assert!(read_all.is_ok(), "server did not close the connection");
+    writer.abort();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// ---------------------------------------------------------------- routing
+
+#[tokio::test]
+async fn host_routing_to_key_service_and_management() {
+    let (backend, gw) = setup().await;
+
+    let a = post(gw.addr, "api-keys.127.0.0.1:8080", "/v1/admin/keys", "{}").await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body, "backend ok");
+    let a = get(gw.addr, "api.x", "/v2/nvcf/functions").await;
+    assert_eq!(a.status, StatusCode::OK);
+
+    let recs = backend.records();
+    assert_eq!(recs.len(), 2);
+    assert_eq!(recs[0].method, Method::POST);
+    assert_eq!(recs[0].target, "/v1/admin/keys");
+    assert_eq!(
+        recs[0].headers["host"], "api-keys.127.0.0.1:8080",
+        "client Host kept"
+    );
+    assert_eq!(recs[0].body, "{}");
+    assert_eq!(recs[1].method, Method::GET);
+    assert_eq!(recs[1].target, "/v2/nvcf/functions");
+    assert_eq!(recs[1].headers["host"], "api.x");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn path_fallback_with_plain_host_preserves_query() {
+    let (backend, gw) = setup().await;
+    let host = gw.addr.to_string();
+
+    let a = get(gw.addr, &host, "/v2/nvcf/functions?limit=5&x=%20y").await;
+    assert_eq!(a.status, StatusCode::OK);
+    let a = post(gw.addr, "localhost", "/v1/keys", "k").await;
+    assert_eq!(a.status, StatusCode::OK);
+
+    let recs = backend.records();
+    assert_eq!(recs[0].target, "/v2/nvcf/functions?limit=5&x=%20y");
+    assert_eq!(recs[1].target, "/v1/keys");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_host_and_path_is_a_404_problem() {
+    let (backend, gw) = setup().await;
+    let a = get(gw.addr, "foo.example", "/x").await;
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    let p = a.problem();
+    assert_eq!(p["status"], 404);
+    assert_eq!(p["type"], "urn:nv-boot:problem-details:not-found");
+    assert_eq!(p["detail"], "No route for host 'foo.example' and path '/x'");
+    assert_eq!(p["instance"], "/x");
+    assert!(backend.records().is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn internal_paths_are_never_proxied() {
+    let (backend, gw) = setup().await;
+    for (host, target) in [
+        ("api.x", "/internal/v1/feed"),
+        ("api-keys.x", "/internal/v1/feed?since=0"),
+        ("127.0.0.1", "/internal/v1/feed"),
+        ("api.x", "/v2/nvcf/../../internal/v1/feed"),
+        ("api.x", "/%69nternal/v1/feed"),
+    ] {
+        let a = get(gw.addr, host, target).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{host} {target}");
+        assert_eq!(a.problem()["status"], 404);
+    }
+    assert!(backend.records().is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn health_is_answered_by_the_gateway() {
+    let (backend, gw) = setup().await;
+    for host in ["127.0.0.1", "api.x", "api-keys.x", "invocation.x"] {
+        let a = get(gw.addr, host, "/health").await;
+        assert_eq!(a.status, StatusCode::OK, "{host}");
+        assert_eq!(a.headers["content-type"], "application/json");
+        assert_eq!(a.body, r#"{"status":"OK"}"#);
+    }
+    assert!(backend.records().is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn invocation_routes_answer_501_for_now() {
+    let (backend, gw) = setup().await;
+    let path = format!("/v2/nvcf/pexec/functions/{FID}");
+    for (host, target) in [
+        ("127.0.0.1", path.as_str()),
+        ("invocation.x", path.as_str()),
+        (
+            &format!("{FID}.invocation.x") as &str,
+            "/v1/chat/completions",
+        ),
+    ] {
+        let a = post(gw.addr, host, target, "{}").await;
+        assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED, "{host} {target}");
+        let p = a.problem();
+        assert_eq!(
+            p["detail"],
+            "the invocation path is not available in this build yet"
+        );
+        assert_eq!(p["instance"], target);
+    }
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/anything")
+        .header("host", "127.0.0.1")
+        .header("function-id", FID)
+        .body(Full::default())
+        .expect("req");
+    assert_eq!(send(gw.addr, req).await.status, StatusCode::NOT_IMPLEMENTED);
+    assert!(backend.records().is_empty());
+    gw.stop().await;
+}
+
+// ---------------------------------------------------------------- header handling
+
+#[tokio::test]
+async fn trusted_headers_are_replaced_and_client_address_set() {
+    let (backend, gw) = setup().await;
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri("/v2/nvcf/functions")
+        .header("host", "api.x")
+        .header("x-nvcf-gateway-auth", "forged")
+        .header("x-nvcf-client-addr", "203.0.113.9")
+        .header("x-forwarded-for", "198.51.100.1")
+        .header("authorization", "Bearer client-key")
+        .body(Full::default())
+        .expect("req");
+    assert_eq!(send(gw.addr, req).await.status, StatusCode::OK);
+    let rec = backend.only_record();
+    let all = |n: &str| {
+        rec.headers
+            .get_all(n)
+            .iter()
+            .map(|v| v.to_str().expect("ascii").to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(all("x-nvcf-gateway-auth"), [TOKEN]);
+    assert_eq!(all("x-nvcf-client-addr"), ["127.0.0.1"]);
+    assert_eq!(all("x-forwarded-for"), ["198.51.100.1, 127.0.0.1"]);
+    assert_eq!(all("x-forwarded-proto"), ["http"]);
+    assert_eq!(all("authorization"), ["Bearer client-key"]);
+    assert_eq!(rec.version, Version::HTTP_11);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_both_ways() {
+    let (backend, gw) = setup().await;
+    let req = Request::builder()
+        .method(Method::GET)
+        .uri("/v2/nvcf/functions")
+        .header("host", "api.x")
+        .header("connection", "x-custom, keep-alive")
+        .header("x-custom", "1")
+        .header("keep-alive", "timeout=5")
+        .header("proxy-connection", "keep-alive")
+        .header("proxy-authorization", "Basic Zm9v")
+        .header("te", "trailers")
+        .header("trailer", "x-t")
+        .header("x-end-to-end", "kept")
+        .body(Full::default())
+        .expect("req");
+    let a = send(gw.addr, req).await;
+    assert_eq!(a.status, StatusCode::OK);
+    for gone in ["x-hop", "keep-alive", "proxy-authenticate"] {
+        assert!(
+            !a.headers.contains_key(gone),
+            "response kept {gone}: {:?}",
+            a.headers
+        );
+    }
+    assert!(a.headers.get("connection").is_none_or(|v| v != "x-hop"));
+    assert_eq!(a.headers["x-backend"], "yes");
+
+    let rec = backend.only_record();
+    for gone in [
+        "x-custom",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+    ] {
+        assert!(
+            !rec.headers.contains_key(gone),
+            "request kept {gone}: {:?}",
+            rec.headers
+        );
+    }
+    assert!(
+        rec.headers
+            .get("connection")
+            .is_none_or(|v| !v.as_bytes().starts_with(b"x-custom"))
+    );
+    assert_eq!(rec.headers["x-end-to-end"], "kept");
+    gw.stop().await;
+}
+
+// ---------------------------------------------------------------- bodies
+
+#[tokio::test]
+async fn five_mib_body_streams_through_both_ways() {
+    let backend = start_backend().await;
+    let gw = start_gateway(backend.addr, |f| f.max_management_body_bytes = 16 << 20).await;
+    let body: Vec<u8> = (0..5 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let a = post(gw.addr, "api.x", "/v2/nvcf/echo", body.clone()).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body.len(), body.len());
+    assert!(a.body == body, "echoed body differs");
+    assert_eq!(backend.only_record().body.len(), body.len());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_body_with_content_length_is_413_up_front() {
+    let (backend, gw) = setup().await;
+    let head = "POST /v2/nvcf/functions HTTP/1.1\r\nhost: api.x\r\ncontent-length: 2097152\r\nconnection: close\r\n\r\n";
+    let mut bytes = head.as_bytes().to_vec();
+    bytes.extend_from_slice(&[b'a'; 4096]);
+    let out = raw(gw.addr, bytes).await;
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains("application/problem+json"), "{out}");
+    assert!(out.contains("exceeds the limit of 1048576 bytes"), "{out}");
+    assert!(backend.records().is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_chunked_body_is_413_mid_stream() {
+    let backend = start_backend().await;
+    let gw = start_gateway(backend.addr, |f| f.max_management_body_bytes = 64 * 1024).await;
+    let mut bytes = b"POST /v1/keys HTTP/1.1\r\nhost: api-keys.x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_vec();
+    let chunk = [b'z'; 8192];
+    for _ in 0..32 {
+        bytes.extend_from_slice(b"2000\r\n");
+        bytes.extend_from_slice(&chunk);
+        bytes.extend_from_slice(b"\r\n");
+    }
+    bytes.extend_from_slice(b"0\r\n\r\n");
+    let out = raw(gw.addr, bytes).await;
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains("exceeds the limit of 65536 bytes"), "{out}");
+    assert!(
+        backend.records().is_empty(),
+        "backend must not see a complete request"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_headers_are_431() {
+    let (_backend, gw) = setup().await;
+    let big = "a".repeat(20 * 1024);
+    let req = format!("GET /v2/nvcf/functions HTTP/1.1\r\nhost: api.x\r\nx-big: {big}\r\n\r\n");
+    let out = raw(gw.addr, req.into_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_h2_header_list_is_431() {
+    let (backend, gw) = setup().await;
+    let req = Request::builder()
+        .uri("http://api.x/v2/nvcf/functions")
+        .header("x-big", "a".repeat(20 * 1024))
+        .body(Full::default())
+        .expect("req");
+    let a = send_h2(gw.addr, req).await;
+    assert_eq!(a.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert!(backend.records().is_empty());
+    gw.stop().await;
+}
+
+// ---------------------------------------------------------------- protocols and failures
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_proxied_as_http1() {
+    let (backend, gw) = setup().await;
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("http://api.x/v2/nvcf/functions?page=2")
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .body(Full::new(Bytes::from_static(b"{\"h2\":true}")))
+        .expect("req");
+    let a = send_h2(gw.addr, req).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body, "backend ok");
+    let rec = backend.only_record();
+    assert_eq!(rec.version, Version::HTTP_11);
+    assert_eq!(rec.target, "/v2/nvcf/functions?page=2");
+    assert_eq!(rec.headers["host"], "api.x", "Host from :authority");
+    assert_eq!(rec.headers["cookie"], "a=1; b=2");
+    assert_eq!(rec.headers["x-nvcf-client-addr"], "127.0.0.1");
+    assert_eq!(rec.body, "{\"h2\":true}");
+
+    let health = Request::get("http://127.0.0.1/health")
+        .body(Full::default())
+        .expect("req");
+    assert_eq!(send_h2(gw.addr, health).await.body, r#"{"status":"OK"}"#);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn control_plane_down_is_a_502_problem() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let dead = closed.local_addr().expect("addr");
+    drop(closed);
+    let gw = start_gateway(dead, |_| {}).await;
+    let a = get(gw.addr, "api.x", "/v2/nvcf/functions").await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    let p = a.problem();
+    assert_eq!(p["status"], 502);
+    let detail = p["detail"].as_str().expect("detail");
+    assert!(
+        detail.starts_with("control plane unreachable: "),
+        "{detail}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn slow_control_plane_is_a_504_problem() {
+    let backend = start_backend().await;
+    let gw = start_gateway(backend.addr, |f| {
+        f.upstream_timeout = Duration::from_millis(200)
+    })
+    .await;
+    let a = get(gw.addr, "api.x", "/v2/nvcf/slow").await;
+    assert_eq!(a.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(a.problem()["status"], 504);
+    backend.slow_release.add_permits(1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_request_line_gets_400_and_server_keeps_serving() {
+    let (_backend, gw) = setup().await;
+    for garbage in [
+        &b"GARBAGE\r\n\r\n"[..],
+        b"GET /\x01\x02 HTTP/1.1\r\nhost: x\r\n\r\n",
+        b"\x00\x01\x02\x03\r\n\r\n",
+        b"GET / HTTP/1.1\r\nbad header line\r\n\r\n",
+        b"GET / HTTP/1.1\r\ncontent-length: nope\r\n\r\n",
+    ] {
+        let out = raw(gw.addr, garbage.to_vec()).await;
+        assert!(
+            out.is_empty() || out.starts_with("HTTP/1.1 400"),
+            "{garbage:?} -> {out}"
+        );
+    }
+    assert_eq!(
+        get(gw.addr, "127.0.0.1", "/health").await.status,
+        StatusCode::OK
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn silent_connection_is_closed_after_header_read_timeout() {
+    let backend = start_backend().await;
+    let gw = start_gateway(backend.addr, |f| {
+        f.header_read_timeout = Duration::from_millis(200)
+    })
+    .await;
+    // Nothing at all, and a partial h2 preface: both are closed without an answer.
+    for bytes in [&b""[..], b"PRI * HTTP/2.0\r\n"] {
+        let out = raw(gw.addr, bytes.to_vec()).await;
+        assert!(out.is_empty(), "{out}");
+    }
+    // A partial HTTP/1 head: hyper's own header timeout answers 408 or closes.
+    let out = raw(gw.addr, b"GET /health HTTP/1.1\r\n".to_vec()).await;
+    assert!(out.is_empty() || out.starts_with("HTTP/1.1 408"), "{out}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_requests_finish() {
+    let mut backend = start_backend().await;
+    let mut gw = start_gateway(backend.addr, |_| {}).await;
+    let addr = gw.addr;
+    let in_flight = tokio::spawn(async move { get(addr, "api.x", "/v2/nvcf/slow").await });
+    tokio::time::timeout(GUARD, backend.slow_arrived.recv())
+        .await
+        .expect("arrived")
+        .expect("open");
+
+    // Stop accepting while the request is still at the backend.
+    let _ = gw.shutdown.take().expect("sender").send(());
+    backend.slow_release.add_permits(1);
+    let a = tokio::time::timeout(GUARD, in_flight)
+        .await
+        .expect("in time")
+        .expect("task");
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body, "backend ok");
+    tokio::time::timeout(GUARD, &mut gw.task)
+        .await
+        .expect("run returns")
+        .expect("task")
+        .expect("ok");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "listener closed after shutdown"
+    );
+}

@@ -1,0 +1,107 @@
+//! The admin listener: Prometheus `/metrics`, `/healthz` (the process is up) and `/readyz` (every
+//! component has started), on its own address so scrapes never compete with client traffic.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Latency buckets shared by every histogram: sub-millisecond at the bottom (the gateway adds
+/// tens of microseconds), up to a minute at the top (long invocations and polls).
+pub const BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Installs the process-wide Prometheus recorder and describes every metric. Call once.
+pub fn install_recorder() -> Result<PrometheusHandle, String> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets(BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())?;
+    controlplane_stub::describe_metrics();
+    dataplane::describe_metrics();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+fn text(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
+    r
+}
+
+/// Serves the admin endpoints until `stop` flips.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Option<PrometheusHandle>,
+    ready: Arc<AtomicBool>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let metrics = Arc::new(metrics);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let metrics = Arc::clone(&metrics);
+        let ready = Arc::clone(&ready);
+        tokio::spawn(async move {
+            let svc = service_fn(move |req: Request<Incoming>| {
+                let metrics = Arc::clone(&metrics);
+                let ready = Arc::clone(&ready);
+                async move {
+                    let resp = match req.uri().path() {
+                        "/metrics" => match metrics.as_ref() {
+                            Some(h) => {
+                                text(StatusCode::OK, "text/plain; version=0.0.4", h.render())
+                            }
+                            None => text(
+                                StatusCode::NOT_FOUND,
+                                "text/plain",
+                                "metrics recorder not installed\n",
+                            ),
+                        },
+                        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
+                        "/readyz" if ready.load(Ordering::Acquire) => {
+                            text(StatusCode::OK, "text/plain", "ready\n")
+                        }
+                        "/readyz" => {
+                            text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "starting\n")
+                        }
+                        _ => text(
+                            StatusCode::NOT_FOUND,
+                            "text/plain",
+                            "not found: try /metrics, /healthz or /readyz\n",
+                        ),
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let _ = Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
