@@ -46,7 +46,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 
 /// A random internal token for a single-process stack.
 pub fn random_token() -> String {
-    use rand::RngCore;
+    use rand::Rng;
     let mut b = [0u8; 24];
     rand::rng().fill_bytes(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()

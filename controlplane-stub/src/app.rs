@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 /// Everything handlers share.
@@ -25,15 +26,29 @@ pub struct App {
     core: Mutex<Core>,
     pub cfg: ControlplaneConfig,
     pub hasher: KeyHasher,
+    /// Becomes `true` when the server starts shutting down; long-lived responses (the feed) end
+    /// then, so that graceful shutdown does not wait for them forever.
+    stopping: watch::Receiver<bool>,
 }
 
 impl App {
-    pub fn new(core: Core, cfg: ControlplaneConfig, hasher: KeyHasher) -> Self {
+    pub fn new(
+        core: Core,
+        cfg: ControlplaneConfig,
+        hasher: KeyHasher,
+        stopping: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             core: Mutex::new(core),
             cfg,
             hasher,
+            stopping,
         }
+    }
+
+    /// A receiver that turns `true` once the server shuts down.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.clone()
     }
 
     /// The state, locked. A panic elsewhere while holding the lock leaves the data consistent
@@ -216,14 +231,21 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> ApiResu
     }
 }
 
-/// Parses a JSON body; 400 with the parser's message (which names the field and the expected type).
+/// Parses a JSON body; 400 with the parser's message prefixed by the path of the offending field
+/// (e.g. `JSON parse error: inferencePort: invalid type: string "abc", expected i64 at line 1
+/// column 20`), as Jackson names the reference chain.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest(
             "Required request body is missing".into(),
         ));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("JSON parse error: {e}")))
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| ApiError::BadRequest(format!("JSON parse error: {e}")))?;
+    de.end()
+        .map_err(|e| ApiError::BadRequest(format!("JSON parse error: {e}")))?;
+    Ok(value)
 }
 
 /// Parses a JSON body that may be absent (`{}` assumed).

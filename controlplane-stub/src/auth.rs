@@ -194,7 +194,8 @@ pub fn require_internal(headers: &HeaderMap, internal_token: &str) -> ApiResult<
 }
 
 /// The caller's address: the gateway's word for it when the gateway proves itself with the internal
-/// credential, otherwise the TCP peer.
+/// credential, otherwise the TCP peer. IPv4-mapped IPv6 addresses (what a dual-stack listener
+/// reports for IPv4 clients, e.g. `::ffff:127.0.0.1`) come back as IPv4, so loopback checks hold.
 pub fn client_ip(
     headers: &HeaderMap,
     peer: Option<IpAddr>,
@@ -204,14 +205,15 @@ pub fn client_ip(
         .get(model::headers::GATEWAY_AUTH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| secret_eq(v, internal_token));
-    if via_gateway {
+    let ip = if via_gateway {
         headers
             .get(model::headers::CLIENT_ADDR)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse().ok())
+            .and_then(|v| v.trim().parse::<IpAddr>().ok())
     } else {
         peer
-    }
+    };
+    ip.map(|ip| ip.to_canonical())
 }
 
 #[cfg(test)]
@@ -274,5 +276,7 @@ mod tests {
             client_ip(&h, Some(peer), "secret-token-123"),
             "10.1.2.3".parse().ok()
         );
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().expect("ip");
+        assert_eq!(client_ip(&HeaderMap::new(), Some(mapped), "x"), Some(peer));
     }
 }

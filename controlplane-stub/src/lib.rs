@@ -59,10 +59,17 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let (core, hasher) = core::Core::open(&config, Instant::now())?;
-    let app = Arc::new(App::new(core, config, hasher));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = Arc::new(App::new(core, config, hasher, stop_rx));
     let sweeper = tokio::spawn(sweep(Arc::clone(&app)));
     tracing::info!(addr = %listener.local_addr()?, "control plane listening");
     let router = api::router(Arc::clone(&app));
+    // Graceful shutdown waits for every response to finish; feed streams never do on their own,
+    // so they are told to end first (gateways reconnect and resume from their revision).
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
     let served = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),

@@ -412,12 +412,14 @@ fn secrets(r: &CreateFunctionRequest) -> ApiResult<Vec<SecretRecord>> {
     Ok(out)
 }
 
-/// `<n>-<S|M|H|D>[,<n>-<unit>...]` with no unit repeated.
+/// `<n>-<S|M|H|D>[,<n>-<unit>...]` with no unit repeated: NVCF's
+/// `^(?!.*-([SMHD]).*-\1)[1-9]\d*-[SMHD](,\s*[1-9]\d*-[SMHD])*$` (whitespace only after a comma).
 fn rate_ok(rate: &str) -> bool {
     let mut units = HashSet::new();
-    rate.split(',').all(|part| {
+    rate.split(',').enumerate().all(|(i, part)| {
+        let part = if i == 0 { part } else { part.trim_start() };
         RATE_PART
-            .captures(part.trim())
+            .captures(part)
             .is_some_and(|c| units.insert(c.get(1).map(|m| m.as_str()).unwrap_or_default()))
     })
 }
@@ -560,6 +562,10 @@ mod tests {
         assert!(
             rate_ok("10-S")
                 && rate_ok("10-S, 100-M")
+                && rate_ok("10-S,\t100-M")
+                && !rate_ok(" 10-S")
+                && !rate_ok("10-S ,100-M")
+                && !rate_ok("10-S,")
                 && !rate_ok("10-S,5-S")
                 && !rate_ok("0-S")
                 && !rate_ok("5-X")

@@ -71,6 +71,23 @@ pub struct GpuSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_order: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_arch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_memory: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory: Option<String>,
+    /// Helm values overrides (Helm functions only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configuration: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm_validation_policy: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling_configuration: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling_configuration_policy: Option<String>,
@@ -94,12 +111,12 @@ pub struct Deployment {
 }
 
 impl Deployment {
-    /// Sum of `minInstances` over the specifications.
+    /// Sum of `minInstances` over the specifications (saturating: stored counts are not trusted
+    /// to be small, and an overflow must not take the status engine down).
     pub fn min_instances(&self) -> u32 {
         self.deployment_specifications
             .iter()
-            .map(|s| s.min_instances)
-            .sum()
+            .fold(0u32, |sum, s| sum.saturating_add(s.min_instances))
     }
 }
 

@@ -116,7 +116,12 @@ impl Offers {
     }
 }
 
-fn int_field(
+/// Largest instance count: NVCF's fields are Java `int`s.
+const MAX_COUNT: i64 = i32::MAX as i64;
+
+/// An integer field in `range`; `msg` explains the lower bound, the upper one is named.
+fn int_field_of(
+    object: &str,
     v: Option<i64>,
     field: &str,
     required: bool,
@@ -124,11 +129,27 @@ fn int_field(
     msg: &str,
 ) -> ApiResult<Option<u32>> {
     match v {
-        None if required => Err(field_error(OBJ, field, None, "must not be null")),
+        None if required => Err(field_error(object, field, None, "must not be null")),
         None => Ok(None),
-        Some(n) if !range.contains(&n) => Err(field_error(OBJ, field, Some(&n.to_string()), msg)),
+        Some(n) if n < *range.start() => Err(field_error(object, field, Some(&n.to_string()), msg)),
+        Some(n) if n > *range.end() => Err(field_error(
+            object,
+            field,
+            Some(&n.to_string()),
+            &format!("must be less than or equal to {}", range.end()),
+        )),
         Some(n) => Ok(u32::try_from(n).ok()),
     }
+}
+
+fn int_field(
+    v: Option<i64>,
+    field: &str,
+    required: bool,
+    range: std::ops::RangeInclusive<i64>,
+    msg: &str,
+) -> ApiResult<Option<u32>> {
+    int_field_of(OBJ, v, field, required, range, msg)
 }
 
 fn min_le_max(min: u32, max: u32) -> ApiResult<()> {
@@ -157,7 +178,7 @@ fn spec(i: usize, s: &GpuSpecInput, offers: &Offers, f: &FunctionVersion) -> Api
         s.min_instances,
         &field("minInstances"),
         true,
-        0..=i64::from(u32::MAX),
+        0..=MAX_COUNT,
         "must be greater than or equal to 0",
     )?
     .unwrap_or(0);
@@ -165,7 +186,7 @@ fn spec(i: usize, s: &GpuSpecInput, offers: &Offers, f: &FunctionVersion) -> Api
         s.max_instances,
         &field("maxInstances"),
         true,
-        1..=i64::from(u32::MAX),
+        1..=MAX_COUNT,
         "must be greater than 0",
     )?
     .unwrap_or(1);
@@ -175,7 +196,7 @@ fn spec(i: usize, s: &GpuSpecInput, offers: &Offers, f: &FunctionVersion) -> Api
         &field("maxRequestConcurrency"),
         false,
         1..=16384,
-        "must be between 1 and 16384",
+        "must be greater than or equal to 1",
     )?
     .unwrap_or(1);
     let preferred_order = int_field(
@@ -183,7 +204,7 @@ fn spec(i: usize, s: &GpuSpecInput, offers: &Offers, f: &FunctionVersion) -> Api
         &field("preferredOrder"),
         false,
         1..=99,
-        "must be between 1 and 99",
+        "must be greater than or equal to 1",
     )?;
     let clusters = s.clusters.clone().filter(|c| !c.is_empty());
     if s.backend.is_some() && clusters.is_some() {
@@ -219,6 +240,14 @@ fn spec(i: usize, s: &GpuSpecInput, offers: &Offers, f: &FunctionVersion) -> Api
         attributes: s.attributes.clone(),
         availability_zones: s.availability_zones.clone(),
         preferred_order,
+        cpu_arch: s.cpu_arch.clone(),
+        os: s.os.clone(),
+        driver_version: s.driver_version.clone(),
+        storage: s.storage.clone(),
+        system_memory: s.system_memory.clone(),
+        gpu_memory: s.gpu_memory.clone(),
+        configuration: s.configuration.clone(),
+        helm_validation_policy: s.helm_validation_policy.clone(),
         autoscaling_configuration: s.autoscaling_configuration.clone(),
         autoscaling_configuration_policy: None,
     })
@@ -397,15 +426,11 @@ pub async fn patch_spec(
                     ApiError::NotFound(format!("GPU specification '{spec_id}' not found in deployment '{id}'"))
                 })?;
             const PATCH: &str = "updateGpuSpecificationRequest";
-            if let Some(m) = r.min_instances {
-                s.min_instances = u32::try_from(m)
-                    .map_err(|_| field_error(PATCH, "minInstances", Some(&m.to_string()), "must be greater than or equal to 0"))?;
+            if let Some(m) = int_field_of(PATCH, r.min_instances, "minInstances", false, 0..=MAX_COUNT, "must be greater than or equal to 0")? {
+                s.min_instances = m;
             }
-            if let Some(m) = r.max_instances {
-                s.max_instances = u32::try_from(m)
-                    .ok()
-                    .filter(|m| *m > 0)
-                    .ok_or_else(|| field_error(PATCH, "maxInstances", Some(&m.to_string()), "must be greater than 0"))?;
+            if let Some(m) = int_field_of(PATCH, r.max_instances, "maxInstances", false, 1..=MAX_COUNT, "must be greater than 0")? {
+                s.max_instances = m;
             }
             min_le_max(s.min_instances, s.max_instances)?;
             if let Some(a) = r.autoscaling_configuration {
@@ -473,11 +498,11 @@ pub async fn put(
                     "{prefix}: gpu, instanceType, backend and clusters cannot change; use PATCH endpoint to update gpu-specification"
                 )));
             }
-            s.min_instances = int_field(input.min_instances, "deploymentSpecifications[0].minInstances", true, 0..=i64::from(u32::MAX), "must be greater than or equal to 0")?
+            s.min_instances = int_field(input.min_instances, "deploymentSpecifications[0].minInstances", true, 0..=MAX_COUNT, "must be greater than or equal to 0")?
                 .unwrap_or(0);
-            s.max_instances = int_field(input.max_instances, "deploymentSpecifications[0].maxInstances", true, 1..=i64::from(u32::MAX), "must be greater than 0")?
+            s.max_instances = int_field(input.max_instances, "deploymentSpecifications[0].maxInstances", true, 1..=MAX_COUNT, "must be greater than 0")?
                 .unwrap_or(1);
-            if let Some(c) = int_field(input.max_request_concurrency, "deploymentSpecifications[0].maxRequestConcurrency", false, 1..=16384, "must be between 1 and 16384")? {
+            if let Some(c) = int_field(input.max_request_concurrency, "deploymentSpecifications[0].maxRequestConcurrency", false, 1..=16384, "must be greater than or equal to 1")? {
                 s.max_request_concurrency = c;
             }
             min_le_max(s.min_instances, s.max_instances)?;

@@ -36,7 +36,10 @@ pub async fn feed(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<Response> 
     let since = match ctx.query_values("since").first() {
         None => 0,
         Some(s) => s.parse::<u64>().map_err(|_| {
-            ApiError::BadRequest(format!("since must be a revision number, got '{s}'"))
+            ApiError::BadRequest(format!(
+                "since must be a revision number, got '{}'",
+                crate::app::truncate(s, 256)
+            ))
         })?,
     };
     let (first, rx) = app.lock().subscribe(since)?;
@@ -45,30 +48,40 @@ pub async fn feed(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<Response> 
         last = *revision;
     }
     let heartbeat = app.cfg.feed_heartbeat;
+    let stopping = app.stopping();
     let initial =
         futures_util::stream::iter(first.into_iter().map(|m| Ok::<_, std::io::Error>(line(&m))));
-    let live = futures_util::stream::unfold((rx, last), move |(mut rx, mut last)| async move {
-        loop {
-            match tokio::time::timeout(heartbeat, rx.recv()).await {
-                Err(_) => {
-                    return Some((
-                        Ok(line(&FeedMessage::Heartbeat { revision: last })),
-                        (rx, last),
-                    ));
+    let live = futures_util::stream::unfold(
+        (rx, last, stopping),
+        move |(mut rx, mut last, mut stopping)| async move {
+            loop {
+                let next = tokio::select! {
+                    // The control plane is shutting down: end the stream so the connection can close.
+                    _ = stopping.wait_for(|s| *s) => return None,
+                    next = tokio::time::timeout(heartbeat, rx.recv()) => next,
+                };
+                match next {
+                    Err(_) => {
+                        return Some((
+                            Ok(line(&FeedMessage::Heartbeat { revision: last })),
+                            (rx, last, stopping),
+                        ));
+                    }
+                    Ok(Ok(msg)) if msg.revision() <= last => continue,
+                    Ok(Ok(msg)) => {
+                        last = msg.revision();
+                        return Some((Ok(line(&msg)), (rx, last, stopping)));
+                    }
+                    // Fell too far behind, or the control plane is shutting down: end the stream; the
+                    // client reconnects with its revision and gets the backlog or a snapshot.
+                    Ok(Err(
+                        broadcast::error::RecvError::Lagged(_)
+                        | broadcast::error::RecvError::Closed,
+                    )) => return None,
                 }
-                Ok(Ok(msg)) if msg.revision() <= last => continue,
-                Ok(Ok(msg)) => {
-                    last = msg.revision();
-                    return Some((Ok(line(&msg)), (rx, last)));
-                }
-                // Fell too far behind, or the control plane is shutting down: end the stream; the
-                // client reconnects with its revision and gets the backlog or a snapshot.
-                Ok(Err(
-                    broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed,
-                )) => return None,
             }
-        }
-    });
+        },
+    );
     let mut resp = Body::from_stream(initial.chain(live)).into_response();
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
@@ -79,8 +92,18 @@ pub async fn feed(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<Response> 
 
 fn check_registration(r: &WorkerRegistration) -> ApiResult<()> {
     let bad = |m: String| Err(ApiError::BadRequest(m));
-    if r.worker_id.trim().is_empty() || r.worker_id.len() > 128 {
-        return bad("workerId must be 1 to 128 characters".into());
+    // The id goes into heartbeat URLs unencoded, so it must be a plain path segment.
+    if r.worker_id.is_empty()
+        || r.worker_id.len() > 128
+        || !r
+            .worker_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+    {
+        return bad(format!(
+            "workerId must be 1 to 128 characters of [A-Za-z0-9._:-], got '{}'",
+            crate::app::truncate(&r.worker_id, 128)
+        ));
     }
     if !(r.address.starts_with("http://") || r.address.starts_with("https://"))
         || r.address.parse::<http::Uri>().is_err()
