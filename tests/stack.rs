@@ -47,7 +47,10 @@ struct Http {
 
 impl Http {
     fn new(gw: SocketAddr) -> Self {
-        Self { client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()), gw }
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+            gw,
+        }
     }
 
     /// Sends a request to the gateway with `Host: <host_prefix><gw>`.
@@ -67,10 +70,18 @@ impl Http {
             req = req.header(*k, *v);
         }
         let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        let resp = self.client.request(req.body(Full::new(body)).expect("request")).await.expect("send");
+        let resp = self
+            .client
+            .request(req.body(Full::new(body)).expect("request"))
+            .await
+            .expect("send");
         let status = resp.status();
         let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        let json = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        let json = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
         (status, json)
     }
 }
@@ -93,7 +104,9 @@ where
 const ISSUER: &str = "nvidia-cloud-functions-ncp-service-id-aketm";
 
 async fn admin_token(http: &Http) -> String {
-    let (s, v) = http.call(Method::POST, "api-keys.", "/v1/admin/keys", &[], None).await;
+    let (s, v) = http
+        .call(Method::POST, "api-keys.", "/v1/admin/keys", &[], None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     v["value"].as_str().expect("value").to_owned()
 }
@@ -101,16 +114,27 @@ async fn admin_token(http: &Http) -> String {
 async fn status_of(http: &Http, token: &str, fid: &str, vid: &str) -> String {
     let auth = format!("Bearer {token}");
     let (s, v) = http
-        .call(Method::GET, "api.", &format!("/v2/nvcf/functions/{fid}/versions/{vid}"), &[("authorization", &auth)], None)
+        .call(
+            Method::GET,
+            "api.",
+            &format!("/v2/nvcf/functions/{fid}/versions/{vid}"),
+            &[("authorization", &auth)],
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    v["function"]["status"].as_str().unwrap_or_default().to_owned()
+    v["function"]["status"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quickstart_through_the_gateway() {
     let dir = tempfile::tempdir().expect("tmp");
-    let stack = launcher::start(&test_config(dir.path()), Role::Up, None).await.expect("start");
+    let stack = launcher::start(&test_config(dir.path()), Role::Up, None)
+        .await
+        .expect("start");
     let http = Http::new(stack.gateway.expect("gateway"));
 
     // The seed's admin-token command, verbatim shape: POST with only a Host header.
@@ -125,40 +149,101 @@ async fn quickstart_through_the_gateway() {
             "resources": [{"id": "*", "type": "account-functions"}, {"id": "*", "type": "authorized-functions"}],
             "scopes": ["invoke_function", "list_functions", "queue_details", "list_functions_details"]}]}
     });
-    let key_headers =
-        [("key-issuer-service", "nvcf-api"), ("key-issuer-id", ISSUER), ("key-owner-id", "svc@nvcf-api.local")];
-    let (s, v) = http.call(Method::POST, "api-keys.", "/v1/keys", &key_headers, Some(key_body.clone())).await;
+    let key_headers = [
+        ("key-issuer-service", "nvcf-api"),
+        ("key-issuer-id", ISSUER),
+        ("key-owner-id", "svc@nvcf-api.local"),
+    ];
+    let (s, v) = http
+        .call(
+            Method::POST,
+            "api-keys.",
+            "/v1/keys",
+            &key_headers,
+            Some(key_body.clone()),
+        )
+        .await;
     // 365 days at most: the far-future date is refused with NVCF's text.
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    assert!(v["detail"].as_str().unwrap_or_default().contains("not more than 365 days"), "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not more than 365 days"),
+        "{v}"
+    );
     let mut key_body = key_body;
-    let expires = model::time::Timestamp::now().plus(Duration::from_secs(86_400)).to_string();
+    let expires = model::time::Timestamp::now()
+        .plus(Duration::from_secs(86_400))
+        .to_string();
     key_body["expires_at"] = json!(expires);
-    let (s, v) = http.call(Method::POST, "api-keys.", "/v1/keys", &key_headers, Some(key_body)).await;
+    let (s, v) = http
+        .call(
+            Method::POST,
+            "api-keys.",
+            "/v1/keys",
+            &key_headers,
+            Some(key_body),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let key = v["value"].as_str().expect("key").to_owned();
     assert!(key.starts_with("nvapi-"));
     let key_auth = format!("Bearer {key}");
 
     // The key works as a bearer for listing, but cannot create functions (no register_function).
-    let (s, v) = http.call(Method::GET, "api.", "/v2/nvcf/functions", &[("authorization", &key_auth)], None).await;
+    let (s, v) = http
+        .call(
+            Method::GET,
+            "api.",
+            "/v2/nvcf/functions",
+            &[("authorization", &key_auth)],
+            None,
+        )
+        .await;
     assert_eq!((s, v), (StatusCode::OK, json!({"functions": []})));
-    let fn_body = json!({"name": "echo-fn", "inferenceUrl": "/echo", "containerImage": "builtin/echo"});
+    let fn_body =
+        json!({"name": "echo-fn", "inferenceUrl": "/echo", "containerImage": "builtin/echo"});
     let (s, _) = http
-        .call(Method::POST, "api.", "/v2/nvcf/functions", &[("authorization", &key_auth)], Some(fn_body.clone()))
+        .call(
+            Method::POST,
+            "api.",
+            "/v2/nvcf/functions",
+            &[("authorization", &key_auth)],
+            Some(fn_body.clone()),
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 
     // Cluster groups come from the registered worker (eventually: it registers asynchronously).
-    eventually("the worker to register", Duration::from_secs(10), || async {
-        let (s, v) = http.call(Method::GET, "api.", "/v2/nvcf/clusterGroups", &[("authorization", &auth)], None).await;
-        s == StatusCode::OK && v["clusterGroups"][0]["gpus"][0]["name"] == "CPU"
-    })
+    eventually(
+        "the worker to register",
+        Duration::from_secs(10),
+        || async {
+            let (s, v) = http
+                .call(
+                    Method::GET,
+                    "api.",
+                    "/v2/nvcf/clusterGroups",
+                    &[("authorization", &auth)],
+                    None,
+                )
+                .await;
+            s == StatusCode::OK && v["clusterGroups"][0]["gpus"][0]["name"] == "CPU"
+        },
+    )
     .await;
 
     // Create, deploy, and watch it become ACTIVE.
-    let (s, v) =
-        http.call(Method::POST, "api.", "/v2/nvcf/functions", &[("authorization", &auth)], Some(fn_body)).await;
+    let (s, v) = http
+        .call(
+            Method::POST,
+            "api.",
+            "/v2/nvcf/functions",
+            &[("authorization", &auth)],
+            Some(fn_body),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["function"]["status"], "INACTIVE");
     let fid = v["function"]["id"].as_str().expect("id").to_owned();
@@ -175,14 +260,26 @@ async fn quickstart_through_the_gateway() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["deployment"]["functionStatus"], "DEPLOYING");
-    eventually("ACTIVE", Duration::from_secs(10), || async { status_of(&http, &token, &fid, &vid).await == "ACTIVE" })
-        .await;
+    eventually("ACTIVE", Duration::from_secs(10), || async {
+        status_of(&http, &token, &fid, &vid).await == "ACTIVE"
+    })
+    .await;
 
     // Path fallback with a bare host reaches the same API; /internal never does.
-    let (s, v) = http.call(Method::GET, "", "/v2/nvcf/functions/ids", &[("authorization", &key_auth)], None).await;
+    let (s, v) = http
+        .call(
+            Method::GET,
+            "",
+            "/v2/nvcf/functions/ids",
+            &[("authorization", &key_auth)],
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["functionIds"], json!([fid]));
-    let (s, v) = http.call(Method::GET, "api.", "/internal/v1/feed", &[], None).await;
+    let (s, v) = http
+        .call(Method::GET, "api.", "/internal/v1/feed", &[], None)
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
 
     // An unknown host is a 404 problem from the gateway itself.
@@ -192,9 +289,13 @@ async fn quickstart_through_the_gateway() {
 
     // The admin listener answers health and readiness (no recorder is installed in tests).
     let admin = stack.admin.expect("admin");
-    let c: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let c: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     for path in ["/healthz", "/readyz"] {
-        let resp = c.get(format!("http://{admin}{path}").parse().expect("uri")).await.expect("admin");
+        let resp = c
+            .get(format!("http://{admin}{path}").parse().expect("uri"))
+            .await
+            .expect("admin");
         assert_eq!(resp.status(), StatusCode::OK, "{path}");
     }
     stack.shutdown().await.expect("shutdown");
@@ -206,7 +307,9 @@ async fn second_worker(cfg: &FileConfig, stack: &Stack, dir: &Path) -> Stack {
     w.admin.listen = String::new();
     w.worker.controlplane_url = format!("http://{}", stack.controlplane.expect("cp"));
     w.worker.data_dir = dir.join("w2");
-    launcher::start(&w, Role::Worker, None).await.expect("worker 2")
+    launcher::start(&w, Role::Worker, None)
+        .await
+        .expect("worker 2")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,30 +323,69 @@ async fn two_workers_deploying_active_degrading() {
     let auth = format!("Bearer {token}");
 
     eventually("two workers", Duration::from_secs(10), || async {
-        let (_, v) = http.call(Method::GET, "api.", "/v2/nvcf/clusterGroups", &[("authorization", &auth)], None).await;
-        v["clusterGroups"][0]["clusters"].as_array().is_some_and(|c| !c.is_empty())
+        let (_, v) = http
+            .call(
+                Method::GET,
+                "api.",
+                "/v2/nvcf/clusterGroups",
+                &[("authorization", &auth)],
+                None,
+            )
+            .await;
+        v["clusterGroups"][0]["clusters"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
     })
     .await;
     let fn_body = json!({"name": "mlp", "inferenceUrl": "/infer", "containerImage": "builtin/mlp"});
-    let (_, v) =
-        http.call(Method::POST, "api.", "/v2/nvcf/functions", &[("authorization", &auth)], Some(fn_body)).await;
+    let (_, v) = http
+        .call(
+            Method::POST,
+            "api.",
+            "/v2/nvcf/functions",
+            &[("authorization", &auth)],
+            Some(fn_body),
+        )
+        .await;
     let fid = v["function"]["id"].as_str().expect("id").to_owned();
     let vid = v["function"]["versionId"].as_str().expect("vid").to_owned();
 
     // Both workers must have registered before deploying with minInstances 2.
     let dep = json!({"deploymentSpecifications": [{"gpu": "cpu", "instanceType": "ncp.cpu_1x", "minInstances": 2, "maxInstances": 2}]});
     let path = format!("/v2/nvcf/deployments/functions/{fid}/versions/{vid}");
-    let (s, v) = http.call(Method::POST, "api.", &path, &[("authorization", &auth)], Some(dep)).await;
+    let (s, v) = http
+        .call(
+            Method::POST,
+            "api.",
+            &path,
+            &[("authorization", &auth)],
+            Some(dep),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["deployment"]["functionStatus"], "DEPLOYING");
     // Names are matched case-insensitively and answered in the workers' spelling.
     assert_eq!(v["deployment"]["deploymentSpecifications"][0]["gpu"], "CPU");
-    eventually("ACTIVE with two ready workers", Duration::from_secs(15), || async {
-        status_of(&http, &token, &fid, &vid).await == "ACTIVE"
-    })
+    eventually(
+        "ACTIVE with two ready workers",
+        Duration::from_secs(15),
+        || async { status_of(&http, &token, &fid, &vid).await == "ACTIVE" },
+    )
     .await;
-    let (_, v) = http.call(Method::GET, "api.", &format!("/v2/nvcf/functions/{fid}/versions/{vid}"), &[("authorization", &auth)], None).await;
-    assert_eq!(v["function"]["activeInstances"].as_array().map(Vec::len), Some(2), "{v}");
+    let (_, v) = http
+        .call(
+            Method::GET,
+            "api.",
+            &format!("/v2/nvcf/functions/{fid}/versions/{vid}"),
+            &[("authorization", &auth)],
+            None,
+        )
+        .await;
+    assert_eq!(
+        v["function"]["activeInstances"].as_array().map(Vec::len),
+        Some(2),
+        "{v}"
+    );
 
     // The second worker stops heartbeating: one of two ready → DEGRADING.
     w2.shutdown().await.expect("stop worker 2");
@@ -262,9 +404,13 @@ fn shipped_configs_are_valid() {
         let path = entry.expect("entry").path();
         if path.extension().is_some_and(|e| e == "toml") {
             let cfg = config::load(Some(&path), &BTreeMap::new()).expect("parse");
-            cfg.validate_all(&path.display().to_string()).expect("valid");
+            cfg.validate_all(&path.display().to_string())
+                .expect("valid");
             checked += 1;
         }
     }
-    assert!(checked >= 4, "expected local.toml and one example per role, found {checked}");
+    assert!(
+        checked >= 4,
+        "expected local.toml and one example per role, found {checked}"
+    );
 }
