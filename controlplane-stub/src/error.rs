@@ -104,7 +104,12 @@ impl IntoResponse for ApiError {
             );
         }
         let problem = Problem::new(status, self.detail());
-        problem_response(status, problem)
+        let mut resp = problem_response(status, problem);
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
     }
 }
 

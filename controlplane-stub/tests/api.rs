@@ -2525,10 +2525,9 @@ async fn scope_matrix() {
             c
         };
         let what = format!("{} {}", e.method, e.path);
-        call(None)
-            .send()
-            .await
-            .problem(401, "Header of type `authorization` was missing");
+        let r = call(None).send().await;
+        r.problem(401, "Header of type `authorization` was missing");
+        assert_eq!(r.header("www-authenticate"), "Bearer", "{what}");
         call(Some("garbage"))
             .send()
             .await
@@ -2727,10 +2726,10 @@ async fn unknown_routes_wrong_methods_and_bad_paths() {
         (Method::GET, "/internal/v1/workers"),
     ];
     for (m, p) in wrong {
-        cp.call(m.clone(), p)
-            .send()
-            .await
-            .problem(405, &format!("Request method '{m}' is not supported"));
+        let r = cp.call(m.clone(), p).send().await;
+        r.problem(405, &format!("Request method '{m}' is not supported"));
+        // The problem body replaces axum's, but the `Allow` header it set survives.
+        assert!(!r.header("allow").is_empty(), "{m} {p}: no Allow header");
     }
     // Path parameters that are not UUIDs, or not UTF-8.
     let fid = Uuid::new_v4();
@@ -3134,4 +3133,26 @@ async fn keys_expired_for_two_days_are_purged() {
         .await
         .problem(401, "Invalid or unknown credential");
     cp.stop().await;
+}
+
+#[tokio::test]
+async fn authentication_comes_before_path_validation() {
+    let cp = Cp::start().await;
+    // No credential: 401 even though the path parameter is not a UUID (NVCF's filter order).
+    cp.get("/v2/nvcf/functions/not-a-uuid/versions/also-not")
+        .send()
+        .await
+        .problem(401, "Header of type `authorization` was missing");
+    cp.get("/v2/nvcf/deployments/not-a-uuid")
+        .bearer("garbage")
+        .send()
+        .await
+        .problem(401, "Invalid bearer token");
+    // With a valid credential the malformed UUID is the 400.
+    let admin = cp.admin().await;
+    cp.get("/v2/nvcf/functions/not-a-uuid/versions/also-not")
+        .bearer(&admin)
+        .send()
+        .await
+        .problem(400, "Invalid UUID string: not-a-uuid");
 }

@@ -8,11 +8,12 @@ pub mod internal;
 pub mod keys;
 
 use crate::app::App;
-use crate::error::{ApiError, PendingProblem, problem_response};
+use crate::error::{ApiError, PendingProblem};
 use axum::Router;
 use axum::extract::Request;
+use axum::extract::State;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,8 +22,9 @@ use std::time::Instant;
 pub fn router(app: Arc<App>) -> Router {
     const FN: &str = "/v2/nvcf/functions/{functionId}/versions/{functionVersionId}";
     const DEP: &str = "/v2/nvcf/deployments/functions/{functionId}/versions/{functionVersionId}";
-    Router::new()
-        .route("/health", get(health))
+    // Management routes authenticate before anything else, as NVCF's security filter does: a
+    // request without a valid credential gets 401 even when its path parameters are malformed.
+    let management = Router::new()
         // Function management (§1.2).
         .route(
             "/v2/nvcf/functions",
@@ -70,6 +72,13 @@ pub fn router(app: Arc<App>) -> Router {
             "/v2/nvcf/queues/functions/{functionId}/versions/{versionId}",
             get(clusters::version_queue),
         )
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            authenticated,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .merge(management)
         // Key service (§1.7).
         .route("/v1/admin/keys", post(keys::mint_admin))
         .route("/v1/keys", post(keys::create).get(keys::list))
@@ -92,6 +101,18 @@ pub fn router(app: Arc<App>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(finish))
         .with_state(app)
+}
+
+/// 401 unless the request carries a valid management credential (scopes are checked by handlers).
+async fn authenticated(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let checked = {
+        let core = app.lock();
+        app.principal(&core, req.headers()).map(|_| ())
+    };
+    match checked {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn health() -> axum::Json<serde_json::Value> {
@@ -120,8 +141,14 @@ async fn finish(req: Request, next: Next) -> Response {
         .increment(1);
     metrics::histogram!("controlplane_request_duration_seconds")
         .record(started.elapsed().as_secs_f64());
-    match resp.extensions().get::<PendingProblem>() {
-        Some(PendingProblem(p)) => problem_response(status, p.clone().with_instance(path)),
-        None => resp,
-    }
+    let Some(PendingProblem(p)) = resp.extensions().get::<PendingProblem>().cloned() else {
+        return resp;
+    };
+    // Keep the headers the router or handler set (`Allow` on 405, `WWW-Authenticate` on 401).
+    let (mut parts, _) = resp.into_parts();
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    Response::from_parts(
+        parts,
+        axum::body::Body::from(p.with_instance(path).to_json()),
+    )
 }
