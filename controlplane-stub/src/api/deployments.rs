@@ -279,6 +279,17 @@ fn dto(core: &Core, d: &Deployment) -> DeploymentDto {
     DeploymentDto::new(d, status, health_info(core, d))
 }
 
+/// `{"deployment": ...}` for a deployment just written (rendered after the status engine ran).
+fn answer(app: &App, id: Uuid) -> ApiResult<Json<serde_json::Value>> {
+    let core = app.lock();
+    let d = core
+        .state
+        .deployments
+        .get(&id)
+        .ok_or_else(|| ApiError::Internal("deployment vanished".into()))?;
+    Ok(Json(json!({ "deployment": dto(&core, d) })))
+}
+
 fn deployment_not_found(fid: Uuid, vid: Uuid) -> ApiError {
     ApiError::NotFound(format!(
         "Function id '{fid}', version '{vid}': Deployment not found"
@@ -343,13 +354,7 @@ pub async fn create(
             Ok(d.deployment_id)
         })
         .await?;
-    let core = app.lock();
-    let d = core
-        .state
-        .deployments
-        .get(&id)
-        .ok_or_else(|| ApiError::Internal("deployment vanished".into()))?;
-    Ok(Json(json!({ "deployment": dto(&core, d) })))
+    answer(&app, id)
 }
 
 /// `GET /v2/nvcf/deployments/functions/{fid}/versions/{vid}`
@@ -512,13 +517,7 @@ pub async fn put(
             Ok(id)
         })
         .await?;
-    let core = app.lock();
-    let d = core
-        .state
-        .deployments
-        .get(&id)
-        .ok_or_else(|| ApiError::Internal("deployment vanished".into()))?;
-    Ok(Json(json!({ "deployment": dto(&core, d) })))
+    answer(&app, id)
 }
 
 /// `DELETE /v2/nvcf/deployments/functions/{fid}/versions/{vid}?graceful=`: 200 with the function,
