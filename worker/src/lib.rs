@@ -8,6 +8,7 @@ pub mod agent;
 pub mod config;
 pub mod cp_client;
 pub mod devices;
+pub mod kernels;
 pub mod readiness;
 pub mod server;
 
