@@ -66,7 +66,7 @@ pub struct MlpWeights {
 /// layers of 256 with ReLU, 16 outputs with no activation.
 pub const SEEDED_SHAPE: &[usize] = &[64, 256, 256, 16];
 /// Seed of the seeded network (the same weights on every worker and every run).
-pub const SEED: u64 = 0x5eed_0f_a11_5eed;
+pub const SEED: u64 = 0x0005_eed0_fa11_5eed;
 
 impl MlpWeights {
     /// Checks that the layers chain (each layer's input width is the previous output width) and
