@@ -5,10 +5,10 @@ use crate::core::Core;
 use crate::error::{ApiError, ApiResult};
 use crate::keyhash::{ADMIN_PREFIX, KeyHasher, api_key_well_formed};
 use http::HeaderMap;
-use model::keys::{KeyStatus, Resource};
+use model::credentials::Grants;
+use model::keys::KeyStatus;
 use model::scopes::{CredentialKind, Scope};
 use model::time::Timestamp;
-use std::collections::HashSet;
 use std::net::IpAddr;
 use uuid::Uuid;
 
@@ -17,19 +17,13 @@ use uuid::Uuid;
 pub struct Principal {
     pub kind: CredentialKind,
     pub key_id: Uuid,
-    scopes: HashSet<String>,
-    resources: Vec<Resource>,
+    grants: Grants,
 }
 
 impl Principal {
-    /// Whether the credential grants `scope` (`hasAnyAuthority('x', 'apikey:x')`; API keys cannot
-    /// hold the JWT-only scopes).
+    /// Whether the credential grants `scope`.
     pub fn has(&self, scope: Scope) -> bool {
-        let held = self.scopes.contains(scope.as_str());
-        match self.kind {
-            CredentialKind::Admin => held,
-            CredentialKind::ApiKey => held && scope.api_key_may_hold(),
-        }
+        self.grants.has(scope)
     }
 
     /// 403 unless the credential holds one of `scopes`.
@@ -55,31 +49,12 @@ impl Principal {
 
     /// Whether the credential covers every function of the account (`account-functions`).
     pub fn covers_account(&self) -> bool {
-        match self.kind {
-            CredentialKind::Admin => true,
-            CredentialKind::ApiKey => self
-                .resources
-                .iter()
-                .any(|r| r.type_ == "account-functions" && r.id == "*"),
-        }
+        self.grants.covers_account()
     }
 
     /// Whether the credential may touch a function (version `None` = the function as a whole).
     pub fn may_access(&self, function_id: Uuid, version_id: Option<Uuid>) -> bool {
-        if self.covers_account() {
-            return true;
-        }
-        self.resources
-            .iter()
-            .filter(|r| r.type_ == "function")
-            .any(|r| {
-                let Some((f, v)) = r.id.split_once('/') else {
-                    return r.id.parse::<Uuid>().ok() == Some(function_id);
-                };
-                f.parse::<Uuid>().ok() == Some(function_id)
-                    && (v == "*"
-                        || version_id.is_some_and(|vid| v.parse::<Uuid>().ok() == Some(vid)))
-            })
+        self.grants.may_access(function_id, version_id)
     }
 
     /// 403 unless [`Self::may_access`].
@@ -153,23 +128,10 @@ pub fn authenticate(
             return Err(ApiError::Unauthorized("Credential is suspended".into()));
         }
     }
-    let (scopes, resources) = match record.kind {
-        CredentialKind::Admin => (record.admin_scopes.iter().cloned().collect(), Vec::new()),
-        CredentialKind::ApiKey => {
-            let policies = record.policies_for(model::NVCF_SERVICE_ID);
-            let scopes = policies
-                .iter()
-                .flat_map(|p| p.scopes.iter().cloned())
-                .collect();
-            let resources = policies.into_iter().flat_map(|p| p.resources).collect();
-            (scopes, resources)
-        }
-    };
     Ok(Principal {
         kind: record.kind,
         key_id: record.id,
-        scopes,
-        resources,
+        grants: Grants::of(record),
     })
 }
 
@@ -219,48 +181,6 @@ pub fn client_ip(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(resources: Vec<(&str, &str)>) -> Principal {
-        Principal {
-            kind: CredentialKind::ApiKey,
-            key_id: Uuid::nil(),
-            scopes: ["list_functions", "list_cluster_groups"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            resources: resources
-                .into_iter()
-                .map(|(t, id)| Resource {
-                    type_: t.into(),
-                    id: id.into(),
-                })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn api_keys_cannot_hold_jwt_only_scopes() {
-        let p = key(vec![]);
-        assert!(p.has(Scope::ListFunctions));
-        assert!(!p.has(Scope::ListClusterGroups));
-        assert!(p.require(Scope::DeployFunction).is_err());
-    }
-
-    #[test]
-    fn resource_entries_limit_functions() {
-        let f = Uuid::new_v4();
-        let v = Uuid::new_v4();
-        let other = Uuid::new_v4();
-        assert!(key(vec![("account-functions", "*")]).may_access(other, None));
-        let p = key(vec![("function", &format!("{f}/{v}"))]);
-        assert!(p.may_access(f, Some(v)));
-        assert!(!p.may_access(f, Some(other)));
-        assert!(!p.may_access(f, None));
-        assert!(!p.may_access(other, Some(v)));
-        let p = key(vec![("function", &format!("{f}/*"))]);
-        assert!(p.may_access(f, None) && p.may_access(f, Some(v)));
-        assert!(!p.covers_account());
-    }
 
     #[test]
     fn client_ip_trusts_gateway_only_with_the_token() {

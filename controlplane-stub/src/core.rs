@@ -41,7 +41,7 @@ impl Core {
         let secret = match store.meta("key_hash_secret")? {
             Some(s) => s,
             None => {
-                let s = KeyHasher::generate_secret();
+                let s = crate::keyhash::generate_secret();
                 store.set_meta("key_hash_secret", &s)?;
                 s
             }

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod credentials;
 pub mod deployment;
 pub mod feed;
 pub mod function;
