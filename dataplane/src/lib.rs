@@ -13,8 +13,10 @@ pub mod config;
 pub mod error;
 mod headers;
 mod io;
+pub mod keys;
 pub mod metrics;
 mod proxy;
+pub mod routing;
 mod server;
 
 pub use classify::{InvocationKind, Route, classify};

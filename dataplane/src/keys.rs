@@ -1,0 +1,274 @@
+//! The `authenticate` phase's key index: credentials checked locally from the key records of the
+//! state feed (keyed hash, status, expiry, scopes, resource entries), so invocations never wait on
+//! the control plane. Rebuilt with the routing snapshot on every feed change, which is what makes a
+//! deleted or expired key stop working as soon as the change arrives.
+
+use model::credentials::{ADMIN_PREFIX, Grants, KeyHasher, api_key_well_formed};
+use model::feed::FeedState;
+use model::keys::KeyStatus;
+use model::scopes::Scope;
+use model::time::Timestamp;
+use std::collections::HashMap;
+use uuid::Uuid;
+
+/// Why a caller may not invoke.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// 401.
+    #[error("Header of type `authorization` was missing")]
+    Missing,
+    /// 401.
+    #[error("Unauthorized access")]
+    Malformed,
+    /// 401.
+    #[error("Invalid or unknown credential")]
+    Unknown,
+    /// 401.
+    #[error("Credential expired")]
+    Expired,
+    /// 401.
+    #[error("Credential is suspended")]
+    Suspended,
+    /// 403.
+    #[error("missing requested authorities: invoke_function")]
+    MissingScope,
+    /// 403.
+    #[error("Function '{0}':  Missing resource entry in ApiKey for the function")]
+    MissingResource(Uuid),
+}
+
+impl AuthError {
+    /// 401 for a credential problem, 403 for a missing grant.
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Self::MissingScope | Self::MissingResource(_))
+    }
+}
+
+/// Credentials by keyed hash.
+#[derive(Debug, Clone)]
+pub struct KeyIndex {
+    hasher: KeyHasher,
+    key_prefix: String,
+    by_hash: HashMap<String, Entry>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    status: KeyStatus,
+    expires_at: Timestamp,
+    grants: Grants,
+}
+
+impl KeyIndex {
+    /// Indexes the key records of `state` (hash secret from its snapshot). `key_prefix` is the API
+    /// key prefix the control plane issues.
+    pub fn build(state: &FeedState, key_prefix: &str) -> Self {
+        let by_hash = state
+            .keys
+            .values()
+            .map(|k| {
+                (
+                    k.hash.clone(),
+                    Entry {
+                        status: k.status,
+                        expires_at: k.expires_at,
+                        grants: Grants::of(k),
+                    },
+                )
+            })
+            .collect();
+        Self {
+            hasher: KeyHasher::new(&state.key_hash_secret),
+            key_prefix: key_prefix.to_owned(),
+            by_hash,
+        }
+    }
+
+    /// The grants of the bearer in an `Authorization` header value, checked at `now`.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&[u8]>,
+        now: Timestamp,
+    ) -> Result<&Grants, AuthError> {
+        let raw = authorization.ok_or(AuthError::Missing)?;
+        let value = std::str::from_utf8(raw).map_err(|_| AuthError::Malformed)?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Malformed)?;
+        let shaped = if token.starts_with("nvapi-") {
+            api_key_well_formed(token, &self.key_prefix)
+        } else {
+            token.starts_with(ADMIN_PREFIX)
+        };
+        if !shaped {
+            return Err(AuthError::Unknown);
+        }
+        let entry = self
+            .by_hash
+            .get(&self.hasher.hash(token))
+            .ok_or(AuthError::Unknown)?;
+        match entry.status {
+            KeyStatus::Suspended => return Err(AuthError::Suspended),
+            KeyStatus::Expired => return Err(AuthError::Expired),
+            KeyStatus::Active if now > entry.expires_at => return Err(AuthError::Expired),
+            KeyStatus::Active => {}
+        }
+        Ok(&entry.grants)
+    }
+}
+
+/// The invoke check: `invoke_function`, and a resource entry covering the function (and version,
+/// when one is pinned).
+pub fn authorize_invoke(
+    grants: &Grants,
+    function_id: Uuid,
+    version_id: Option<Uuid>,
+) -> Result<(), AuthError> {
+    if !grants.has(Scope::InvokeFunction) {
+        return Err(AuthError::MissingScope);
+    }
+    if !grants.may_access(function_id, version_id) {
+        return Err(AuthError::MissingResource(function_id));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::feed::{Entity, FeedMessage};
+    use model::keys::KeyRecord;
+    use model::scopes::CredentialKind;
+    use serde_json::json;
+    use std::time::Duration;
+
+    const SECRET: &str = "00ff";
+
+    /// A well-formed key whose random part is one letter repeated.
+    fn key_value(n: u8) -> String {
+        let head = format!(
+            "nvapi-{}",
+            char::from(b'A' + n)
+                .to_string()
+                .repeat(model::credentials::RANDOM_CHARS)
+        );
+        format!("{head}{}", model::credentials::checksum(&head))
+    }
+
+    fn record(
+        value: &str,
+        scopes: &[&str],
+        resources: serde_json::Value,
+        expires_in: i64,
+    ) -> KeyRecord {
+        let now = Timestamp::now();
+        KeyRecord {
+            id: Uuid::new_v4(),
+            kind: CredentialKind::ApiKey,
+            hash: KeyHasher::new(SECRET).hash(value),
+            status: KeyStatus::Active,
+            owner_type: "USER".into(),
+            owner_id: "o".into(),
+            issuer_service_id: model::NVCF_SERVICE_ID.into(),
+            audience_service_ids: vec![model::NVCF_SERVICE_ID.into()],
+            description: "d".into(),
+            created_at: now,
+            expires_at: if expires_in >= 0 {
+                now.plus(Duration::from_secs(expires_in as u64))
+            } else {
+                Timestamp::from_unix_millis(now.unix_millis() + expires_in * 1000)
+            },
+            authorizations: json!({"policies": [{"aud": model::NVCF_SERVICE_ID, "scopes": scopes, "resources": resources}]}),
+            authz_updated_at: None,
+            admin_scopes: vec![],
+        }
+    }
+
+    fn index(records: Vec<KeyRecord>) -> KeyIndex {
+        let mut s = FeedState::default();
+        let entities = records.into_iter().map(Entity::Key).collect();
+        s.apply(FeedMessage::Snapshot {
+            revision: 1,
+            key_hash_secret: SECRET.into(),
+            entities,
+        })
+        .expect("snapshot");
+        KeyIndex::build(&s, "nvapi-")
+    }
+
+    fn bearer(v: &str) -> Vec<u8> {
+        format!("Bearer {v}").into_bytes()
+    }
+
+    #[test]
+    fn authenticates_from_the_feed_records() {
+        let (good, old, weak) = (key_value(0), key_value(1), key_value(2));
+        let all = json!([{"type": "account-functions", "id": "*"}]);
+        let idx = index(vec![
+            record(&good, &["invoke_function"], all.clone(), 3600),
+            record(&old, &["invoke_function"], all.clone(), -5),
+            record(&weak, &["list_functions"], all, 3600),
+        ]);
+        let now = Timestamp::now();
+        let f = Uuid::new_v4();
+        let g = idx.authenticate(Some(&bearer(&good)), now).expect("good");
+        authorize_invoke(g, f, None).expect("invoke");
+        assert_eq!(
+            idx.authenticate(None, now).expect_err("missing"),
+            AuthError::Missing
+        );
+        assert_eq!(
+            idx.authenticate(Some(b"Basic x"), now).expect_err("basic"),
+            AuthError::Malformed
+        );
+        assert_eq!(
+            idx.authenticate(Some(&[0xff]), now).expect_err("utf8"),
+            AuthError::Malformed
+        );
+        assert_eq!(
+            idx.authenticate(Some(&bearer("nvapi-nope")), now)
+                .expect_err("shape"),
+            AuthError::Unknown
+        );
+        assert_eq!(
+            idx.authenticate(Some(&bearer(&key_value(9))), now)
+                .expect_err("unknown"),
+            AuthError::Unknown
+        );
+        assert_eq!(
+            idx.authenticate(Some(&bearer(&old)), now)
+                .expect_err("expired"),
+            AuthError::Expired
+        );
+        let w = idx.authenticate(Some(&bearer(&weak)), now).expect("weak");
+        assert_eq!(
+            authorize_invoke(w, f, None).expect_err("scope"),
+            AuthError::MissingScope
+        );
+    }
+
+    #[test]
+    fn resource_entries_limit_invocations() {
+        let (f, v, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let k = key_value(3);
+        let idx = index(vec![record(
+            &k,
+            &["invoke_function"],
+            json!([{"type": "function", "id": format!("{f}/{v}")}]),
+            60,
+        )]);
+        let g = idx
+            .authenticate(Some(&bearer(&k)), Timestamp::now())
+            .expect("auth");
+        authorize_invoke(g, f, Some(v)).expect("pinned version");
+        let e = authorize_invoke(g, other, None).expect_err("other function");
+        assert!(e.is_forbidden());
+        assert_eq!(
+            e.to_string(),
+            format!("Function '{other}':  Missing resource entry in ApiKey for the function")
+        );
+    }
+}
