@@ -2,6 +2,7 @@
 //! into the typed [`DataplaneConfig`] that the server uses.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::{HeaderValue, Uri};
@@ -35,6 +36,15 @@ pub struct DataplaneFile {
     /// How long the control plane may take to answer with response headers; then 504.
     #[serde(with = "humantime_serde")]
     pub upstream_timeout: Duration,
+    /// TLS listener (HTTP/1.1 and HTTP/2 chosen by ALPN); empty disables it.
+    pub tls_listen: String,
+    /// PEM certificate chain for the TLS listener; with `tls-key-file`, or both empty for a
+    /// self-signed pair generated once under `data-dir`.
+    pub tls_cert_file: String,
+    /// PEM private key for the TLS listener.
+    pub tls_key_file: String,
+    /// Where the gateway keeps what it generates (the self-signed TLS pair).
+    pub data_dir: PathBuf,
 }
 
 impl Default for DataplaneFile {
@@ -56,6 +66,11 @@ impl Default for DataplaneFile {
             // Control-plane calls are SQLite-backed and answer in milliseconds; 30 s only fires when
             // it is wedged, and stays below common client timeouts (60 s) so the client sees our 504.
             upstream_timeout: Duration::from_secs(30),
+            // TLS on the conventional alternate port, loopback like the plain listener.
+            tls_listen: "127.0.0.1:8443".to_owned(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            data_dir: PathBuf::from("data/dataplane"),
         }
     }
 }
@@ -77,6 +92,18 @@ pub struct DataplaneConfig {
     pub header_read_timeout: Duration,
     /// See [`DataplaneFile::upstream_timeout`]; non-zero.
     pub upstream_timeout: Duration,
+    /// The TLS listener, when enabled.
+    pub tls: Option<TlsConfig>,
+}
+
+/// Where the TLS listener listens and which certificate it presents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// True when the pair is self-signed and generated on first start if missing.
+    pub generate: bool,
 }
 
 /// A configuration value that failed validation; each message names the key.
@@ -96,9 +123,42 @@ pub enum ConfigError {
     MaxManagementBodyBytes,
     #[error("dataplane.{0}: must be greater than zero")]
     ZeroDuration(&'static str),
+    #[error("dataplane.tls-listen: invalid socket address '{0}'")]
+    TlsListen(String),
+    #[error(
+        "dataplane.tls-cert-file and dataplane.tls-key-file: set both, or neither for a generated self-signed pair"
+    )]
+    TlsPair,
 }
 
 impl DataplaneFile {
+    fn tls_config(&self) -> Result<Option<TlsConfig>, ConfigError> {
+        let addr = self.tls_listen.trim();
+        if addr.is_empty() {
+            return Ok(None);
+        }
+        let listen = addr
+            .parse::<SocketAddr>()
+            .map_err(|_| ConfigError::TlsListen(self.tls_listen.clone()))?;
+        let (cert, key) = (self.tls_cert_file.trim(), self.tls_key_file.trim());
+        let tls = match (cert.is_empty(), key.is_empty()) {
+            (true, true) => TlsConfig {
+                listen,
+                cert_file: self.data_dir.join("tls").join("cert.pem"),
+                key_file: self.data_dir.join("tls").join("key.pem"),
+                generate: true,
+            },
+            (false, false) => TlsConfig {
+                listen,
+                cert_file: cert.into(),
+                key_file: key.into(),
+                generate: false,
+            },
+            _ => return Err(ConfigError::TlsPair),
+        };
+        Ok(Some(tls))
+    }
+
     /// Checks every value and produces the typed configuration. `internal_token` is the shared
     /// secret the control plane expects in `x-nvcf-gateway-auth`.
     pub fn validate(&self, internal_token: &str) -> Result<DataplaneConfig, ConfigError> {
@@ -128,7 +188,9 @@ impl DataplaneFile {
         if self.upstream_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration("upstream-timeout"));
         }
+        let tls = self.tls_config()?;
         Ok(DataplaneConfig {
+            tls,
             listen,
             controlplane_url,
             internal_token: internal_token.to_owned(),

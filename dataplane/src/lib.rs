@@ -18,9 +18,10 @@ pub mod metrics;
 mod proxy;
 pub mod routing;
 mod server;
+pub mod tls;
 
 pub use classify::{InvocationKind, Route, classify};
 pub use config::{ConfigError, DataplaneConfig, DataplaneFile};
 pub use error::{Cause, DataplaneError, GatewayError};
 pub use metrics::describe_metrics;
-pub use server::run;
+pub use server::{run, serve};

@@ -13,6 +13,9 @@ pub const REQUEST_DURATION_SECONDS: &str = "gateway_request_duration_seconds";
 /// Error responses the gateway produced itself, by cause and status.
 pub const ERRORS_TOTAL: &str = "gateway_errors_total";
 
+/// TLS handshakes that failed or timed out.
+pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "gateway_tls_handshake_failures_total";
+
 /// One row of the table: name, kind, unit, description.
 struct MetricDef {
     name: &'static str,
@@ -45,6 +48,12 @@ const TABLE: &[MetricDef] = &[
         unit: Unit::Count,
         help: "Error responses produced by the gateway itself (not passed through from upstream). Labels: cause (client|control_plane|internal), status.",
     },
+    MetricDef {
+        name: TLS_HANDSHAKE_FAILURES_TOTAL,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "TLS handshakes on the TLS listener that failed (bad client hello, no common protocol or ALPN) or timed out.",
+    },
 ];
 
 /// Registers the description and unit of every gateway metric with the installed recorder.
@@ -72,6 +81,11 @@ pub(crate) fn record_request(
     )
     .increment(1);
     metrics::histogram!(REQUEST_DURATION_SECONDS, "route" => route).record(elapsed.as_secs_f64());
+}
+
+/// Counts one failed TLS handshake.
+pub(crate) fn record_tls_handshake_failure() {
+    metrics::counter!(TLS_HANDSHAKE_FAILURES_TOTAL).increment(1);
 }
 
 /// Counts one error response.

@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::body::{Body, full};
@@ -38,27 +39,57 @@ struct State {
     proxy: Proxy,
 }
 
-/// Serves the gateway on `listener` until `shutdown` resolves, then stops accepting and lets
-/// in-flight connections finish (for at most 5 s).
+/// Serves the gateway on `listener` (HTTP/1.1 and h2c) until `shutdown` resolves, then stops
+/// accepting and lets in-flight connections finish (for at most 5 s).
 pub async fn run(
     config: DataplaneConfig,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DataplaneError> {
+    serve(config, listener, None, shutdown).await
+}
+
+/// Like [`run`], plus a TLS listener (ALPN `h2`/`http/1.1`) when `tls` is given; it needs
+/// `config.tls` for its certificate.
+pub async fn serve(
+    config: DataplaneConfig,
+    listener: TcpListener,
+    tls: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DataplaneError> {
     let local = listener.local_addr().map_err(DataplaneError::Listener)?;
+    let acceptor = match (&tls, &config.tls) {
+        (Some(_), Some(t)) => Some(TlsAcceptor::from(crate::tls::server_config(t)?)),
+        (Some(_), None) => {
+            return Err(DataplaneError::Config(
+                "a TLS listener was given but dataplane.tls-listen is not configured".into(),
+            ));
+        }
+        (None, _) => None,
+    };
     let state = Arc::new(State {
         proxy: Proxy::new(&config)?,
     });
-    let builder = server_builder(&config);
+    let builder = Arc::new(server_builder(&config));
     let graceful = GracefulShutdown::new();
     let mut shutdown = pin!(shutdown);
     info!(%local, controlplane = %config.controlplane_url, "dataplane listening");
+    if let Some(t) = &tls {
+        info!(local = %t.local_addr().map_err(DataplaneError::Listener)?, "dataplane listening for TLS");
+    }
 
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, secure) = tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
+                Ok((stream, peer)) => (stream, peer, false),
+                Err(e) => {
+                    accept_error(&e).await;
+                    continue;
+                }
+            },
+            accepted = accept_optional(tls.as_ref()) => match accepted {
+                Ok((stream, peer)) => (stream, peer, true),
                 Err(e) => {
                     accept_error(&e).await;
                     continue;
@@ -68,21 +99,56 @@ pub async fn run(
         if let Err(e) = stream.set_nodelay(true) {
             debug!(%peer, error = %e, "set TCP_NODELAY failed");
         }
-        let io = TokioIo::new(ConnIo::new(stream, config.header_read_timeout));
         let state = Arc::clone(&state);
         let service = service_fn(move |req| {
             let state = Arc::clone(&state);
             async move { Ok::<_, Infallible>(handle(&state, peer, req).await) }
         });
-        let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(%peer, error = %e, "connection ended with an error");
+        match (&acceptor, secure) {
+            (Some(acceptor), true) => {
+                let (acceptor, builder, watcher) =
+                    (acceptor.clone(), Arc::clone(&builder), graceful.watcher());
+                let handshake_timeout = config.header_read_timeout;
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            crate::metrics::record_tls_handshake_failure();
+                            debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            crate::metrics::record_tls_handshake_failure();
+                            debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = watcher.watch(
+                        builder
+                            .serve_connection(TokioIo::new(tls), service)
+                            .into_owned(),
+                    );
+                    if let Err(e) = conn.await {
+                        debug!(%peer, error = %e, "TLS connection ended with an error");
+                    }
+                });
             }
-        });
+            _ => {
+                let io = TokioIo::new(ConnIo::new(stream, config.header_read_timeout));
+                let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
 
     drop(listener);
+    drop(tls);
     info!(connections = graceful.count(), "dataplane shutting down");
     tokio::select! {
         () = graceful.shutdown() => info!("dataplane stopped"),
@@ -91,6 +157,16 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Accepts from `listener`, or never when there is none.
+async fn accept_optional(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn server_builder(config: &DataplaneConfig) -> auto::Builder<TokioExecutor> {

@@ -690,3 +690,113 @@ async fn shutdown_lets_in_flight_requests_finish() {
         "listener closed after shutdown"
     );
 }
+
+// ---------------------------------------------------------------- TLS listener
+
+/// A TLS client trusting only `cert_pem`, offering `alpn`.
+fn tls_client(cert_pem: &std::path::Path, alpn: &[u8]) -> tokio_rustls::TlsConnector {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(cert_pem).expect("cert file") {
+        roots.add(cert.expect("cert")).expect("root");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn tls_listener_speaks_h2_and_http1_by_alpn_with_a_generated_certificate() {
+    let backend = start_backend().await;
+    let dir = std::env::temp_dir().join(format!("dataplane-tls-{}", uuid::Uuid::new_v4()));
+    let file = DataplaneFile {
+        listen: "127.0.0.1:0".to_owned(),
+        tls_listen: "127.0.0.1:0".to_owned(),
+        data_dir: dir.clone(),
+        controlplane_url: format!("http://{}", backend.addr),
+        ..DataplaneFile::default()
+    };
+    let config = file.validate(TOKEN).expect("valid config");
+    let tls_cfg = config.tls.clone().expect("tls configured");
+    assert!(tls_cfg.generate);
+    let plain = TcpListener::bind(config.listen).await.expect("bind");
+    let tls = TcpListener::bind(tls_cfg.listen).await.expect("bind tls");
+    let addr = tls.local_addr().expect("addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(dataplane::serve(config, plain, Some(tls), async move {
+        let _ = rx.await;
+    }));
+    // The pair is generated before the first accept; wait for the file.
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while !tls_cfg.key_file.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "certificate never generated"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+
+    // h2 by ALPN: the gateway answers /health itself.
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let tls_stream = tls_client(&tls_cfg.cert_file, b"h2")
+        .connect(name.clone(), stream)
+        .await
+        .expect("handshake");
+    assert_eq!(tls_stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls_stream))
+            .await
+            .expect("h2 handshake");
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri("https://api.localhost/health")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("h2 response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.version(), Version::HTTP_2);
+
+    // http/1.1 by ALPN: a management call is proxied to the control plane.
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let tls_stream = tls_client(&tls_cfg.cert_file, b"http/1.1")
+        .connect(name, stream)
+        .await
+        .expect("handshake");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls_stream))
+        .await
+        .expect("h1 handshake");
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri("/v2/nvcf/functions")
+        .header("host", "api.localhost")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("h1 response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(&body[..], b"backend ok");
+
+    // Plain bytes on the TLS port are a failed handshake, not a crash.
+    let mut raw = TcpStream::connect(addr).await.expect("connect");
+    raw.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(GUARD, raw.read_to_end(&mut buf)).await;
+
+    let _ = tx.send(());
+    tokio::time::timeout(GUARD, task)
+        .await
+        .expect("stops")
+        .expect("task")
+        .expect("serve ok");
+    let _ = std::fs::remove_dir_all(dir);
+}
