@@ -38,6 +38,7 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
         .map_err(|e| e.to_string())?;
     controlplane_stub::describe_metrics();
     dataplane::describe_metrics();
+    worker::metrics::describe_metrics();
     let upkeep = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));

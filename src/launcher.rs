@@ -27,6 +27,8 @@ pub enum Role {
 pub struct Stack {
     pub controlplane: Option<SocketAddr>,
     pub gateway: Option<SocketAddr>,
+    /// The gateway's TLS listener (HTTP/1.1 and HTTP/2 by ALPN), when enabled.
+    pub gateway_tls: Option<SocketAddr>,
     pub worker: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub internal_token: String,
@@ -71,6 +73,7 @@ pub async fn start(
     let mut stack = Stack {
         controlplane: None,
         gateway: None,
+        gateway_tls: None,
         worker: None,
         admin: None,
         internal_token: token.clone(),
@@ -127,11 +130,19 @@ pub async fn start(
         let c = cfg.dataplane.validate(&token)?;
         let l = bind("gateway", &c.listen.to_string()).await?;
         stack.gateway = Some(l.local_addr()?);
+        let tls = match &c.tls {
+            Some(t) => {
+                let l = bind("gateway's TLS listener", &t.listen.to_string()).await?;
+                stack.gateway_tls = Some(l.local_addr()?);
+                Some(l)
+            }
+            None => None,
+        };
         let rx = stop_rx.clone();
         stack.tasks.push((
             "dataplane",
             tokio::spawn(async move {
-                dataplane::run(c, l, stopped(rx))
+                dataplane::serve(c, l, tls, stopped(rx))
                     .await
                     .map_err(|e| e.to_string())
             }),

@@ -104,6 +104,7 @@ async fn serve(cli: Cli, role: Role) -> anyhow::Result<()> {
         |a: Option<std::net::SocketAddr>| a.map_or_else(|| "-".to_owned(), |a| a.to_string());
     tracing::info!(
         gateway = %show(stack.gateway),
+        gateway_tls = %show(stack.gateway_tls),
         controlplane = %show(stack.controlplane),
         worker = %show(stack.worker),
         admin = %show(stack.admin),

@@ -29,12 +29,15 @@ heartbeat-interval = "100ms"
 heartbeat-timeout = "600ms"
 [dataplane]
 listen = "127.0.0.1:0"
+tls-listen = "127.0.0.1:0"
+data-dir = "{dp}"
 [worker]
 listen = "127.0.0.1:0"
 data-dir = "{w}"
 device = "cpu"
 "#,
         cp = dir.join("cp").display(),
+        dp = dir.join("dp").display(),
         w = dir.join("w1").display()
     );
     config::parse("test", &text, &BTreeMap::new()).expect("test config")

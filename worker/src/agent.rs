@@ -1,9 +1,11 @@
 //! The worker's conversation with the control plane: register, follow the feed to learn its
 //! assignments, and heartbeat what it can say of each assigned instance. Reconnects with backoff;
-//! re-registers when the control plane has forgotten it.
+//! re-registers when the control plane has forgotten it. Heartbeats carry each instance's in-flight
+//! count and the worker's health (false once a kernel reported the device lost).
 
 use crate::cp_client::{ClientError, CpClient};
 use crate::readiness::{Check, check_for};
+use crate::runtime::admission::InFlight;
 use http::StatusCode;
 use model::feed::FeedState;
 use model::worker::{Heartbeat, HeartbeatAck, InstanceReport, InstanceState, WorkerRegistration};
@@ -20,6 +22,8 @@ pub struct Shared {
     pub changed: Notify,
     /// False once the device is lost (reported in heartbeats).
     pub healthy: std::sync::atomic::AtomicBool,
+    /// Invocations in progress per function version (reported per instance in heartbeats).
+    pub in_flight: InFlight,
 }
 
 impl Shared {
@@ -148,12 +152,12 @@ async fn heartbeat(worker_id: &str, shared: &Shared) -> Heartbeat {
                     Some(f) => check_for(f),
                     None => Check::Now(InstanceState::Starting, None),
                 };
-                (i.instance_id, check)
+                (i.instance_id, i.function_version_id, check)
             })
             .collect()
     };
     let mut instances = Vec::with_capacity(checks.len());
-    for (instance_id, check) in checks {
+    for (instance_id, version_id, check) in checks {
         let (state, error) = match check {
             Check::Now(s, e) => (s, e),
             Check::Probe {
@@ -166,7 +170,7 @@ async fn heartbeat(worker_id: &str, shared: &Shared) -> Heartbeat {
         instances.push(InstanceReport {
             instance_id,
             state,
-            in_flight: 0,
+            in_flight: shared.in_flight.get(&version_id),
             error,
         });
     }

@@ -1,15 +1,21 @@
 //! The GPU worker: finds its devices (CUDA through cudarc, or the CPU backend), registers with the
-//! control plane, follows its assignments on the state feed and heartbeats their readiness. The
-//! kernels and the invocation data path come next.
+//! control plane, follows its assignments on the state feed and heartbeats their readiness, and
+//! serves invocations: HTTP/2 streams from the gateway into the built-in kernels or the inference
+//! server beside it (the contract is in [`server`]).
+//!
+//! The binary installs the metrics recorder and calls [`metrics::describe_metrics`].
 
 #![deny(unsafe_code)] // only `devices` (the cudarc probe) opts out
 
 pub mod agent;
+pub mod batcher;
 pub mod config;
 pub mod cp_client;
 pub mod devices;
 pub mod kernels;
+pub mod metrics;
 pub mod readiness;
+pub mod runtime;
 pub mod server;
 
 use crate::config::WorkerConfig;
@@ -32,6 +38,8 @@ pub enum WorkerError {
     },
     #[error("listener: {0}")]
     Listener(#[from] std::io::Error),
+    #[error("compute backend: {0}")]
+    Backend(#[from] kernels::KernelError),
 }
 
 /// The worker id: configured, or generated once and kept under the data directory.
@@ -62,6 +70,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
     let offer = devices::detect(cfg.device)?;
+    // Bringing a CUDA backend up (context, NVRTC compile, pools) blocks: keep it off the runtime.
+    let (mode, lanes) = (cfg.device, cfg.lanes);
+    let backend = tokio::task::spawn_blocking(move || kernels::select(mode, lanes))
+        .await
+        .map_err(|e| kernels::KernelError::Device {
+            message: format!("backend start-up did not complete: {e}"),
+            lost: false,
+        })??;
     let id = worker_id(cfg.id.as_deref(), &cfg.data_dir)?;
     let address = cfg
         .advertise_url
@@ -79,12 +95,13 @@ pub async fn run(
         instance_types: offer.instance_types.clone(),
         capacity: cfg.capacity,
     };
-    tracing::info!(worker = %id, gpus = ?offer.gpus.iter().map(|g| &g.name).collect::<Vec<_>>(), cpu = offer.cpu, "worker starting");
+    tracing::info!(worker = %id, gpus = ?offer.gpus.iter().map(|g| &g.name).collect::<Vec<_>>(), cpu = offer.cpu, backend = backend.name(), "worker starting");
     let client = cp_client::CpClient::new(cfg.controlplane_url.clone(), cfg.internal_token.clone());
     let shared = Arc::new(agent::Shared::new());
     let (stop_tx, stop_rx) = watch::channel(false);
+    let server = server::Server::new(id.clone(), Arc::clone(&shared), backend, cfg.serve.clone());
     let tasks = [
-        tokio::spawn(server::serve(listener, stop_rx.clone())),
+        tokio::spawn(server::serve(listener, server, stop_rx.clone())),
         tokio::spawn(agent::follow_feed(
             client.clone(),
             Arc::clone(&shared),

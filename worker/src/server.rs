@@ -1,58 +1,311 @@
-//! The worker's listener. It answers `GET /health`; the invocation data path (HTTP/2 streams from
-//! the gateway into the kernels) is built on this listener in the next step of the project, and
-//! until then every other request gets a 501 problem document saying so.
+//! The worker's invocation listener: HTTP/1.1 and h2c (prior knowledge) on one port.
+//!
+//! # Contract with the gateway
+//!
+//! * The gateway opens HTTP/2 streams (h2c, prior knowledge; HTTP/1.1 works too) to the address the
+//!   worker registered. **One stream is one invocation.** Method, path and query are what the
+//!   function's container should see (for pexec the gateway has already put the function's
+//!   `inferenceUrl` in the path); the body streams in and the answer streams out.
+//! * Request headers: `NVCF-FUNCTION-VERSION-ID` (required, a UUID; missing or invalid → 400),
+//!   `NVCF-FUNCTION-ID` (optional; when present it must be the version's function, else 400), and
+//!   the other worker-owned headers (`NVCF-REQID`, `NVCF-NCAID`, `NVCF-FUNCTION-NAME`,
+//!   `nvcf-poll-seconds`, …), which the built-in runtimes ignore and passthrough forwards to the
+//!   container. Timeouts are the gateway's: it resets the stream when its poll budget runs out.
+//! * The version must be in the worker's feed state with an instance assigned to this worker id,
+//!   else 404 "function version <vid> is not deployed on this worker".
+//! * The function's `containerImage` (tag stripped) picks the runtime: `builtin/echo`,
+//!   `builtin/load-tester`, `builtin/saxpy`, `builtin/mlp`, anything else passthrough to
+//!   `127.0.0.1:{inferencePort or 8000}` (see [`crate::runtime`]).
+//! * Concurrency: at most the instance's `maxRequestConcurrency` invocations of a version run at
+//!   once; one more gets 429 with `Retry-After: 1` at once (the gateway's admission keeps within
+//!   the limit; this is the backstop).
+//! * Buffering runtimes (load-tester, saxpy, mlp) refuse bodies over `max-body-bytes` with 413.
+//! * Errors the worker produces are `application/problem+json` ([`model::problem::Problem`], type
+//!   `urn:nv-boot:problem-details:<reason>`, `instance` = the request path): 400 malformed input,
+//!   404 not deployed here, 413 body too large, 422 unusable weights file, 429 over the limit,
+//!   500 device error, 502 inference server unreachable. A failure after the response head was sent
+//!   (echo, a stream) resets the stream.
+//! * Resetting a stream cancels the invocation: its queued batch entry is dropped, its concurrency
+//!   slot released, and a kernel call already running finishes with its result discarded.
+//! * `GET /health` without `NVCF-FUNCTION-VERSION-ID` answers `{"status":"OK"}` (with the header,
+//!   `/health` is an invocation like any other path).
 
+use crate::agent::Shared;
+use crate::config::ServeConfig;
+use crate::kernels::Backend;
+use crate::runtime::admission::Permit;
+use crate::runtime::{self, Body, BoxError, Ctx, Invocation, Runtime, RuntimeError};
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
-use model::problem::{CONTENT_TYPE, Problem};
+use std::collections::HashSet;
 use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use uuid::Uuid;
 
-async fn handle(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, ctype, body) = if req.uri().path() == "/health" {
-        (
-            StatusCode::OK,
-            "application/json",
-            Bytes::from_static(br#"{"status":"OK"}"#),
-        )
-    } else {
-        let p = Problem::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "this worker does not serve invocations yet",
-        )
-        .with_instance(req.uri().path());
-        (
-            StatusCode::NOT_IMPLEMENTED,
-            CONTENT_TYPE,
-            Bytes::from(p.to_json()),
-        )
-    };
-    let mut resp = Response::new(Full::new(body));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, http::HeaderValue::from_static(ctype));
-    Ok(resp)
+/// The version being invoked (required).
+pub const FUNCTION_VERSION_ID: &str = "nvcf-function-version-id";
+/// Its function (optional, checked when present).
+pub const FUNCTION_ID: &str = "nvcf-function-id";
+
+/// HTTP/2 streams one gateway connection may keep open at once. Per-version limits bound the work;
+/// this only has to exceed what one gateway multiplexes onto one connection.
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// How often state of versions that left this worker (loaded networks, idle counters) is dropped.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// The serving side of one worker.
+#[derive(Debug)]
+pub struct Server {
+    worker_id: String,
+    shared: Arc<Shared>,
+    ctx: Ctx,
 }
 
+impl Server {
+    /// A server for worker `worker_id`, serving the versions `shared.feed` assigns to it on
+    /// `backend`.
+    pub fn new(
+        worker_id: impl Into<String>,
+        shared: Arc<Shared>,
+        backend: Arc<dyn Backend>,
+        cfg: ServeConfig,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            worker_id: worker_id.into(),
+            ctx: Ctx::new(backend, Arc::clone(&shared), cfg),
+            shared,
+        })
+    }
+
+    /// The state shared with the agent.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Function versions with a loaded (or loading) mlp network.
+    pub fn loaded_models(&self) -> usize {
+        self.ctx.models.len()
+    }
+
+    /// Drops the state of versions no longer assigned to this worker.
+    pub fn sweep(&self) {
+        let assigned: HashSet<Uuid> = {
+            let feed = self
+                .shared
+                .feed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            feed.instances
+                .values()
+                .filter(|i| i.worker_id == self.worker_id)
+                .map(|i| i.function_version_id)
+                .collect()
+        };
+        self.ctx.models.retain(|v| assigned.contains(v));
+        self.shared.in_flight.retain(|v| assigned.contains(v));
+    }
+
+    /// The invocation of `version` and its concurrency limit, if assigned here.
+    fn lookup(
+        &self,
+        version: Uuid,
+        function: Option<Uuid>,
+    ) -> Result<(Invocation, u32), RuntimeError> {
+        let feed = self
+            .shared
+            .feed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let f = feed
+            .functions
+            .get(&version)
+            .ok_or(RuntimeError::NotDeployed(version))?;
+        let instance = feed
+            .instances
+            .values()
+            .find(|i| i.function_version_id == version && i.worker_id == self.worker_id)
+            .ok_or(RuntimeError::NotDeployed(version))?;
+        if let Some(fid) = function.filter(|fid| *fid != f.id) {
+            return Err(RuntimeError::BadRequest(format!(
+                "function version {version} is not a version of function {fid}"
+            )));
+        }
+        let inv = Invocation {
+            version_id: version,
+            label: version.to_string(),
+            runtime: Runtime::for_image(f.container_image.as_deref().unwrap_or_default()),
+            inference_port: f.inference_port,
+            model_uri: f.models.first().and_then(|m| m.uri.clone()),
+        };
+        Ok((inv, instance.max_request_concurrency))
+    }
+
+    /// Admits and runs one request; every failure becomes a problem response here.
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Response<Guarded> {
+        let path = req.uri().path().to_owned();
+        if req.method() == Method::GET
+            && path == "/health"
+            && !req.headers().contains_key(FUNCTION_VERSION_ID)
+        {
+            let r = runtime::full(
+                StatusCode::OK,
+                "application/json",
+                &br#"{"status":"OK"}"#[..],
+            );
+            return r.map(|b| Guarded::new(b, None));
+        }
+        let (label, result) = match self.admit(req.headers()) {
+            Err((label, e)) => (label, Err(e)),
+            Ok((inv, permit)) => {
+                tracing::debug!(
+                    version = %inv.version_id,
+                    reqid = req.headers().get(model::headers::NVCF_REQID).and_then(|v| v.to_str().ok()),
+                    runtime = ?inv.runtime,
+                    "invocation"
+                );
+                let r = runtime::dispatch(&self.ctx, &inv, req).await;
+                (inv.label, r.map(|resp| (resp, permit)))
+            }
+        };
+        let (resp, permit) = match result {
+            Ok((resp, permit)) => (resp, Some(permit)),
+            Err(e) => (e.into_response(&path), None),
+        };
+        crate::metrics::record_request(&label, resp.status());
+        resp.map(|b| Guarded::new(b, permit))
+    }
+
+    /// Parses the version headers, looks the version up and takes a concurrency slot. The error
+    /// carries the metric label known so far.
+    fn admit(&self, headers: &HeaderMap) -> Result<(Invocation, Permit), (String, RuntimeError)> {
+        let version = uuid_header(headers, FUNCTION_VERSION_ID)
+            .and_then(|v| {
+                v.ok_or_else(|| {
+                    RuntimeError::BadRequest(
+                        "the NVCF-FUNCTION-VERSION-ID header is required".into(),
+                    )
+                })
+            })
+            .map_err(|e| (String::new(), e))?;
+        let label = version.to_string();
+        let function = uuid_header(headers, FUNCTION_ID).map_err(|e| (label.clone(), e))?;
+        let (inv, limit) = self
+            .lookup(version, function)
+            .map_err(|e| (label.clone(), e))?;
+        let permit = self
+            .shared
+            .in_flight
+            .try_admit(version, &inv.label, limit)
+            .map_err(|e| (label, e))?;
+        Ok((inv, permit))
+    }
+}
+
+/// A UUID header: `Ok(None)` when absent, 400 when not a UUID.
+fn uuid_header(headers: &HeaderMap, name: &str) -> Result<Option<Uuid>, RuntimeError> {
+    let Some(v) = headers.get(name) else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .and_then(|s| Uuid::parse_str(s.trim()).ok())
+        .map(Some)
+        .ok_or_else(|| {
+            RuntimeError::BadRequest(format!(
+                "the {} header must be a UUID, got '{}'",
+                name.to_ascii_uppercase(),
+                String::from_utf8_lossy(v.as_bytes())
+            ))
+        })
+}
+
+// === impl Guarded ===
+
+/// A response body that holds the invocation's concurrency slot until the body is finished or
+/// dropped (stream reset, client gone).
+#[derive(Debug)]
+pub struct Guarded {
+    inner: Body,
+    _permit: Option<Permit>,
+}
+
+impl Guarded {
+    fn new(inner: Body, permit: Option<Permit>) -> Self {
+        Self {
+            inner,
+            _permit: permit,
+        }
+    }
+}
+
+impl http_body::Body for Guarded {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+// === serve ===
+
 /// Serves HTTP/1.1 and h2c until `stop` flips.
-pub async fn serve(listener: TcpListener, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, server: Arc<Server>, mut stop: watch::Receiver<bool>) {
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
+            _ = sweep.tick() => {
+                server.sweep();
+                continue;
+            }
             _ = stop.changed() => return,
         };
-        let Ok((stream, _)) = accepted else { continue };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let mut stop = stop.clone();
+        let server = Arc::clone(&server);
         tokio::spawn(async move {
-            let builder = Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection(TokioIo::new(stream), service_fn(handle));
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http2()
+                .max_concurrent_streams(MAX_CONCURRENT_STREAMS);
+            let service = service_fn(move |req| {
+                let server = Arc::clone(&server);
+                async move { Ok::<_, Infallible>(server.handle(req).await) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 _ = conn => {}
                 _ = stop.changed() => {}

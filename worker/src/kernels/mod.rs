@@ -6,6 +6,7 @@
 //! runs them on the blocking pool or a dedicated lane, never on an async worker thread.
 
 pub mod cpu;
+pub mod cuda;
 pub mod mlp;
 
 use std::fmt::Debug;
@@ -111,14 +112,60 @@ pub fn check_forward(inputs: &[f32], rows: usize, width: usize) -> Result<(), Ke
     Ok(())
 }
 
-/// The backend for a device mode. `lanes` is the number of execution lanes (one CUDA stream and one
-/// set of pooled buffers each) a CUDA backend opens.
+/// The backend for a device mode. `lanes` is the number of execution lanes (one CUDA stream pair and
+/// one set of pooled buffers each) a CUDA backend opens.
 ///
-/// Until the CUDA backend lands every mode runs on the CPU.
+/// * `Cpu`: the CPU backend.
+/// * `Auto`: CUDA on device 0 when a driver, NVRTC and a device are present and the backend comes
+///   up; otherwise a warning and the CPU backend.
+/// * `Cuda`: CUDA on device 0, or the error that prevented it.
 pub fn select(
     mode: crate::config::DeviceMode,
     lanes: usize,
 ) -> Result<Arc<dyn Backend>, KernelError> {
-    let _ = (mode, lanes);
-    Ok(Arc::new(cpu::CpuBackend))
+    use crate::config::DeviceMode;
+    match mode {
+        DeviceMode::Cpu => Ok(Arc::new(cpu::CpuBackend)),
+        DeviceMode::Cuda => Ok(Arc::new(cuda::CudaBackend::new(0, lanes)?)),
+        DeviceMode::Auto => match cuda::CudaBackend::new(0, lanes) {
+            Ok(b) => Ok(Arc::new(b)),
+            Err(e) => {
+                tracing::warn!(error = %e, "no usable CUDA device: built-in kernels run on the CPU");
+                Ok(Arc::new(cpu::CpuBackend))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DeviceMode;
+
+    #[test]
+    fn select_cpu_is_the_cpu_backend() {
+        let b = select(DeviceMode::Cpu, 4).expect("cpu backend");
+        assert_eq!(b.name(), "cpu");
+        assert_eq!(b.memory_in_use(), 0);
+    }
+
+    #[test]
+    fn select_auto_always_gives_a_backend() {
+        // Without CUDA (this machine, CI) it is the CPU; on a GPU host it is CUDA.
+        let b = select(DeviceMode::Auto, 2).expect("auto never fails");
+        assert!(matches!(b.name(), "cpu" | "cuda"));
+    }
+
+    #[test]
+    fn select_cuda_without_a_driver_is_an_error_not_a_panic() {
+        // SAFETY: only probes for the library.
+        #[allow(unsafe_code)]
+        let driver = unsafe { cudarc::driver::sys::is_culib_present() };
+        if !driver {
+            assert!(matches!(
+                select(DeviceMode::Cuda, 1),
+                Err(KernelError::Device { lost: false, .. })
+            ));
+        }
+    }
 }
