@@ -3,9 +3,9 @@
 //! re-registers when the control plane has forgotten it. Heartbeats carry each instance's in-flight
 //! count and the worker's health (false once a kernel reported the device lost).
 
-use crate::cp_client::{ClientError, CpClient};
 use crate::readiness::{Check, check_for};
 use crate::runtime::admission::InFlight;
+use cp_client::{ClientError, CpClient};
 use http::StatusCode;
 use model::feed::FeedState;
 use model::worker::{Heartbeat, HeartbeatAck, InstanceReport, InstanceState, WorkerRegistration};

@@ -10,7 +10,6 @@
 pub mod agent;
 pub mod batcher;
 pub mod config;
-pub mod cp_client;
 pub mod devices;
 pub mod kernels;
 pub mod metrics;

@@ -1,5 +1,7 @@
-//! The worker's client of the control plane's internal API: JSON calls with the internal
-//! credential, and the state feed read as a stream of newline-delimited messages.
+//! The client of the control plane's internal API, shared by workers and gateways: JSON calls with
+//! the internal credential, and the state feed read as a stream of newline-delimited messages.
+
+#![forbid(unsafe_code)]
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Request, StatusCode, Uri, header};
