@@ -68,7 +68,6 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
-    let offer = devices::detect(cfg.device)?;
     // Bringing a CUDA backend up (context, NVRTC compile, pools) blocks: keep it off the runtime.
     let (mode, lanes) = (cfg.device, cfg.lanes);
     let backend = tokio::task::spawn_blocking(move || kernels::select(mode, lanes))
@@ -77,6 +76,14 @@ pub async fn run(
             message: format!("backend start-up did not complete: {e}"),
             lost: false,
         })??;
+    // Offer what actually runs: a GPU host whose CUDA backend could not start (no NVRTC, say)
+    // serves on the CPU and must not advertise its GPUs; the CUDA backend drives device 0 only.
+    let offer = if backend.name() == "cuda" {
+        let found = devices::cuda_devices()?;
+        devices::cuda_offer(found.get(..1).unwrap_or_default())
+    } else {
+        devices::cpu_offer()
+    };
     let id = worker_id(cfg.id.as_deref(), &cfg.data_dir)?;
     let address = cfg
         .advertise_url
