@@ -17,3 +17,57 @@ pub const BOOTSTRAP_SECRET: &str = "x-nvcf-bootstrap-secret";
 
 /// Request id header (nvcf-api.md §2.5).
 pub const NVCF_REQID: &str = "nvcf-reqid";
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the legacy ones
+/// proxies drop (nvcf-api.md §2.1 step 3).
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Removes `Connection`, every header it names, and the fixed hop-by-hop headers.
+pub fn remove_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<http::HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| http::HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_named_headers_go() {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in [
+            ("connection", "x-a, keep-alive"),
+            ("x-a", "1"),
+            ("te", "trailers"),
+            ("x-keep", "2"),
+        ] {
+            h.insert(
+                http::HeaderName::from_static(k),
+                http::HeaderValue::from_static(v),
+            );
+        }
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-keep"]);
+    }
+}

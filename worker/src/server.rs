@@ -233,19 +233,23 @@ fn uuid_header(headers: &HeaderMap, name: &str) -> Result<Option<Uuid>, RuntimeE
 // === impl Guarded ===
 
 /// A response body that holds the invocation's concurrency slot until the body is finished or
-/// dropped (stream reset, client gone).
+/// dropped (stream reset, client gone). The slot is given back as the last frame is handed out,
+/// not when the server later drops the body: a gateway that saw the end may send the next
+/// invocation at once, and must not meet a stale 429.
 #[derive(Debug)]
 pub struct Guarded {
     inner: Body,
-    _permit: Option<Permit>,
+    permit: Option<Permit>,
 }
 
 impl Guarded {
     fn new(inner: Body, permit: Option<Permit>) -> Self {
-        Self {
-            inner,
-            _permit: permit,
-        }
+        let permit = if http_body::Body::is_end_stream(&inner) {
+            None
+        } else {
+            permit
+        };
+        Self { inner, permit }
     }
 }
 
@@ -257,7 +261,14 @@ impl http_body::Body for Guarded {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
+            || (matches!(polled, Poll::Ready(Some(Ok(_)))) && this.inner.is_end_stream())
+        {
+            this.permit = None;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

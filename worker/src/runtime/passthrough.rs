@@ -9,47 +9,17 @@
 //! be made answers 502 "Inference connection error while making inference request".
 
 use super::{Body, Ctx, Invocation, RuntimeError};
-use http::header::{self, HeaderMap, HeaderName};
+use http::header;
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use model::headers::remove_hop_by_hop;
 
 /// Port of the inference server when the function names none.
 pub const DEFAULT_INFERENCE_PORT: u16 = 8000;
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the legacy ones
-/// proxies drop.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Removes hop-by-hop headers, including those `Connection` names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        headers.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        headers.remove(*n);
-    }
-}
 
 /// The pooled client towards the inference servers on this host.
 #[derive(Debug, Clone)]
@@ -85,7 +55,7 @@ pub async fn serve(
     let uri: Uri = format!("http://127.0.0.1:{port}{path}")
         .parse()
         .map_err(|e| RuntimeError::BadRequest(format!("invalid request path '{path}': {e}")))?;
-    strip_hop_by_hop(&mut parts.headers);
+    remove_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
     let mut out = Request::new(body);
     *out.method_mut() = parts.method;
@@ -97,7 +67,7 @@ pub async fn serve(
         RuntimeError::InferenceConnection(format!("127.0.0.1:{port}: {cause}"))
     })?;
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    remove_hop_by_hop(&mut parts.headers);
     let mut back = Response::new(body.map_err(Into::into).boxed_unsync());
     *back.status_mut() = parts.status;
     *back.headers_mut() = parts.headers;
@@ -123,7 +93,7 @@ mod tests {
             HeaderValue::from_static("chunked"),
         );
         h.insert("nvcf-reqid", HeaderValue::from_static("r"));
-        strip_hop_by_hop(&mut h);
+        remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["nvcf-reqid"], "r");
     }
