@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn strips_hop_by_hop_and_connection_named_headers() {
-        let mut h = HeaderMap::new();
+        let mut h = http::HeaderMap::new();
         h.insert(
             header::CONNECTION,
             HeaderValue::from_static("keep-alive, x-private"),
