@@ -45,6 +45,12 @@ pub struct DataplaneFile {
     pub tls_key_file: String,
     /// Where the gateway keeps what it generates (the self-signed TLS pair).
     pub data_dir: PathBuf,
+    /// Prefix of the API keys the control plane issues (checked locally before hashing).
+    pub key_prefix: String,
+    /// Most invocations in flight in the whole gateway; beyond it new ones get 429.
+    pub max_in_flight: u64,
+    /// The region sent to workers as `NVCF-INVOCATION-REGION` (a client's value is overwritten).
+    pub region: String,
 }
 
 impl Default for DataplaneFile {
@@ -71,6 +77,14 @@ impl Default for DataplaneFile {
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
             data_dir: PathBuf::from("data/dataplane"),
+            // What the control plane issues by default (controlplane.key-prefix).
+            key_prefix: "nvapi-".to_owned(),
+            // A global cap protects the gateway itself (memory for bodies in flight, file
+            // descriptors, h2 streams) when per-version limits add up to more than one process can
+            // hold; 10 000 concurrent invocations is far above one loopback installation's workers
+            // and well below what exhausts a default 64 Ki descriptor limit or a few GiB of buffers.
+            max_in_flight: 10_000,
+            region: "local".to_owned(),
         }
     }
 }
@@ -94,6 +108,12 @@ pub struct DataplaneConfig {
     pub upstream_timeout: Duration,
     /// The TLS listener, when enabled.
     pub tls: Option<TlsConfig>,
+    /// See [`DataplaneFile::key_prefix`]; starts with `nvapi-`.
+    pub key_prefix: String,
+    /// See [`DataplaneFile::max_in_flight`]; at least 1.
+    pub max_in_flight: u64,
+    /// See [`DataplaneFile::region`]; a valid, non-empty header value.
+    pub region: String,
 }
 
 /// Where the TLS listener listens and which certificate it presents.
@@ -123,6 +143,12 @@ pub enum ConfigError {
     MaxManagementBodyBytes,
     #[error("dataplane.{0}: must be greater than zero")]
     ZeroDuration(&'static str),
+    #[error("dataplane.key-prefix: '{0}' must start with 'nvapi-'")]
+    KeyPrefix(String),
+    #[error("dataplane.max-in-flight: must be at least 1")]
+    MaxInFlight,
+    #[error("dataplane.region: must be non-empty visible ASCII (it is sent as a header value)")]
+    Region,
     #[error("dataplane.tls-listen: invalid socket address '{0}'")]
     TlsListen(String),
     #[error(
@@ -189,7 +215,19 @@ impl DataplaneFile {
             return Err(ConfigError::ZeroDuration("upstream-timeout"));
         }
         let tls = self.tls_config()?;
+        if !self.key_prefix.starts_with("nvapi-") {
+            return Err(ConfigError::KeyPrefix(self.key_prefix.clone()));
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::MaxInFlight);
+        }
+        if self.region.trim().is_empty() || HeaderValue::from_str(&self.region).is_err() {
+            return Err(ConfigError::Region);
+        }
         Ok(DataplaneConfig {
+            key_prefix: self.key_prefix.clone(),
+            max_in_flight: self.max_in_flight,
+            region: self.region.clone(),
             tls,
             listen,
             controlplane_url,
@@ -261,6 +299,9 @@ mod tests {
         assert_eq!(cfg.max_management_body_bytes, 1 << 20);
         assert_eq!(cfg.header_read_timeout, Duration::from_secs(10));
         assert_eq!(cfg.upstream_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.key_prefix, "nvapi-");
+        assert_eq!(cfg.max_in_flight, 10_000);
+        assert_eq!(cfg.region, "local");
     }
 
     #[test]
@@ -352,6 +393,27 @@ mod tests {
                 ..d()
             }),
             "dataplane.upstream-timeout: must be greater than zero"
+        );
+        assert_eq!(
+            bad(DataplaneFile {
+                key_prefix: "key-".into(),
+                ..d()
+            }),
+            "dataplane.key-prefix: 'key-' must start with 'nvapi-'"
+        );
+        assert!(
+            bad(DataplaneFile {
+                max_in_flight: 0,
+                ..d()
+            })
+            .starts_with("dataplane.max-in-flight")
+        );
+        assert!(
+            bad(DataplaneFile {
+                region: " ".into(),
+                ..d()
+            })
+            .starts_with("dataplane.region")
         );
         assert!(d().validate("").is_err());
         assert!(d().validate("bad\ntoken").is_err());

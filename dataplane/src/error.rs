@@ -6,8 +6,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use model::problem::{CONTENT_TYPE, Problem};
+use uuid::Uuid;
 
 use crate::body::{Body, full};
+use crate::keys::AuthError;
+use crate::routing::RouteError;
 
 /// Who caused an error (labels `gateway_errors_total{cause}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +21,10 @@ pub enum Cause {
     ControlPlane,
     /// The gateway itself cannot serve this (not built yet, a bug).
     Internal,
+    /// Admission refused: a version's workers or the gateway are full.
+    Capacity,
+    /// A worker could not be reached, did not answer in time, or answered unusably.
+    Worker,
 }
 
 impl Cause {
@@ -27,6 +34,8 @@ impl Cause {
             Self::Client => "client",
             Self::ControlPlane => "control_plane",
             Self::Internal => "internal",
+            Self::Capacity => "capacity",
+            Self::Worker => "worker",
         }
     }
 }
@@ -46,9 +55,42 @@ pub enum GatewayError {
     /// The request cannot be forwarded as it is (e.g. a header that cannot be rewritten).
     #[error("bad request: {0}")]
     BadRequest(String),
-    /// The invocation path is built in a later issue.
-    #[error("the invocation path is not available in this build yet")]
-    InvocationUnavailable,
+    /// The credential is missing, malformed, unknown, expired or suspended (401).
+    #[error("{0}")]
+    Unauthorized(AuthError),
+    /// The credential may not invoke this function (403).
+    #[error("{0}")]
+    Forbidden(AuthError),
+    /// The function or version cannot be invoked (404, or 400 when DEGRADED).
+    #[error("{0}")]
+    Route(RouteError),
+    /// A function or version id in the path or headers is not a UUID.
+    #[error("invalid {what} '{value}': must be a UUID")]
+    InvalidId { what: &'static str, value: String },
+    /// `NVCF-POLL-SECONDS` is not a number of seconds up to 3600 (NVIDIA's text).
+    #[error("failed to parse poll duration")]
+    PollDuration,
+    /// No parked request with this id (nothing is parked in this increment).
+    #[error("request '{0}' is not pending")]
+    RequestNotFound(String),
+    /// The version's workers run as many invocations as they take (429, `Retry-After`).
+    #[error("function version {0} is at its concurrency limit; retry later")]
+    VersionFull(Uuid),
+    /// The gateway runs as many invocations as `max-in-flight` allows (429, `Retry-After`).
+    #[error("the gateway is at its in-flight limit of {0}; retry later")]
+    GatewayFull(u64),
+    /// The version has no ready worker (503).
+    #[error("no healthy worker for function version {0}")]
+    NoHealthyWorker(Uuid),
+    /// Connecting to or talking to the worker failed before a response head (502).
+    #[error("worker unreachable: {detail}")]
+    WorkerUnreachable { request_id: Uuid, detail: String },
+    /// The worker sent no response head within poll + 2 s (504).
+    #[error("no response from the function within {}", humantime::format_duration(*.waited))]
+    WorkerTimeout { request_id: Uuid, waited: Duration },
+    /// The exec wrapper got a 200 whose body is not JSON, or could not read it (500).
+    #[error("the function's response cannot be wrapped: {detail}")]
+    WorkerResponse { request_id: Uuid, detail: String },
     /// Connecting to the control plane failed.
     #[error("control plane unreachable: {0}")]
     ControlPlaneUnreachable(String),
@@ -70,47 +112,88 @@ impl GatewayError {
             Self::NoRoute { .. }
             | Self::BodyTooLarge { .. }
             | Self::ClientBody(_)
-            | Self::BadRequest(_) => Cause::Client,
+            | Self::BadRequest(_)
+            | Self::Unauthorized(_)
+            | Self::Forbidden(_)
+            | Self::Route(_)
+            | Self::InvalidId { .. }
+            | Self::PollDuration
+            | Self::RequestNotFound(_) => Cause::Client,
+            Self::VersionFull(_) | Self::GatewayFull(_) => Cause::Capacity,
+            Self::NoHealthyWorker(_)
+            | Self::WorkerUnreachable { .. }
+            | Self::WorkerTimeout { .. }
+            | Self::WorkerResponse { .. } => Cause::Worker,
             Self::ControlPlaneUnreachable(_)
             | Self::ControlPlaneTimeout(_)
             | Self::ControlPlaneFailed(_) => Cause::ControlPlane,
-            Self::InvocationUnavailable | Self::Internal(_) => Cause::Internal,
+            Self::Internal(_) => Cause::Internal,
         }
     }
 
     /// The status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Self::NoRoute { .. } | Self::RequestNotFound(_) => StatusCode::NOT_FOUND,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::ClientBody(_) | Self::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Self::InvocationUnavailable => StatusCode::NOT_IMPLEMENTED,
-            Self::ControlPlaneUnreachable(_) | Self::ControlPlaneFailed(_) => {
-                StatusCode::BAD_GATEWAY
+            Self::ClientBody(_)
+            | Self::BadRequest(_)
+            | Self::InvalidId { .. }
+            | Self::PollDuration => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Route(RouteError::NotFound { .. }) => StatusCode::NOT_FOUND,
+            Self::Route(RouteError::Degraded { .. }) => StatusCode::BAD_REQUEST,
+            Self::VersionFull(_) | Self::GatewayFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::NoHealthyWorker(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ControlPlaneUnreachable(_)
+            | Self::ControlPlaneFailed(_)
+            | Self::WorkerUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            Self::ControlPlaneTimeout(_) | Self::WorkerTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
             }
-            Self::ControlPlaneTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal(_) | Self::WorkerResponse { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The invocation's request id, for errors raised after the request reached the worker path
+    /// (NVCF answers those with `NVCF-REQID` and `NVCF-STATUS: errored`).
+    pub fn request_id(&self) -> Option<Uuid> {
+        match self {
+            Self::WorkerUnreachable { request_id, .. }
+            | Self::WorkerTimeout { request_id, .. }
+            | Self::WorkerResponse { request_id, .. } => Some(*request_id),
+            _ => None,
         }
     }
 
     /// THE mapping from an error to what the client sees: status, problem document with `instance`
-    /// set to the request path, and one `gateway_errors_total{cause, status}` increment.
+    /// set to the request path, one `gateway_errors_total{cause, status}` increment, and the
+    /// headers some errors carry (`Retry-After` on 429; `NVCF-REQID`/`NVCF-STATUS` once a request
+    /// reached the worker path).
     pub fn into_response(self, instance: &str) -> Response<Body> {
         let status = self.status();
         let cause = self.cause();
         crate::metrics::record_error(cause.label(), status);
         match cause {
-            Cause::Client => tracing::debug!(%status, error = %self, instance, "request refused"),
-            Cause::ControlPlane | Cause::Internal => {
+            Cause::Client | Cause::Capacity => {
+                tracing::debug!(%status, error = %self, instance, "request refused");
+            }
+            Cause::ControlPlane | Cause::Internal | Cause::Worker => {
                 tracing::warn!(%status, cause = cause.label(), error = %self, instance, "request failed");
             }
         }
         let problem = Problem::new(status, self.to_string()).with_instance(instance);
         let mut response = Response::new(full(Bytes::from(problem.to_json())));
         *response.status_mut() = status;
-        response
-            .headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(id) = self.request_id() {
+            crate::invoke::respond::mark(headers, id, StatusCode::INTERNAL_SERVER_ERROR);
+        }
         response
     }
 }
@@ -156,11 +239,57 @@ mod tests {
     }
 
     #[test]
+    fn invocation_errors_carry_their_headers() {
+        let resp = GatewayError::VersionFull(Uuid::nil()).into_response("/x");
+        assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        assert!(resp.headers().get("nvcf-reqid").is_none());
+        let id = Uuid::new_v4();
+        let resp = GatewayError::WorkerTimeout {
+            request_id: id,
+            waited: Duration::from_secs(3),
+        }
+        .into_response("/x");
+        assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(resp.headers()["nvcf-reqid"], id.to_string().as_str());
+        assert_eq!(resp.headers()["nvcf-status"], "errored");
+        assert_eq!(
+            resp.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS],
+            "nvcf-reqid"
+        );
+        let resp = GatewayError::Unauthorized(AuthError::Missing).into_response("/x");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        let resp = GatewayError::Forbidden(AuthError::MissingScope).into_response("/x");
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        let degraded = RouteError::Degraded {
+            function_id: Uuid::nil(),
+        };
+        assert_eq!(
+            GatewayError::Route(degraded).status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
     fn statuses_and_causes() {
         let cases = [
             (GatewayError::BodyTooLarge { limit: 1 }, 413, Cause::Client),
             (GatewayError::ClientBody("x".into()), 400, Cause::Client),
-            (GatewayError::InvocationUnavailable, 501, Cause::Internal),
+            (GatewayError::PollDuration, 400, Cause::Client),
+            (GatewayError::VersionFull(Uuid::nil()), 429, Cause::Capacity),
+            (
+                GatewayError::NoHealthyWorker(Uuid::nil()),
+                503,
+                Cause::Worker,
+            ),
+            (
+                GatewayError::WorkerTimeout {
+                    request_id: Uuid::nil(),
+                    waited: Duration::from_secs(3),
+                },
+                504,
+                Cause::Worker,
+            ),
             (
                 GatewayError::ControlPlaneUnreachable("x".into()),
                 502,

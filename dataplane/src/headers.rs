@@ -3,42 +3,14 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use model::headers::{CLIENT_ADDR, GATEWAY_AUTH};
-
-/// Hop-by-hop headers (RFC 9110 §7.6.1 plus the legacy ones proxies drop), besides the ones a
-/// `Connection` header names.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 
-/// Removes `Connection`, every header it names, and the fixed hop-by-hop headers.
-pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
-    }
-}
+/// One hop-by-hop list for the whole installation (the worker's passthrough uses it too).
+pub(crate) use model::headers::remove_hop_by_hop;
 
 /// Rewrites a client request's headers for the control plane: hop-by-hop headers go, client
 /// copies of the gateway's trusted headers are replaced, the client address is recorded, and

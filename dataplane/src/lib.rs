@@ -1,6 +1,6 @@
 //! The gateway: one listener serving HTTP/1.1 and h2c, request classification by Host and path, a
-//! streaming reverse proxy to the control plane for the management and key-service APIs, and (in a
-//! later issue) the invocation path. See `docs/architecture.md` §1–2 and `nvcf-api.md` §5.
+//! streaming reverse proxy to the control plane for the management and key-service APIs, and the
+//! synchronous invocation path (feed follower, authenticate, route, admit, dispatch, respond). See `docs/architecture.md` §1–2 and `nvcf-api.md` §5.
 //!
 //! Entry point: [`run`] with a validated [`DataplaneConfig`] (from [`DataplaneFile::validate`]) and an
 //! already-bound listener, so that tests and the binary both choose their own sockets.
@@ -11,7 +11,9 @@ mod body;
 pub mod classify;
 pub mod config;
 pub mod error;
+pub mod feed;
 mod headers;
+mod invoke;
 mod io;
 pub mod keys;
 pub mod metrics;

@@ -16,6 +16,23 @@ pub const ERRORS_TOTAL: &str = "gateway_errors_total";
 /// TLS handshakes that failed or timed out.
 pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "gateway_tls_handshake_failures_total";
 
+/// The feed revision of the published snapshot.
+pub const FEED_REVISION: &str = "gateway_feed_revision";
+/// 1 while the feed stream to the control plane is open.
+pub const FEED_CONNECTED: &str = "gateway_feed_connected";
+/// Feed sessions that ended (error or close) and were reopened.
+pub const FEED_RECONNECTS_TOTAL: &str = "gateway_feed_reconnects_total";
+
+/// Invocations routed to a function version (NVIDIA's `function.request`).
+pub const FUNCTION_REQUEST: &str = "function_request";
+/// Time from request head to the worker's response head (NVIDIA's `function.request.latency`).
+pub const FUNCTION_REQUEST_LATENCY: &str = "function_request_latency";
+/// Invocation errors produced on the gateway side, and 499 for clients that went away (NVIDIA's
+/// `app.invocation.error`).
+pub const APP_INVOCATION_ERROR: &str = "app_invocation_error";
+/// Invocations admitted and not yet finished (response body still streaming counts).
+pub const INVOCATIONS_IN_FLIGHT: &str = "gateway_invocations_in_flight";
+
 /// One row of the table: name, kind, unit, description.
 struct MetricDef {
     name: &'static str,
@@ -26,6 +43,7 @@ struct MetricDef {
 
 enum Kind {
     Counter,
+    Gauge,
     Histogram,
 }
 
@@ -54,6 +72,48 @@ const TABLE: &[MetricDef] = &[
         unit: Unit::Count,
         help: "TLS handshakes on the TLS listener that failed (bad client hello, no common protocol or ALPN) or timed out.",
     },
+    MetricDef {
+        name: FEED_REVISION,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Revision of the control-plane state feed that the published routing and key snapshot reflects.",
+    },
+    MetricDef {
+        name: FEED_CONNECTED,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "1 while the feed stream to the control plane is open, 0 while reconnecting (the last snapshot keeps serving).",
+    },
+    MetricDef {
+        name: FEED_RECONNECTS_TOTAL,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Feed sessions that ended (error, gap or close) and were reopened from the held revision.",
+    },
+    MetricDef {
+        name: FUNCTION_REQUEST,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Invocations routed to a function version (NVIDIA's function.request). Labels: function_id, function_version_id, nca_id.",
+    },
+    MetricDef {
+        name: FUNCTION_REQUEST_LATENCY,
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Time from the invocation's request head to the worker's response head (NVIDIA's function.request.latency). Labels: function_id, function_version_id.",
+    },
+    MetricDef {
+        name: APP_INVOCATION_ERROR,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Invocation errors answered by the gateway, and 499 for clients that went away before the response finished (NVIDIA's app.invocation.error). Labels: http_status_code, function_id.",
+    },
+    MetricDef {
+        name: INVOCATIONS_IN_FLIGHT,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Invocations admitted and not finished; a streamed response counts until its body ends or the client goes away.",
+    },
 ];
 
 /// Registers the description and unit of every gateway metric with the installed recorder.
@@ -61,6 +121,7 @@ pub fn describe_metrics() {
     for m in TABLE {
         match m.kind {
             Kind::Counter => metrics::describe_counter!(m.name, m.unit, m.help),
+            Kind::Gauge => metrics::describe_gauge!(m.name, m.unit, m.help),
             Kind::Histogram => metrics::describe_histogram!(m.name, m.unit, m.help),
         }
     }
@@ -88,6 +149,59 @@ pub(crate) fn record_tls_handshake_failure() {
     metrics::counter!(TLS_HANDSHAKE_FAILURES_TOTAL).increment(1);
 }
 
+/// Publishes the feed revision.
+pub(crate) fn set_feed_revision(revision: u64) {
+    // Revisions stay far below 2^53, where f64 is exact.
+    #[allow(clippy::cast_precision_loss)]
+    metrics::gauge!(FEED_REVISION).set(revision as f64);
+}
+
+/// Publishes whether the feed stream is open.
+pub(crate) fn set_feed_connected(connected: bool) {
+    metrics::gauge!(FEED_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+}
+
+/// Counts one feed reconnect.
+pub(crate) fn record_feed_reconnect() {
+    metrics::counter!(FEED_RECONNECTS_TOTAL).increment(1);
+}
+
+/// Counts one routed invocation.
+pub(crate) fn record_function_request(function_id: String, version_id: String) {
+    metrics::counter!(
+        FUNCTION_REQUEST,
+        "function_id" => function_id,
+        "function_version_id" => version_id,
+        "nca_id" => model::NCA_ID
+    )
+    .increment(1);
+}
+
+/// Records the time to the worker's response head.
+pub(crate) fn record_function_latency(function_id: String, version_id: String, elapsed: Duration) {
+    metrics::histogram!(
+        FUNCTION_REQUEST_LATENCY,
+        "function_id" => function_id,
+        "function_version_id" => version_id
+    )
+    .record(elapsed.as_secs_f64());
+}
+
+/// Counts one invocation error (`499` for a client that went away).
+pub(crate) fn record_invocation_error(status: &'static str, function_id: String) {
+    metrics::counter!(
+        APP_INVOCATION_ERROR,
+        "http_status_code" => status,
+        "function_id" => function_id
+    )
+    .increment(1);
+}
+
+/// Moves the in-flight invocation gauge.
+pub(crate) fn add_invocations_in_flight(delta: f64) {
+    metrics::gauge!(INVOCATIONS_IN_FLIGHT).increment(delta);
+}
+
 /// Counts one error response.
 pub(crate) fn record_error(cause: &'static str, status: StatusCode) {
     metrics::counter!(ERRORS_TOTAL, "cause" => cause, "status" => status_label(status))
@@ -105,11 +219,14 @@ fn status_class(status: StatusCode) -> &'static str {
 }
 
 /// The status as a static label (bounded: only the statuses the gateway produces get their own).
-fn status_label(status: StatusCode) -> &'static str {
+pub(crate) fn status_label(status: StatusCode) -> &'static str {
     match status.as_u16() {
         400 => "400",
+        401 => "401",
+        403 => "403",
         404 => "404",
         413 => "413",
+        429 => "429",
         431 => "431",
         500 => "500",
         501 => "501",

@@ -22,6 +22,7 @@ use crate::body::{Body, full};
 use crate::classify::{Route, classify};
 use crate::config::DataplaneConfig;
 use crate::error::{DataplaneError, GatewayError};
+use crate::invoke::Invoker;
 use crate::io::ConnIo;
 use crate::proxy::Proxy;
 
@@ -37,6 +38,7 @@ const HEALTH_BODY: &[u8] = br#"{"status":"OK"}"#;
 #[derive(Debug)]
 struct State {
     proxy: Proxy,
+    invoker: Invoker,
 }
 
 /// Serves the gateway on `listener` (HTTP/1.1 and h2c) until `shutdown` resolves, then stops
@@ -67,8 +69,21 @@ pub async fn serve(
         }
         (None, _) => None,
     };
+    // The feed follower publishes routing and keys; it stops with the listener.
+    let snapshot = crate::feed::empty(&config.key_prefix);
+    let (stop_feed, stop_rx) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(crate::feed::follow(
+        cp_client::CpClient::new(
+            config.controlplane_url.clone(),
+            config.internal_token.clone(),
+        ),
+        Arc::clone(&snapshot),
+        config.key_prefix.clone(),
+        stop_rx,
+    ));
     let state = Arc::new(State {
         proxy: Proxy::new(&config)?,
+        invoker: Invoker::new(&config, snapshot),
     });
     let builder = Arc::new(server_builder(&config));
     let graceful = GracefulShutdown::new();
@@ -149,6 +164,10 @@ pub async fn serve(
 
     drop(listener);
     drop(tls);
+    let _ = stop_feed.send(true);
+    if let Err(e) = follower.await {
+        warn!(error = %e, "feed follower ended abnormally");
+    }
     info!(connections = graceful.count(), "dataplane shutting down");
     tokio::select! {
         () = graceful.shutdown() => info!("dataplane stopped"),
@@ -219,7 +238,10 @@ async fn handle(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Resp
     let result = match route {
         Route::Health => Ok(health(req.method())),
         Route::KeyService | Route::Management => state.proxy.forward(req, peer.ip()).await,
-        Route::Invocation(_) => Err(GatewayError::InvocationUnavailable),
+        Route::Invocation(kind) => {
+            let host = request_host(&req).map(str::to_owned);
+            state.invoker.handle(kind, host, req).await
+        }
         Route::NotFound => Err(GatewayError::NoRoute {
             host: request_host(&req).unwrap_or_default().to_owned(),
             path: path.clone(),

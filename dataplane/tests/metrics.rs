@@ -158,9 +158,10 @@ async fn requests_and_errors_are_counted_with_bounded_labels() {
         get(addr, "api.x", "/v2/nvcf/functions").await,
         StatusCode::BAD_GATEWAY
     );
+    // No credential: the invocation path's 401 (the feed never arrived, so no key is known).
     assert_eq!(
         get(addr, "invocation.x", "/v2/nvcf/pexec/x").await,
-        StatusCode::NOT_IMPLEMENTED
+        StatusCode::UNAUTHORIZED
     );
 
     let _ = tx.send(());
@@ -185,23 +186,39 @@ async fn requests_and_errors_are_counted_with_bounded_labels() {
             1.0,
         ),
         (
-            "gateway_requests_total{protocol=http1,route=invocation,status_class=5xx}",
+            "gateway_requests_total{protocol=http1,route=invocation,status_class=4xx}",
             1.0,
         ),
         ("gateway_request_duration_seconds{route=health}", 2.0),
         ("gateway_request_duration_seconds{route=management}", 1.0),
         ("gateway_errors_total{cause=client,status=404}", 1.0),
         ("gateway_errors_total{cause=control_plane,status=502}", 1.0),
-        ("gateway_errors_total{cause=internal,status=501}", 1.0),
+        ("gateway_errors_total{cause=client,status=401}", 1.0),
+        (
+            "app_invocation_error{function_id=unknown,http_status_code=401}",
+            1.0,
+        ),
+        // The follower keeps trying the dead control plane and counts it.
     ];
     for (key, value) in expected {
         assert_eq!(values.get(key), Some(&value), "{key} in {values:#?}");
     }
+    assert!(
+        values
+            .get("gateway_feed_reconnects_total{}")
+            .is_some_and(|n| *n >= 1.0),
+        "{values:#?}"
+    );
     let described = store.described.lock().expect("lock").clone();
     for name in [
         dataplane::metrics::REQUESTS_TOTAL,
         dataplane::metrics::REQUEST_DURATION_SECONDS,
         dataplane::metrics::ERRORS_TOTAL,
+        dataplane::metrics::FEED_REVISION,
+        dataplane::metrics::FUNCTION_REQUEST,
+        dataplane::metrics::FUNCTION_REQUEST_LATENCY,
+        dataplane::metrics::APP_INVOCATION_ERROR,
+        dataplane::metrics::INVOCATIONS_IN_FLIGHT,
     ] {
         assert!(
             described.contains(name),

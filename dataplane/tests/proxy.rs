@@ -45,8 +45,16 @@ struct Backend {
 }
 
 impl Backend {
+    /// What the proxy forwarded (the gateway's own feed follower also calls this fake control
+    /// plane on `/internal/v1/feed`; those calls are not proxied traffic and are left out).
     fn records(&self) -> Vec<Recorded> {
-        self.records.lock().expect("lock").clone()
+        self.records
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|r| !r.target.starts_with("/internal/v1/feed"))
+            .cloned()
+            .collect()
     }
 
     fn only_record(&self) -> Recorded {
@@ -363,7 +371,8 @@ async fn health_is_answered_by_the_gateway() {
 }
 
 #[tokio::test]
-async fn invocation_routes_answer_501_for_now() {
+async fn invocation_routes_need_a_credential_and_a_known_function() {
+    // The fake control plane has no feed, so the gateway holds an empty snapshot: no key is known.
     let (backend, gw) = setup().await;
     let path = format!("/v2/nvcf/pexec/functions/{FID}");
     for (host, target) in [
@@ -375,23 +384,28 @@ async fn invocation_routes_answer_501_for_now() {
         ),
     ] {
         let a = post(gw.addr, host, target, "{}").await;
-        assert_eq!(a.status, StatusCode::NOT_IMPLEMENTED, "{host} {target}");
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{host} {target}");
         let p = a.problem();
-        assert_eq!(
-            p["detail"],
-            "the invocation path is not available in this build yet"
-        );
+        assert_eq!(p["detail"], "Header of type `authorization` was missing");
         assert_eq!(p["instance"], target);
+        assert!(
+            a.headers.get("nvcf-reqid").is_none(),
+            "early errors carry no request id"
+        );
     }
     let req = Request::builder()
         .method(Method::POST)
         .uri("/anything")
         .header("host", "127.0.0.1")
         .header("function-id", FID)
+        .header("authorization", "Bearer nvapi-garbage")
         .body(Full::default())
         .expect("req");
-    assert_eq!(send(gw.addr, req).await.status, StatusCode::NOT_IMPLEMENTED);
-    assert!(backend.records().is_empty());
+    let a = send(gw.addr, req).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.problem()["detail"], "Invalid or unknown credential");
+    // Invocation traffic never reaches the control plane.
+    assert!(backend.records().is_empty(), "{:?}", backend.records());
     gw.stop().await;
 }
 

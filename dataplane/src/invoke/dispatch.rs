@@ -1,0 +1,307 @@
+//! The `dispatch` step: pick a worker (power of two choices on outstanding requests), and build the
+//! request it gets — the URI on the worker's listener, the worker-owned `NVCF-*` headers set by
+//! the gateway (client copies dropped), hop-by-hop headers and the caller's `Authorization`
+//! removed. The shared HTTP/2 client lives here too: h2c with prior knowledge, one multiplexed,
+//! pooled connection per worker authority.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use http::Uri;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use uuid::Uuid;
+
+use crate::body::Body;
+use crate::headers::remove_hop_by_hop;
+use crate::routing::{VersionRoute, WorkerTarget};
+
+/// Headers only the gateway/worker may set (nvcf-api.md §2.5, `workerOwnedHeaders`): a client's
+/// copies never reach the container.
+pub(crate) const WORKER_OWNED: &[&str] = &[
+    "nvcf-reqid",
+    "nvcf-sub",
+    "nvcf-ncaid",
+    "nvcf-function-name",
+    "nvcf-function-id",
+    "nvcf-function-version-id",
+    "nvcf-asset-dir",
+    "nvcf-large-output-dir",
+    "nvcf-max-response-size-bytes",
+    "nvcf-nspectid",
+    "nvcf-backend",
+    "nvcf-instancetype",
+    "nvcf-region",
+    "nvcf-env",
+    "nvcf-function-asset-ids",
+    "nvcf-invocation-region",
+    "nvcf-poll-seconds",
+];
+
+/// Connects to a worker that do not complete in this long fail as 502 (workers are on the same
+/// host or network; a black-holed address should not eat the whole poll window).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle worker connections are closed after this long; workers come and go with deployments.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// h2 keep-alive PINGs detect a dead worker connection between invocations and keep NATs open
+/// during long invocations.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The client every invocation uses.
+pub(crate) type WorkerClient = Client<HttpConnector, Body>;
+
+/// Builds the shared worker client: HTTP/2 only with prior knowledge (h2c), so concurrent
+/// invocations of one worker multiplex onto one pooled connection.
+pub(crate) fn worker_client() -> WorkerClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        .build(connector)
+}
+
+/// Outstanding requests per worker, for power-of-two-choices.
+#[derive(Debug, Default)]
+pub(crate) struct Balancer {
+    outstanding: Mutex<HashMap<String, Arc<AtomicU64>>>,
+}
+
+/// One outstanding request on a worker; dropping it ends it.
+#[derive(Debug)]
+pub(crate) struct Outstanding(Arc<AtomicU64>);
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Balancer {
+    fn counter(&self, worker_id: &str) -> Arc<AtomicU64> {
+        let mut map = self
+            .outstanding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = map.get(worker_id) {
+            return Arc::clone(c);
+        }
+        let c = Arc::new(AtomicU64::new(0));
+        map.insert(worker_id.to_owned(), Arc::clone(&c));
+        c
+    }
+
+    /// Picks one of `targets`: two distinct candidates drawn from `random`, the one with fewer
+    /// outstanding requests wins (the first on a tie). `None` when there is no target.
+    pub(crate) fn pick(
+        &self,
+        targets: &[WorkerTarget],
+        random: u64,
+    ) -> Option<(usize, Outstanding)> {
+        let n = targets.len() as u64;
+        let chosen = match n {
+            0 => return None,
+            1 => 0,
+            _ => {
+                let a = random % n;
+                // A second candidate distinct from the first.
+                let b = (a + 1 + (random / n) % (n - 1)) % n;
+                let load = |i: u64| {
+                    targets
+                        .get(usize::try_from(i).unwrap_or(0))
+                        .map_or(u64::MAX, |t| {
+                            self.counter(&t.worker_id).load(Ordering::Acquire)
+                        })
+                };
+                if load(b) < load(a) { b } else { a }
+            }
+        };
+        let index = usize::try_from(chosen).unwrap_or(0);
+        let counter = self.counter(&targets.get(index)?.worker_id);
+        counter.fetch_add(1, Ordering::AcqRel);
+        Some((index, Outstanding(counter)))
+    }
+}
+
+/// The URI of `path_and_query` on the worker whose registered base URL is `address`.
+pub(crate) fn worker_uri(address: &str, path_and_query: &str) -> Result<Uri, String> {
+    let base = address.trim_end_matches('/');
+    let path = if path_and_query.starts_with('/') {
+        path_and_query.to_owned()
+    } else {
+        format!("/{path_and_query}")
+    };
+    let uri: Uri = format!("{base}{path}")
+        .parse()
+        .map_err(|e| format!("worker address '{address}': {e}"))?;
+    if uri.authority().is_none() {
+        return Err(format!("worker address '{address}' names no host"));
+    }
+    Ok(uri)
+}
+
+/// What the gateway tells the worker about one invocation.
+#[derive(Debug)]
+pub(crate) struct Owned<'a> {
+    pub(crate) request_id: Uuid,
+    pub(crate) route: &'a VersionRoute,
+    pub(crate) region: &'a HeaderValue,
+    /// The budget left for the container, in seconds.
+    pub(crate) poll_seconds: u64,
+}
+
+/// Rewrites a client's request headers for the worker.
+pub(crate) fn prepare_headers(headers: &mut HeaderMap, owned: &Owned<'_>) {
+    remove_hop_by_hop(headers);
+    // The caller's credential never reaches a worker (nvcf-api.md §2.1).
+    headers.remove(header::AUTHORIZATION);
+    // The worker request carries its authority in the URI (h2 `:authority`).
+    headers.remove(header::HOST);
+    // `Expect: 100-continue` is answered by the gateway's own server when the body is first read;
+    // it is about the client's hop, not the worker's.
+    headers.remove(header::EXPECT);
+    // Passthrough selectors are the gateway's business, not the container's.
+    headers.remove(crate::invoke::target::FUNCTION_ID_HEADER);
+    headers.remove(crate::invoke::target::FUNCTION_VERSION_ID_HEADER);
+    for name in WORKER_OWNED {
+        headers.remove(*name);
+    }
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set("nvcf-reqid", owned.request_id.to_string());
+    set("nvcf-function-id", owned.route.function_id.to_string());
+    set(
+        "nvcf-function-version-id",
+        owned.route.version_id.to_string(),
+    );
+    set("nvcf-ncaid", model::NCA_ID.to_owned());
+    set("nvcf-function-name", owned.route.name.clone());
+    set("nvcf-poll-seconds", owned.poll_seconds.to_string());
+    headers.insert(
+        HeaderName::from_static("nvcf-invocation-region"),
+        owned.region.clone(),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use model::function::FunctionStatus;
+
+    fn targets(n: usize) -> Vec<WorkerTarget> {
+        (0..n)
+            .map(|i| WorkerTarget {
+                worker_id: format!("w{i}"),
+                address: format!("http://127.0.0.1:{}", 9000 + i),
+                max_concurrency: 4,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn p2c_prefers_the_less_loaded_of_two() {
+        let b = Balancer::default();
+        assert!(b.pick(&[], 0).is_none());
+        let t = targets(2);
+        // random 0: candidates w0 then w1; tie → w0.
+        let (i, g0) = b.pick(&t, 0).expect("pick");
+        assert_eq!(i, 0);
+        // w0 has one outstanding: w1 wins whichever comes first.
+        let (i, g1) = b.pick(&t, 0).expect("pick");
+        assert_eq!(i, 1);
+        let (i, _g2) = b.pick(&t, 1).expect("pick");
+        assert_eq!(i, 1, "tie goes to the first candidate (w1 for random 1)");
+        drop((g0, g1));
+        let one = targets(1);
+        assert_eq!(b.pick(&one, 12345).expect("single").0, 0);
+    }
+
+    #[test]
+    fn p2c_candidates_are_distinct_and_in_range() {
+        let b = Balancer::default();
+        let t = targets(5);
+        for r in 0..200u64 {
+            let (i, _g) = b.pick(&t, r).expect("pick");
+            assert!(i < 5);
+        }
+    }
+
+    #[test]
+    fn uri_and_headers() {
+        assert_eq!(
+            worker_uri("http://127.0.0.1:9000/", "/echo?a=b")
+                .expect("uri")
+                .to_string(),
+            "http://127.0.0.1:9000/echo?a=b"
+        );
+        assert_eq!(
+            worker_uri("http://w:1", "infer").expect("uri").path(),
+            "/infer"
+        );
+        assert!(worker_uri("nope", "/x").is_err());
+
+        let route = VersionRoute {
+            function_id: Uuid::new_v4(),
+            version_id: Uuid::new_v4(),
+            name: "echo-fn".into(),
+            status: FunctionStatus::Active,
+            inference_url: "/echo".into(),
+            targets: targets(1),
+        };
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer x"),
+            ("host", "f.invocation.gw"),
+            ("nvcf-reqid", "forged"),
+            ("nvcf-invocation-region", "mars"),
+            ("nvcf-sub", "forged"),
+            ("connection", "x-hop"),
+            ("x-hop", "1"),
+            ("x-custom", "kept"),
+            ("nvcf-poll-seconds", "9"),
+            ("expect", "100-continue"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        let id = Uuid::new_v4();
+        let region = HeaderValue::from_static("local");
+        prepare_headers(
+            &mut h,
+            &Owned {
+                request_id: id,
+                route: &route,
+                region: &region,
+                poll_seconds: 60,
+            },
+        );
+        assert!(h.get("authorization").is_none());
+        assert!(h.get("host").is_none());
+        assert!(h.get("expect").is_none());
+        assert!(h.get("nvcf-sub").is_none());
+        assert!(h.get("x-hop").is_none());
+        assert_eq!(h["x-custom"], "kept");
+        assert_eq!(h["nvcf-reqid"], id.to_string().as_str());
+        assert_eq!(h["nvcf-invocation-region"], "local");
+        assert_eq!(h["nvcf-poll-seconds"], "60");
+        assert_eq!(h["nvcf-ncaid"], "nvcf-default");
+        assert_eq!(h["nvcf-function-name"], "echo-fn");
+        assert_eq!(
+            h["nvcf-function-version-id"],
+            route.version_id.to_string().as_str()
+        );
+        assert_eq!(h.get_all("nvcf-reqid").iter().count(), 1);
+    }
+}

@@ -1,0 +1,329 @@
+//! The synchronous invocation path (architecture §2): one driver runs the phases in order over a
+//! per-request [`Ctx`]:
+//!
+//! authenticate ([`crate::keys`]) → [`target`] → authorize → poll window ([`respond`]) → route
+//! ([`crate::routing`]) → [`admit`] → [`dispatch`] → [`respond`] (or the [`exec`] wrapper) →
+//! [`finish`].
+//!
+//! Authentication runs before the target is parsed, as NVCF's auth middleware does: a request
+//! without a credential is a 401 whatever its path. Every request reads the published snapshot
+//! once, so a feed change never splits one request across two states.
+//!
+//! Not in this increment: parking pexec/exec requests whose window ends (202 + pending table +
+//! `GET .../status/{id}`); such requests get the passthrough 504 and every status poll is a 404.
+
+pub(crate) mod admit;
+pub(crate) mod dispatch;
+pub(crate) mod exec;
+pub(crate) mod finish;
+pub(crate) mod respond;
+pub(crate) mod target;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use model::time::Timestamp;
+use uuid::Uuid;
+
+use crate::body::{self, Body};
+use crate::classify::InvocationKind;
+use crate::config::DataplaneConfig;
+use crate::error::GatewayError;
+use crate::feed::SharedSnapshot;
+use crate::keys::authorize_invoke;
+use crate::routing::VersionRoute;
+use admit::Admission;
+use dispatch::{Balancer, Owned, WorkerClient};
+use finish::{Finish, Held, Tracked};
+use target::{Endpoint, Resolved, Target};
+
+/// Shared state of the invocation path.
+#[derive(Debug)]
+pub(crate) struct Invoker {
+    snapshot: SharedSnapshot,
+    admission: Admission,
+    balancer: Balancer,
+    client: WorkerClient,
+    region: HeaderValue,
+}
+
+/// One invocation as it moves through the phases.
+#[derive(Debug)]
+struct Ctx {
+    start: Instant,
+    request_id: Uuid,
+    target: Target,
+    route: Arc<VersionRoute>,
+    /// The poll window.
+    poll: Duration,
+}
+
+impl Invoker {
+    pub(crate) fn new(config: &DataplaneConfig, snapshot: SharedSnapshot) -> Self {
+        Self {
+            snapshot,
+            admission: Admission::new(config.max_in_flight),
+            balancer: Balancer::default(),
+            client: dispatch::worker_client(),
+            // Validated as a header value by the config.
+            region: HeaderValue::from_str(&config.region)
+                .unwrap_or(HeaderValue::from_static("local")),
+        }
+    }
+
+    /// Answers one invocation request (`host` as the client addressed it).
+    pub(crate) async fn handle(
+        &self,
+        kind: InvocationKind,
+        host: Option<String>,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, GatewayError> {
+        // Lives across every await: dropped early (the client went away) it records a 499.
+        let mut finish = Finish::new();
+        match self.run(kind, host.as_deref(), req, &mut finish).await {
+            Ok((response, held)) => {
+                let (parts, inner) = response.into_parts();
+                Ok(Response::from_parts(
+                    parts,
+                    Tracked::new(inner, finish, held).boxed(),
+                ))
+            }
+            Err(e) => {
+                finish.failed(e.status());
+                Err(e)
+            }
+        }
+    }
+
+    async fn run(
+        &self,
+        kind: InvocationKind,
+        host: Option<&str>,
+        req: Request<Incoming>,
+        finish: &mut Finish,
+    ) -> Result<(Response<Body>, Option<Held>), GatewayError> {
+        let start = Instant::now();
+        let snapshot = self.snapshot.load_full();
+        let grants = snapshot
+            .keys
+            .authenticate(
+                req.headers()
+                    .get(header::AUTHORIZATION)
+                    .map(HeaderValue::as_bytes),
+                Timestamp::now(),
+            )
+            .map_err(GatewayError::Unauthorized)?;
+        let target = match target::resolve(kind, host, req.uri().path(), req.headers())? {
+            Resolved::Invoke(t) => t,
+            // Nothing is ever parked in this increment, so no request id is pending.
+            Resolved::Status(id) => return Err(GatewayError::RequestNotFound(id)),
+        };
+        finish.function_id = Some(target.function_id.to_string());
+        authorize_invoke(grants, target.function_id, target.version_id)
+            .map_err(GatewayError::Forbidden)?;
+        let poll = respond::poll_seconds(req.headers(), target.endpoint)?;
+        let route = snapshot
+            .routing
+            .lookup(target.function_id, target.version_id, rand::random())
+            .map_err(GatewayError::Route)?;
+        let ctx = Ctx {
+            start,
+            request_id: Uuid::new_v4(),
+            target,
+            route: Arc::clone(route),
+            poll: Duration::from_secs(poll),
+        };
+        drop(snapshot);
+        crate::metrics::record_function_request(
+            ctx.route.function_id.to_string(),
+            ctx.route.version_id.to_string(),
+        );
+
+        let slot = self
+            .admission
+            .admit(ctx.route.version_id, ctx.route.capacity())?;
+        let (index, outstanding) = self
+            .balancer
+            .pick(&ctx.route.targets, rand::random())
+            .ok_or(GatewayError::NoHealthyWorker(ctx.route.version_id))?;
+        let held = Held { slot, outstanding };
+        let address = ctx
+            .route
+            .targets
+            .get(index)
+            .ok_or(GatewayError::NoHealthyWorker(ctx.route.version_id))?
+            .address
+            .clone();
+
+        if ctx.target.endpoint == Endpoint::Exec {
+            let response = self.exec(ctx, &address, req).await?;
+            // The wrapped answer is complete: nothing streams after it, so the places go now.
+            drop(held);
+            return Ok((response, None));
+        }
+        let response = self.dispatch(&ctx, &address, req).await?;
+        crate::metrics::record_function_latency(
+            ctx.route.function_id.to_string(),
+            ctx.route.version_id.to_string(),
+            ctx.start.elapsed(),
+        );
+        let response = respond::passthrough(response, ctx.request_id);
+        Ok((response.map(body::stream), Some(held)))
+    }
+
+    /// Sends the client's request (body streamed) to the worker and waits for its response head
+    /// until the poll window + grace ends.
+    async fn dispatch(
+        &self,
+        ctx: &Ctx,
+        address: &str,
+        req: Request<Incoming>,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        let (mut parts, incoming) = req.into_parts();
+        let path = match ctx.target.endpoint {
+            // pexec: the function's inferenceUrl; the client's query is not forwarded (§2.1).
+            Endpoint::Pexec | Endpoint::Exec => ctx.route.inference_url.clone(),
+            Endpoint::Passthrough => parts
+                .uri
+                .path_and_query()
+                .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
+        };
+        parts.uri = self.uri(ctx, address, &path)?;
+        parts.version = http::Version::HTTP_2;
+        dispatch::prepare_headers(&mut parts.headers, &self.owned(ctx));
+        if ctx.target.endpoint == Endpoint::Pexec
+            && !parts.headers.contains_key(header::CONTENT_TYPE)
+        {
+            parts.headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        self.send(ctx, Request::from_parts(parts, body::stream(incoming)))
+            .await
+    }
+
+    /// The exec wrapper: read and unwrap the request, POST `requestBody` as JSON, wrap the answer.
+    async fn exec(
+        &self,
+        mut ctx: Ctx,
+        address: &str,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let (mut parts, incoming) = req.into_parts();
+        let wrapped = exec::parse(&exec::read_limited(incoming).await?)?;
+        if let Some(n) = wrapped
+            .request_header
+            .as_ref()
+            .and_then(|h| h.poll_duration_seconds)
+        {
+            ctx.poll = Duration::from_secs(respond::check_poll(n)?);
+        }
+        let json = serde_json::to_vec(&wrapped.request_body)
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        parts.method = Method::POST;
+        parts.uri = self.uri(&ctx, address, &ctx.route.inference_url)?;
+        parts.version = http::Version::HTTP_2;
+        dispatch::prepare_headers(&mut parts.headers, &self.owned(&ctx));
+        parts.headers.remove(header::CONTENT_LENGTH);
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let request = Request::from_parts(parts, body::full(Bytes::from(json)));
+        let deadline = tokio::time::Instant::from_std(ctx.start) + ctx.poll + respond::GRACE;
+        let response = self.send(&ctx, request).await?;
+        crate::metrics::record_function_latency(
+            ctx.route.function_id.to_string(),
+            ctx.route.version_id.to_string(),
+            ctx.start.elapsed(),
+        );
+        let status = response.status();
+        let location = response
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let read =
+            http_body_util::Limited::new(response.into_body(), exec::MAX_EXEC_BODY).collect();
+        let bytes = match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(c)) => c.to_bytes(),
+            Ok(Err(e)) => {
+                return Err(GatewayError::WorkerResponse {
+                    request_id: ctx.request_id,
+                    detail: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(GatewayError::WorkerTimeout {
+                    request_id: ctx.request_id,
+                    waited: ctx.poll + respond::GRACE,
+                });
+            }
+        };
+        let (status, body) = exec::wrap(ctx.request_id, status, location, &bytes)?;
+        let mut response = Response::new(body::full(body));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        respond::mark(headers, ctx.request_id, status);
+        Ok(response)
+    }
+
+    fn owned<'a>(&'a self, ctx: &'a Ctx) -> Owned<'a> {
+        Owned {
+            request_id: ctx.request_id,
+            route: &ctx.route,
+            region: &self.region,
+            poll_seconds: ctx.poll.as_secs(),
+        }
+    }
+
+    fn uri(&self, ctx: &Ctx, address: &str, path: &str) -> Result<http::Uri, GatewayError> {
+        dispatch::worker_uri(address, path).map_err(|detail| GatewayError::WorkerUnreachable {
+            request_id: ctx.request_id,
+            detail,
+        })
+    }
+
+    /// Sends to the worker, waiting for the response head until the window + grace; dropping the
+    /// request future on timeout resets the worker's stream (the work is cancelled).
+    async fn send(
+        &self,
+        ctx: &Ctx,
+        request: Request<Body>,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        let waited = ctx.poll + respond::GRACE;
+        let deadline = tokio::time::Instant::from_std(ctx.start) + waited;
+        match tokio::time::timeout_at(deadline, self.client.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(e)) => Err(GatewayError::WorkerUnreachable {
+                request_id: ctx.request_id,
+                detail: error_chain(&e),
+            }),
+            Err(_) => Err(GatewayError::WorkerTimeout {
+                request_id: ctx.request_id,
+                waited,
+            }),
+        }
+    }
+}
+
+/// An error and its sources, joined (hyper's top-level errors say little on their own).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,178 @@
+//! The `respond` step: the poll window (`NVCF-POLL-SECONDS`, nvcf-api.md §2.3), and the response
+//! the client gets once a worker answered — its status, headers (hop-by-hop removed) and body
+//! streamed back frame by frame, plus `NVCF-REQID`, `NVCF-STATUS` and `nvcf-reqid` appended to
+//! `Access-Control-Expose-Headers`.
+//!
+//! This increment does not park requests: when the window ends before the worker's response head,
+//! pexec/exec get the same 504 as host-routed calls (NVCF's 202 + pending table + status polling
+//! is the next increment).
+
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use uuid::Uuid;
+
+use crate::error::GatewayError;
+use crate::headers::remove_hop_by_hop;
+use crate::invoke::target::Endpoint;
+
+/// The client's poll header.
+pub(crate) const POLL_SECONDS: &str = "nvcf-poll-seconds";
+/// Window when the client names none.
+const DEFAULT_POLL: u64 = 60;
+/// Window for a pexec/exec call that asks for `text/event-stream` and names none (20 min).
+const SSE_POLL: u64 = 1200;
+/// The longest window a client may ask for.
+const MAX_POLL: u64 = 3600;
+/// How long past the poll window the gateway still waits for the worker's response head
+/// (NVCF waits poll + 2 s before its 504).
+pub(crate) const GRACE: Duration = Duration::from_secs(2);
+
+/// The poll window in seconds for a request with `headers` on `endpoint`.
+pub(crate) fn poll_seconds(headers: &HeaderMap, endpoint: Endpoint) -> Result<u64, GatewayError> {
+    match headers.get(POLL_SECONDS) {
+        Some(v) => parse_poll(v.as_bytes()),
+        None => {
+            let sse = headers
+                .get(header::ACCEPT)
+                .is_some_and(|a| a.as_bytes() == b"text/event-stream");
+            // Host-routed calls keep 60 s even for SSE (nvcf-api.md §2.3).
+            Ok(if sse && endpoint != Endpoint::Passthrough {
+                SSE_POLL
+            } else {
+                DEFAULT_POLL
+            })
+        }
+    }
+}
+
+/// Parses a poll value: whole seconds, 0 → 1, more than 3600 or not a number → 400.
+pub(crate) fn parse_poll(raw: &[u8]) -> Result<u64, GatewayError> {
+    let n: u64 = std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or(GatewayError::PollDuration)?;
+    check_poll(n)
+}
+
+/// Applies the §2.3 bounds to a number of seconds.
+pub(crate) fn check_poll(n: u64) -> Result<u64, GatewayError> {
+    if n > MAX_POLL {
+        return Err(GatewayError::PollDuration);
+    }
+    Ok(n.max(1))
+}
+
+/// NVCF's `NVCF-STATUS` for a response status.
+pub(crate) fn nvcf_status(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        202 => "in-progress",
+        200..=399 => "fulfilled",
+        _ => "errored",
+    }
+}
+
+/// Adds `NVCF-REQID`, `NVCF-STATUS` for `status`, and `nvcf-reqid` to the exposed headers (kept
+/// beside whatever the worker exposed).
+pub(crate) fn mark(headers: &mut HeaderMap, request_id: Uuid, status: StatusCode) {
+    if let Ok(id) = HeaderValue::from_str(&request_id.to_string()) {
+        headers.insert(HeaderName::from_static(model::headers::NVCF_REQID), id);
+    }
+    headers.insert(
+        HeaderName::from_static("nvcf-status"),
+        HeaderValue::from_static(nvcf_status(status)),
+    );
+    let exposed: Vec<&[u8]> = headers
+        .get_all(header::ACCESS_CONTROL_EXPOSE_HEADERS)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .filter(|v| !v.is_empty())
+        .collect();
+    let value = if exposed.is_empty() {
+        HeaderValue::from_static("nvcf-reqid")
+    } else {
+        let mut joined = exposed.join(&b", "[..]);
+        joined.extend_from_slice(b", nvcf-reqid");
+        HeaderValue::from_bytes(&joined).unwrap_or(HeaderValue::from_static("nvcf-reqid"))
+    };
+    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, value);
+}
+
+/// Turns the worker's response head into the client's: hop-by-hop headers go, NVCF's are added.
+pub(crate) fn passthrough<B>(mut response: Response<B>, request_id: Uuid) -> Response<B> {
+    let status = response.status();
+    let headers = response.headers_mut();
+    remove_hop_by_hop(headers);
+    mark(headers, request_id, status);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn poll_rules() {
+        let p = |pairs: &[(&'static str, &'static str)], e| poll_seconds(&with(pairs), e);
+        assert_eq!(p(&[], Endpoint::Pexec).expect("default"), 60);
+        let sse = [("accept", "text/event-stream")];
+        assert_eq!(p(&sse, Endpoint::Pexec).expect("sse"), 1200);
+        assert_eq!(p(&sse, Endpoint::Passthrough).expect("tlb sse"), 60);
+        assert_eq!(
+            p(&[("accept", "text/event-stream, */*")], Endpoint::Pexec).expect("not exactly"),
+            60
+        );
+        assert_eq!(p(&[(POLL_SECONDS, "0")], Endpoint::Pexec).expect("0"), 1);
+        assert_eq!(p(&[(POLL_SECONDS, " 5 ")], Endpoint::Pexec).expect("5"), 5);
+        assert_eq!(
+            p(&[(POLL_SECONDS, "3600")], Endpoint::Pexec).expect("max"),
+            3600
+        );
+        for bad in ["3601", "abc", "-1", "1.5", ""] {
+            let e = p(&[(POLL_SECONDS, bad)], Endpoint::Pexec).expect_err(bad);
+            assert_eq!(e.status().as_u16(), 400);
+            assert_eq!(e.to_string(), "failed to parse poll duration");
+        }
+    }
+
+    #[test]
+    fn status_names() {
+        assert_eq!(nvcf_status(StatusCode::OK), "fulfilled");
+        assert_eq!(nvcf_status(StatusCode::FOUND), "fulfilled");
+        assert_eq!(nvcf_status(StatusCode::ACCEPTED), "in-progress");
+        assert_eq!(nvcf_status(StatusCode::NOT_FOUND), "errored");
+        assert_eq!(nvcf_status(StatusCode::GATEWAY_TIMEOUT), "errored");
+    }
+
+    #[test]
+    fn marks_and_appends_expose_headers() {
+        let id = Uuid::new_v4();
+        let resp = Response::builder()
+            .status(200)
+            .header("access-control-expose-headers", "x-a")
+            .header("connection", "close")
+            .header("x-kept", "1")
+            .body(())
+            .expect("resp");
+        let resp = passthrough(resp, id);
+        let h = resp.headers();
+        assert_eq!(h["nvcf-reqid"], id.to_string().as_str());
+        assert_eq!(h["nvcf-status"], "fulfilled");
+        assert_eq!(h["access-control-expose-headers"], "x-a, nvcf-reqid");
+        assert!(h.get("connection").is_none());
+        assert_eq!(h["x-kept"], "1");
+        let mut bare = HeaderMap::new();
+        mark(&mut bare, id, StatusCode::BAD_GATEWAY);
+        assert_eq!(bare["nvcf-status"], "errored");
+        assert_eq!(bare["access-control-expose-headers"], "nvcf-reqid");
+    }
+}

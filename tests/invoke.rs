@@ -1,0 +1,581 @@
+//! End to end through the invocation path: the whole stack started from a config (port 0
+//! everywhere, SQLite in a temp dir, the CPU worker), functions deployed through the gateway, and
+//! invocations over HTTP/1.1 and h2c — pexec, exec, host-routed forms, SSE, large bodies, every
+//! gateway-made status of this increment, key revocation, and a control plane that goes away.
+
+mod support;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use nvcf_gateway::launcher::{self, Role};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocation_path_end_to_end() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let stack = launcher::start(&test_config(dir.path()), Role::Up, None)
+        .await
+        .expect("start");
+    let gw = Gw::new(stack.gateway.expect("gateway"));
+    let admin = admin_token(&gw).await;
+    wait_for_worker(&gw, &admin).await;
+    let all = json!([{"id": "*", "type": "account-functions"}]);
+    let (key, _) = api_key(&gw, &["invoke_function"], all.clone()).await;
+    let (echo, echo_vid) = deploy(&gw, &admin, "echo", "builtin/echo", 8).await;
+    let (lt, _) = deploy(&gw, &admin, "lt", "builtin/load-tester", 1).await;
+    wait_invocable(&gw, &key, &echo, "{}").await;
+    wait_invocable(&gw, &key, &lt, r#"{"message":"x"}"#).await;
+    let auth = format!("Bearer {key}");
+    let auth = auth.as_str();
+    let json_ct = ("content-type", "application/json");
+
+    // pexec over HTTP/1.1 and h2c: body echoed with its Content-Type, NVCF headers added.
+    let pexec = format!("/v2/nvcf/pexec/functions/{echo}");
+    for h2 in [false, true] {
+        let req = gw.request(
+            Method::POST,
+            "invocation.",
+            &pexec,
+            &[("authorization", auth), json_ct],
+            Bytes::from_static(br#"{"hello":"world"}"#),
+        );
+        let a = gw.send(h2, req).await;
+        assert_eq!(a.status, StatusCode::OK, "h2={h2} {:?}", a.body);
+        assert_eq!(&a.body[..], br#"{"hello":"world"}"#);
+        assert_eq!(a.header("content-type"), "application/json");
+        assert_eq!(a.header("nvcf-status"), "fulfilled");
+        assert_eq!(a.header("nvcf-reqid").len(), 36);
+        assert!(
+            a.header("access-control-expose-headers")
+                .contains("nvcf-reqid")
+        );
+    }
+    // Pinned version, and a path without Host routing (bare address).
+    let a = gw
+        .call(
+            Method::POST,
+            "",
+            &format!("/v2/nvcf/pexec/functions/{echo}/versions/{echo_vid}"),
+            &[("authorization", auth), ("content-type", "text/plain")],
+            "pinned",
+        )
+        .await;
+    assert_eq!((a.status, &a.body[..]), (StatusCode::OK, &b"pinned"[..]));
+    assert_eq!(a.header("content-type"), "text/plain");
+
+    // Host-routed: both Host shapes, and the function-id headers on a bare host.
+    for (prefix, headers) in [
+        (format!("{echo}.invocation."), vec![]),
+        (format!("{echo_vid}.{echo}.invocation."), vec![]),
+        (
+            String::new(),
+            vec![
+                ("function-id", echo.as_str()),
+                ("function-version-id", echo_vid.as_str()),
+            ],
+        ),
+    ] {
+        let mut h = vec![("authorization", auth)];
+        h.extend(headers);
+        let a = gw
+            .call(Method::PUT, &prefix, "/any/path?q=1", &h, "routed")
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{prefix}: {:?}", a.body);
+        assert_eq!(&a.body[..], b"routed");
+        assert_eq!(a.header("nvcf-status"), "fulfilled");
+    }
+
+    // 401 without a credential and with garbage.
+    let a = gw
+        .call(Method::POST, "invocation.", &pexec, &[], "{}")
+        .await;
+    assert_problem(&a, StatusCode::UNAUTHORIZED, "authorization");
+    assert!(a.headers.get("nvcf-reqid").is_none());
+    let a = gw
+        .call(
+            Method::POST,
+            "invocation.",
+            &pexec,
+            &[("authorization", "Bearer garbage")],
+            "{}",
+        )
+        .await;
+    assert_problem(&a, StatusCode::UNAUTHORIZED, "");
+    // 403: no invoke_function; a resource entry for another function.
+    let (weak, _) = api_key(&gw, &["list_functions"], all.clone()).await;
+    let a = until_known(&gw, &pexec, &weak).await;
+    assert_problem(&a, StatusCode::FORBIDDEN, "invoke_function");
+    let (other, _) = api_key(
+        &gw,
+        &["invoke_function"],
+        json!([{"id": lt.as_str(), "type": "function"}]),
+    )
+    .await;
+    let a = until_known(&gw, &pexec, &other).await;
+    assert_problem(&a, StatusCode::FORBIDDEN, "Missing resource entry");
+    // 404 unknown function, 404 status poll, 400 bad poll header and bad id.
+    let unknown = uuid_like();
+    let a = gw
+        .call(
+            Method::POST,
+            "invocation.",
+            &format!("/v2/nvcf/pexec/functions/{unknown}"),
+            &[("authorization", auth)],
+            "{}",
+        )
+        .await;
+    assert_problem(&a, StatusCode::NOT_FOUND, "is not found");
+    let a = gw
+        .call(
+            Method::GET,
+            "invocation.",
+            &format!("/v2/nvcf/pexec/status/{unknown}"),
+            &[("authorization", auth)],
+            "",
+        )
+        .await;
+    assert_problem(&a, StatusCode::NOT_FOUND, "not pending");
+    for bad in ["abc", "3601"] {
+        let a = gw
+            .call(
+                Method::POST,
+                "invocation.",
+                &pexec,
+                &[("authorization", auth), ("nvcf-poll-seconds", bad)],
+                "{}",
+            )
+            .await;
+        assert_problem(&a, StatusCode::BAD_REQUEST, "failed to parse poll duration");
+    }
+    let a = gw
+        .call(
+            Method::POST,
+            "invocation.",
+            "/v2/nvcf/pexec/functions/not-a-uuid",
+            &[("authorization", auth)],
+            "{}",
+        )
+        .await;
+    assert_problem(&a, StatusCode::BAD_REQUEST, "must be a UUID");
+
+    // exec wrapper.
+    let a = gw
+        .call(
+            Method::POST,
+            "invocation.",
+            &format!("/v2/nvcf/exec/functions/{echo}"),
+            &[("authorization", auth), json_ct],
+            r#"{"requestHeader":{"pollDurationSeconds":10},"requestBody":{"a":[1,2]}}"#,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let v = a.json();
+    assert_eq!(v["status"], "fulfilled");
+    assert_eq!(v["percentComplete"], 100);
+    assert_eq!(v["response"], json!({"a": [1, 2]}));
+    assert_eq!(v["reqId"].as_str(), Some(a.header("nvcf-reqid")));
+    let a = gw
+        .call(
+            Method::POST,
+            "invocation.",
+            &format!("/v2/nvcf/exec/functions/{echo}"),
+            &[("authorization", auth), json_ct],
+            "{not json",
+        )
+        .await;
+    assert_problem(&a, StatusCode::BAD_REQUEST, "");
+
+    // SSE: three events, each flushed as the worker produces it (200 ms apart).
+    let lt_path = format!("/v2/nvcf/pexec/functions/{lt}");
+    let req = gw.request(
+        Method::POST,
+        "invocation.",
+        &lt_path,
+        &[
+            ("authorization", auth),
+            ("accept", "text/event-stream"),
+            json_ct,
+        ],
+        Bytes::from_static(br#"{"message":"tick","repeats":3,"delay":0.2,"stream":true}"#),
+    );
+    let resp = gw.h1.request(req).await.expect("sse");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    let mut arrivals = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.expect("frame").into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+            arrivals.push(Instant::now());
+        }
+    }
+    assert_eq!(text.matches("data: tick").count(), 3, "{text}");
+    assert!(arrivals.len() >= 2, "events arrived in one frame: {text}");
+    let spread = arrivals[arrivals.len() - 1] - arrivals[0];
+    assert!(
+        spread >= Duration::from_millis(250),
+        "events were buffered: {spread:?}"
+    );
+
+    // 429: load-tester takes one request at a time; a slow one is in flight. The worker may still
+    // be winding down the stream above (its backstop answers 429 too), so start from a free slot.
+    wait_invocable(&gw, &key, &lt, r#"{"message":"x"}"#).await;
+    let slow = {
+        let req = gw.request(
+            Method::POST,
+            "invocation.",
+            &lt_path,
+            &[("authorization", auth), json_ct],
+            Bytes::from_static(br#"{"message":"slow","delay":2}"#),
+        );
+        let client = gw.h1.clone();
+        tokio::spawn(async move { client.request(req).await.map(|r| r.status()) })
+    };
+    // Give the slow request a head start to its slot (a fast one could otherwise take it first).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let refused = gw
+        .call(
+            Method::POST,
+            "invocation.",
+            &lt_path,
+            &[("authorization", auth), json_ct],
+            r#"{"message":"fast"}"#,
+        )
+        .await;
+    assert_problem(&refused, StatusCode::TOO_MANY_REQUESTS, "concurrency limit");
+    assert_eq!(refused.header("retry-after"), "1");
+    assert_eq!(
+        slow.await.expect("task").expect("slow answer"),
+        StatusCode::OK
+    );
+
+    // A client that goes away cancels its invocation: the gateway's slot and the worker's stream
+    // (hence its concurrency permit) are released long before the 2 s delay would have ended.
+    let started = Instant::now();
+    let gone = {
+        let req = gw.request(
+            Method::POST,
+            "invocation.",
+            &lt_path,
+            &[("authorization", auth), json_ct],
+            Bytes::from_static(br#"{"message":"abandoned","delay":2}"#),
+        );
+        let addr = gw.addr;
+        tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .expect("handshake");
+            tokio::spawn(conn);
+            sender.send_request(req).await.map(|r| r.status())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gone.abort();
+    let _ = gone.await;
+    eventually(
+        "the abandoned slot to be free",
+        Duration::from_secs(1),
+        || async {
+            gw.call(
+                Method::POST,
+                "invocation.",
+                &lt_path,
+                &[("authorization", auth), json_ct],
+                r#"{"message":"next"}"#,
+            )
+            .await
+            .status
+                == StatusCode::OK
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1800),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // 504: host-routed, a 1 s window and a 5 s delay.
+    let started = Instant::now();
+    let a = gw
+        .call(
+            Method::POST,
+            &format!("{lt}.invocation."),
+            "/slow",
+            &[("authorization", auth), ("nvcf-poll-seconds", "1"), json_ct],
+            r#"{"message":"late","delay":5}"#,
+        )
+        .await;
+    assert_problem(&a, StatusCode::GATEWAY_TIMEOUT, "no response");
+    assert_eq!(a.header("nvcf-status"), "errored");
+    assert_eq!(a.header("nvcf-reqid").len(), 36);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+
+    // A 20 MiB body streams through echo and back.
+    let big: Bytes = (0..20 * 1024 * 1024)
+        .map(|i: usize| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    for h2 in [false, true] {
+        let req = gw.request(
+            Method::POST,
+            "invocation.",
+            &pexec,
+            &[
+                ("authorization", auth),
+                ("content-type", "application/octet-stream"),
+            ],
+            big.clone(),
+        );
+        let a = gw.send(h2, req).await;
+        assert_eq!(a.status, StatusCode::OK);
+        assert_eq!(a.body.len(), big.len());
+        assert!(a.body == big, "h2={h2}: body changed on the way");
+    }
+
+    // Immediate revocation: delete the key, and it stops working within 2 s.
+    let (doomed, doomed_id) = api_key(&gw, &["invoke_function"], all).await;
+    let doomed_auth = format!("Bearer {doomed}");
+    let invoke_with = |auth: String| {
+        let gw = &gw;
+        let pexec = &pexec;
+        async move {
+            gw.call(
+                Method::POST,
+                "invocation.",
+                pexec,
+                &[("authorization", &auth)],
+                "{}",
+            )
+            .await
+            .status
+        }
+    };
+    eventually("the new key to work", Duration::from_secs(2), || {
+        let a = doomed_auth.clone();
+        async move { invoke_with(a).await == StatusCode::OK }
+    })
+    .await;
+    let a = gw
+        .call(
+            Method::DELETE,
+            "api-keys.",
+            &format!("/v1/keys/{doomed_id}"),
+            &KEY_HEADERS,
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{:?}", a.body);
+    eventually(
+        "the deleted key to stop working",
+        Duration::from_secs(2),
+        || {
+            let a = doomed_auth.clone();
+            async move { invoke_with(a).await == StatusCode::UNAUTHORIZED }
+        },
+    )
+    .await;
+
+    stack.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocations_continue_while_the_control_plane_is_down() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = test_config(dir.path());
+    cfg.internal_token = TOKEN.to_owned();
+    let cp = launcher::start(&cfg, Role::Controlplane, None)
+        .await
+        .expect("control plane");
+    let cp_url = format!("http://{}", cp.controlplane.expect("cp addr"));
+    cfg.worker.controlplane_url.clone_from(&cp_url);
+    cfg.dataplane.controlplane_url.clone_from(&cp_url);
+    let worker = launcher::start(&cfg, Role::Worker, None)
+        .await
+        .expect("worker");
+    let dp = launcher::start(&cfg, Role::Dataplane, None)
+        .await
+        .expect("dataplane");
+    let gw = Gw::new(dp.gateway.expect("gateway"));
+    let admin = admin_token(&gw).await;
+    wait_for_worker(&gw, &admin).await;
+    let (key, _) = api_key(
+        &gw,
+        &["invoke_function"],
+        json!([{"id": "*", "type": "account-functions"}]),
+    )
+    .await;
+    let (echo, _) = deploy(&gw, &admin, "echo", "builtin/echo", 4).await;
+    wait_invocable(&gw, &key, &echo, "{}").await;
+
+    cp.shutdown().await.expect("stop the control plane");
+    let auth = format!("Bearer {key}");
+    for i in 0..5 {
+        let a = gw
+            .call(
+                Method::POST,
+                "invocation.",
+                &format!("/v2/nvcf/pexec/functions/{echo}"),
+                &[("authorization", &auth)],
+                format!("still {i}"),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+        assert_eq!(a.body, format!("still {i}"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Management calls, which need the control plane, fail meanwhile.
+    let a = gw
+        .call(
+            Method::GET,
+            "api.",
+            "/v2/nvcf/functions",
+            &[("authorization", &format!("Bearer {admin}"))],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
+    dp.shutdown().await.expect("dataplane");
+    worker.shutdown().await.expect("worker");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_container_sees_what_nvcf_would_send() {
+    let container = start_container().await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let stack = launcher::start(&test_config(dir.path()), Role::Up, None)
+        .await
+        .expect("start");
+    let gw = Gw::new(stack.gateway.expect("gateway"));
+    let admin = admin_token(&gw).await;
+    wait_for_worker(&gw, &admin).await;
+    let (key, _) = api_key(
+        &gw,
+        &["invoke_function"],
+        json!([{"id": "*", "type": "account-functions"}]),
+    )
+    .await;
+    let port = container.port();
+    let body = json!({"name": "recorder", "inferenceUrl": "/infer", "inferencePort": port,
+        "containerImage": "example/recorder:1",
+        "health": {"protocol": "HTTP", "uri": "/health", "port": port, "timeout": "PT5S", "expectedStatusCode": 200}});
+    let admin_auth = format!("Bearer {admin}");
+    let a = gw
+        .call(
+            Method::POST,
+            "api.",
+            "/v2/nvcf/functions",
+            &[
+                ("authorization", &admin_auth),
+                ("content-type", "application/json"),
+            ],
+            body.to_string(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let fid = a.json()["function"]["id"].as_str().expect("id").to_owned();
+    let vid = a.json()["function"]["versionId"]
+        .as_str()
+        .expect("vid")
+        .to_owned();
+    let dep = json!({"deploymentSpecifications": [{"gpu": "CPU", "instanceType": "NCP.CPU_1x",
+        "minInstances": 1, "maxInstances": 1}]});
+    let a = gw
+        .call(
+            Method::POST,
+            "api.",
+            &format!("/v2/nvcf/deployments/functions/{fid}/versions/{vid}"),
+            &[
+                ("authorization", &admin_auth),
+                ("content-type", "application/json"),
+            ],
+            dep.to_string(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    wait_invocable(&gw, &key, &fid, "{}").await;
+    let auth = format!("Bearer {key}");
+
+    // pexec: inferenceUrl without the client's query; NVCF headers set by the gateway; the
+    // caller's credential and forged worker-owned headers gone; JSON content type added.
+    let a = gw
+        .call(
+            Method::POST,
+            "invocation.",
+            &format!("/v2/nvcf/pexec/functions/{fid}?dropped=1"),
+            &[
+                ("authorization", &auth),
+                ("nvcf-sub", "forged"),
+                ("nvcf-invocation-region", "mars"),
+                ("x-custom", "kept"),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let seen = a.json();
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["target"], "/infer");
+    let h = &seen["headers"];
+    assert!(h.get("authorization").is_none(), "{h}");
+    assert!(h.get("nvcf-sub").is_none(), "{h}");
+    assert_eq!(h["nvcf-invocation-region"], "local");
+    assert_eq!(h["nvcf-reqid"].as_str(), Some(a.header("nvcf-reqid")));
+    assert_eq!(h["nvcf-function-id"], fid.as_str());
+    assert_eq!(h["nvcf-function-version-id"], vid.as_str());
+    assert_eq!(h["nvcf-ncaid"], "nvcf-default");
+    assert_eq!(h["nvcf-function-name"], "recorder");
+    assert_eq!(h["nvcf-poll-seconds"], "60");
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(h["x-custom"], "kept");
+    assert_eq!(a.header("access-control-expose-headers"), "x-a, nvcf-reqid");
+
+    // Host-routed and function-id forms: method, path and query unchanged, over h1 and h2c.
+    for (h2, prefix, extra) in [
+        (false, format!("{fid}.invocation."), None),
+        (true, format!("{vid}.{fid}.invocation."), None),
+        (false, String::new(), Some(("function-id", fid.as_str()))),
+    ] {
+        let mut headers = vec![("authorization", auth.as_str())];
+        headers.extend(extra);
+        let req = gw.request(
+            Method::GET,
+            &prefix,
+            "/a/b?x=1&y=two",
+            &headers,
+            Bytes::new(),
+        );
+        let a = gw.send(h2, req).await;
+        assert_eq!(a.status, StatusCode::OK, "{prefix}: {:?}", a.body);
+        let seen = a.json();
+        assert_eq!(seen["method"], "GET");
+        assert_eq!(seen["target"], "/a/b?x=1&y=two");
+        assert!(seen["headers"].get("function-id").is_none());
+    }
+
+    // A container error passes through with NVCF-STATUS: errored.
+    let a = gw
+        .call(
+            Method::GET,
+            &format!("{fid}.invocation."),
+            "/teapot",
+            &[("authorization", &auth)],
+            "",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::IM_A_TEAPOT);
+    assert_eq!(a.header("nvcf-status"), "errored");
+    assert_eq!(a.header("nvcf-reqid").len(), 36);
+    stack.shutdown().await.expect("shutdown");
+}
