@@ -236,17 +236,23 @@ async fn invocation_path_end_to_end() {
         let client = gw.h1.clone();
         tokio::spawn(async move { client.request(req).await.map(|r| r.status()) })
     };
-    // Give the slow request a head start to its slot (a fast one could otherwise take it first).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let refused = gw
-        .call(
-            Method::POST,
-            "invocation.",
-            &lt_path,
-            &[("authorization", auth), json_ct],
-            r#"{"message":"fast"}"#,
-        )
-        .await;
+    // Once the slow request holds the only slot, a fast one is refused. Until it does, a fast one
+    // may still get through (and finish at once), so ask until the refusal comes.
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let refused = loop {
+        let r = gw
+            .call(
+                Method::POST,
+                "invocation.",
+                &lt_path,
+                &[("authorization", auth), json_ct],
+                r#"{"message":"fast"}"#,
+            )
+            .await;
+        if r.status == StatusCode::TOO_MANY_REQUESTS || Instant::now() > deadline {
+            break r;
+        }
+    };
     assert_problem(&refused, StatusCode::TOO_MANY_REQUESTS, "concurrency limit");
     assert_eq!(refused.header("retry-after"), "1");
     assert_eq!(
