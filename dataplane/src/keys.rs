@@ -3,7 +3,7 @@
 //! the control plane. Rebuilt with the routing snapshot on every feed change, which is what makes a
 //! deleted or expired key stop working as soon as the change arrives.
 
-use model::credentials::{ADMIN_PREFIX, Grants, KeyHasher, api_key_well_formed};
+use model::credentials::{ADMIN_PREFIX, Grants, KeyHasher, api_key_shaped, digest_from_hex};
 use model::feed::FeedState;
 use model::keys::KeyStatus;
 use model::scopes::Scope;
@@ -49,7 +49,8 @@ impl AuthError {
 pub struct KeyIndex {
     hasher: KeyHasher,
     key_prefix: String,
-    by_hash: HashMap<String, Entry>,
+    /// By the raw digest: no hex encoding on the hot path.
+    by_hash: HashMap<[u8; 32], Entry>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,18 +64,19 @@ impl KeyIndex {
     /// Indexes the key records of `state` (hash secret from its snapshot). `key_prefix` is the API
     /// key prefix the control plane issues.
     pub fn build(state: &FeedState, key_prefix: &str) -> Self {
+        // A record whose hash is not 64 hex digits cannot match any bearer; it is left out.
         let by_hash = state
             .keys
             .values()
-            .map(|k| {
-                (
-                    k.hash.clone(),
+            .filter_map(|k| {
+                Some((
+                    digest_from_hex(&k.hash)?,
                     Entry {
                         status: k.status,
                         expires_at: k.expires_at,
                         grants: Grants::of(k),
                     },
-                )
+                ))
             })
             .collect();
         Self {
@@ -98,8 +100,10 @@ impl KeyIndex {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Malformed)?;
+        // Shape only: the keyed-hash lookup is the real check, and skipping the checksum saves a
+        // second SHA-256 on every request.
         let shaped = if token.starts_with("nvapi-") {
-            api_key_well_formed(token, &self.key_prefix)
+            api_key_shaped(token, &self.key_prefix)
         } else {
             token.starts_with(ADMIN_PREFIX)
         };
@@ -108,7 +112,7 @@ impl KeyIndex {
         }
         let entry = self
             .by_hash
-            .get(&self.hasher.hash(token))
+            .get(&self.hasher.digest(token))
             .ok_or(AuthError::Unknown)?;
         match entry.status {
             KeyStatus::Suspended => return Err(AuthError::Suspended),

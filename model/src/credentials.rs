@@ -42,16 +42,52 @@ impl KeyHasher {
         Self { mac }
     }
 
-    /// Hex HMAC-SHA256 of a credential.
-    pub fn hash(&self, credential: &str) -> String {
+    /// HMAC-SHA256 of a credential.
+    pub fn digest(&self, credential: &str) -> [u8; 32] {
         let mut mac = self.mac.clone();
         mac.update(credential.as_bytes());
-        mac.finalize()
-            .into_bytes()
-            .iter()
-            .map(|x| format!("{x:02x}"))
-            .collect()
+        mac.finalize().into_bytes().into()
     }
+
+    /// Hex HMAC-SHA256 of a credential (what key records store).
+    pub fn hash(&self, credential: &str) -> String {
+        hex(&self.digest(credential))
+    }
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+/// The digest a hex key hash stands for (`None` unless it is 64 hex digits).
+pub fn digest_from_hex(hash: &str) -> Option<[u8; 32]> {
+    if hash.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hash.as_bytes().chunks_exact(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Whether `key` has the shape of an API key with `prefix` (length and alphabet, not the
+/// checksum): the cheap refusal before a lookup, where the lookup itself is the real check.
+pub fn api_key_shaped(key: &str, prefix: &str) -> bool {
+    key.strip_prefix(prefix).is_some_and(|rest| {
+        rest.len() == RANDOM_CHARS + CHECKSUM_CHARS
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
 }
 
 /// The checksum part of an API key whose prefix and random part are `head`.
@@ -64,14 +100,7 @@ pub fn checksum(head: &str) -> String {
 
 /// Whether `key` has the shape of a key with `prefix` and a correct checksum.
 pub fn api_key_well_formed(key: &str, prefix: &str) -> bool {
-    let Some(rest) = key.strip_prefix(prefix) else {
-        return false;
-    };
-    if rest.len() != RANDOM_CHARS + CHECKSUM_CHARS
-        || !rest
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !api_key_shaped(key, prefix) {
         return false;
     }
     let (head, sum) = key.split_at(prefix.len() + RANDOM_CHARS);
@@ -218,5 +247,8 @@ mod tests {
         assert_eq!(a.hash("x"), a.hash("x"));
         assert_ne!(a.hash("x"), b.hash("x"));
         assert_eq!(a.hash("x").len(), 64);
+        assert_eq!(digest_from_hex(&a.hash("x")), Some(a.digest("x")));
+        assert_eq!(digest_from_hex("zz"), None);
+        assert!(api_key_shaped(&bad, "nvapi-") && !api_key_shaped("nvapi-x", "nvapi-"));
     }
 }
