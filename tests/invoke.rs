@@ -1,7 +1,8 @@
 //! End to end through the invocation path: the whole stack started from a config (port 0
 //! everywhere, SQLite in a temp dir, the CPU worker), functions deployed through the gateway, and
 //! invocations over HTTP/1.1 and h2c — pexec, exec, host-routed forms, SSE, large bodies, every
-//! gateway-made status of this increment, key revocation, and a control plane that goes away.
+//! gateway-made status, 202 + status polling (spilled results included), key revocation, and a
+//! control plane that goes away.
 
 mod support;
 
@@ -225,17 +226,33 @@ async fn invocation_path_end_to_end() {
     // 429: load-tester takes one request at a time; a slow one is in flight. The worker may still
     // be winding down the stream above (its backstop answers 429 too), so start from a free slot.
     wait_invocable(&gw, &key, &lt, r#"{"message":"x"}"#).await;
+    // The slow request retries until it holds the only slot (a 429 means the previous request's
+    // slot, here or on the worker, was not given back yet).
     let slow = {
-        let req = gw.request(
-            Method::POST,
-            "invocation.",
-            &lt_path,
-            &[("authorization", auth), json_ct],
-            Bytes::from_static(br#"{"message":"slow","delay":2}"#),
-        );
+        let reqs: Vec<_> = (0..20)
+            .map(|_| {
+                gw.request(
+                    Method::POST,
+                    "invocation.",
+                    &lt_path,
+                    &[("authorization", auth), json_ct],
+                    Bytes::from_static(br#"{"message":"slow","delay":2}"#),
+                )
+            })
+            .collect();
         let client = gw.h1.clone();
-        tokio::spawn(async move { client.request(req).await.map(|r| r.status()) })
+        tokio::spawn(async move {
+            for req in reqs {
+                let status = client.request(req).await.map(|r| r.status())?;
+                if status != StatusCode::TOO_MANY_REQUESTS {
+                    return Ok(status);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok::<_, hyper_util::client::legacy::Error>(StatusCode::TOO_MANY_REQUESTS)
+        })
     };
+    tokio::time::sleep(Duration::from_millis(300)).await;
     // Once the slow request holds the only slot, a fast one is refused. Until it does, a fast one
     // may still get through (and finish at once), so ask until the refusal comes.
     let deadline = Instant::now() + Duration::from_millis(1500);
@@ -583,5 +600,249 @@ async fn the_container_sees_what_nvcf_would_send() {
     assert_eq!(a.status, StatusCode::IM_A_TEAPOT);
     assert_eq!(a.header("nvcf-status"), "errored");
     assert_eq!(a.header("nvcf-reqid").len(), 36);
+    stack.shutdown().await.expect("shutdown");
+}
+
+/// Polls `path` with `key` until the gateway knows the key (see [`until_known`]).
+async fn poll_known(gw: &Gw, path: &str, key: &str) -> Answer {
+    let auth = format!("Bearer {key}");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let a = gw
+            .call(
+                Method::GET,
+                "invocation.",
+                path,
+                &[("authorization", &auth), ("nvcf-poll-seconds", "1")],
+                "",
+            )
+            .await;
+        if a.status != StatusCode::UNAUTHORIZED || Instant::now() > deadline {
+            return a;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `path` (window 1 s) until the answer is not a 202; at most `tries` times.
+async fn poll_until_done(gw: &Gw, path: &str, auth: &str, tries: usize) -> Answer {
+    for _ in 0..tries {
+        let a = gw
+            .call(
+                Method::GET,
+                "invocation.",
+                path,
+                &[("authorization", auth), ("nvcf-poll-seconds", "1")],
+                "",
+            )
+            .await;
+        if a.status != StatusCode::ACCEPTED {
+            return a;
+        }
+        assert_eq!(a.header("nvcf-status"), "in-progress");
+    }
+    panic!("{path} still in progress after {tries} polls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_requests_answer_status_polls() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let stack = launcher::start(&test_config(dir.path()), Role::Up, None)
+        .await
+        .expect("start");
+    let gw = Gw::new(stack.gateway.expect("gateway"));
+    let admin = admin_token(&gw).await;
+    wait_for_worker(&gw, &admin).await;
+    let all = json!([{"id": "*", "type": "account-functions"}]);
+    let (key, _) = api_key(&gw, &["invoke_function"], all.clone()).await;
+    let (lt, _) = deploy(&gw, &admin, "lt", "builtin/load-tester", 1).await;
+    wait_invocable(&gw, &key, &lt, r#"{"message":"x"}"#).await;
+    let auth = format!("Bearer {key}");
+    let auth = auth.as_str();
+    let json_ct = ("content-type", "application/json");
+    let poll1 = ("nvcf-poll-seconds", "1");
+    let pexec = format!("/v2/nvcf/pexec/functions/{lt}");
+
+    // The window (1 s) ends before the worker answers (2 s): 202, empty, in progress.
+    let started = Instant::now();
+    let a = gw
+        .call(
+            Method::POST,
+            "invocation.",
+            &pexec,
+            &[("authorization", auth), json_ct, poll1],
+            r#"{"message":"done","delay":2}"#,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(1) && waited < Duration::from_millis(1900),
+        "{waited:?}"
+    );
+    assert!(a.body.is_empty());
+    assert_eq!(a.header("content-length"), "0");
+    assert_eq!(a.header("nvcf-status"), "in-progress");
+    assert!(
+        a.header("access-control-expose-headers")
+            .contains("nvcf-reqid")
+    );
+    let id = a.header("nvcf-reqid").to_owned();
+    assert_eq!(id.len(), 36);
+    let status = format!("/v2/nvcf/pexec/status/{id}");
+    // The parked request keeps its admission slot (load-tester takes one at a time).
+    let a = gw
+        .call(
+            Method::POST,
+            "invocation.",
+            &pexec,
+            &[("authorization", auth), json_ct],
+            r#"{"message":"fast"}"#,
+        )
+        .await;
+    assert_problem(&a, StatusCode::TOO_MANY_REQUESTS, "concurrency limit");
+
+    // Polls must be authorized for the same function: no invoke_function, or another function.
+    let (weak, _) = api_key(&gw, &["list_functions"], all.clone()).await;
+    assert_problem(
+        &poll_known(&gw, &status, &weak).await,
+        StatusCode::FORBIDDEN,
+        "invoke_function",
+    );
+    let other_fn = uuid_like();
+    let (other, _) = api_key(
+        &gw,
+        &["invoke_function"],
+        json!([{"id": other_fn, "type": "function"}]),
+    )
+    .await;
+    assert_problem(
+        &poll_known(&gw, &status, &other).await,
+        StatusCode::FORBIDDEN,
+        "Missing resource entry",
+    );
+
+    // Right away: 202 again (or the result), then the result once, then 404.
+    let a = gw
+        .call(
+            Method::GET,
+            "invocation.",
+            &status,
+            &[("authorization", auth), poll1],
+            "",
+        )
+        .await;
+    assert!(
+        a.status == StatusCode::ACCEPTED || a.status == StatusCode::OK,
+        "{:?}",
+        a.status
+    );
+    let a = if a.status == StatusCode::OK {
+        a
+    } else {
+        assert_eq!(a.header("nvcf-status"), "in-progress");
+        assert_eq!(a.header("nvcf-reqid"), id);
+        poll_until_done(&gw, &status, auth, 10).await
+    };
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    assert_eq!(&a.body[..], b"done");
+    assert_eq!(a.header("nvcf-status"), "fulfilled");
+    assert_eq!(a.header("nvcf-reqid"), id);
+    assert!(a.header("content-type").starts_with("text/plain"));
+    assert!(
+        a.header("access-control-expose-headers")
+            .contains("nvcf-reqid")
+    );
+    let a = gw
+        .call(
+            Method::GET,
+            "invocation.",
+            &status,
+            &[("authorization", auth), poll1],
+            "",
+        )
+        .await;
+    assert_problem(&a, StatusCode::NOT_FOUND, "not pending");
+    for unknown in [uuid_like(), "not-a-uuid".to_owned()] {
+        let a = gw
+            .call(
+                Method::GET,
+                "invocation.",
+                &format!("/v2/nvcf/pexec/status/{unknown}"),
+                &[("authorization", auth)],
+                "",
+            )
+            .await;
+        assert_problem(&a, StatusCode::NOT_FOUND, "not pending");
+    }
+
+    // exec: the in-progress wrapper, then the wrapped result. (The worker may still be winding
+    // down the last stream, so start from a free slot.)
+    wait_invocable(&gw, &key, &lt, r#"{"message":"x"}"#).await;
+    let a = gw
+        .call(
+            Method::POST,
+            "invocation.",
+            &format!("/v2/nvcf/exec/functions/{lt}"),
+            &[("authorization", auth), json_ct],
+            r#"{"requestHeader":{"pollDurationSeconds":1},"requestBody":{"message":"{\"m\":1}","delay":2}}"#,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    let v = a.json();
+    assert_eq!(v["status"], "in-progress");
+    let id = a.header("nvcf-reqid").to_owned();
+    assert_eq!(v["reqId"], id.as_str());
+    let exec_status = format!("/v2/nvcf/exec/status/{id}");
+    let a = gw
+        .call(
+            Method::GET,
+            "invocation.",
+            &exec_status,
+            &[("authorization", auth), ("nvcf-poll-seconds", "0")],
+            "",
+        )
+        .await;
+    if a.status == StatusCode::ACCEPTED {
+        assert_eq!(a.json()["status"], "in-progress");
+    }
+    let a = if a.status == StatusCode::ACCEPTED {
+        poll_until_done(&gw, &exec_status, auth, 10).await
+    } else {
+        a
+    };
+    assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+    let v = a.json();
+    assert_eq!(v["status"], "fulfilled");
+    assert_eq!(v["reqId"], id.as_str());
+    assert_eq!(v["response"], json!({"m": 1}));
+
+    // A result over pending-max-result-bytes (8 MiB) is spilled to a file and comes back whole.
+    wait_invocable(&gw, &key, &lt, r#"{"message":"x"}"#).await;
+    let a = gw
+        .call(
+            Method::POST,
+            "invocation.",
+            &pexec,
+            &[("authorization", auth), json_ct, poll1],
+            r#"{"size":12000000,"delay":2}"#,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::ACCEPTED, "{:?}", a.body);
+    let id = a.header("nvcf-reqid").to_owned();
+    let spill = dir.path().join("dp").join("pending").join(&id);
+    eventually("the result to be spilled", Duration::from_secs(15), || {
+        let spill = spill.clone();
+        async move { std::fs::metadata(&spill).is_ok_and(|m| m.len() == 12_000_000) }
+    })
+    .await;
+    let kept = std::fs::read(&spill).expect("spill file");
+    let a = poll_until_done(&gw, &format!("/v2/nvcf/pexec/status/{id}"), auth, 10).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.header("content-length"), "12000000");
+    assert_eq!(a.body.len(), 12_000_000);
+    assert!(a.body == kept, "the spilled result changed on the way");
+    assert!(!spill.exists(), "the spill file is deleted once fetched");
+
     stack.shutdown().await.expect("shutdown");
 }

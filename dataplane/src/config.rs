@@ -51,6 +51,14 @@ pub struct DataplaneFile {
     pub max_in_flight: u64,
     /// The region sent to workers as `NVCF-INVOCATION-REGION` (a client's value is overwritten).
     pub region: String,
+    /// How long the result of a pexec/exec call answered 202 is kept for its status poll.
+    #[serde(with = "humantime_serde")]
+    pub pending_ttl: Duration,
+    /// Memory for buffered results of parked calls, all together; beyond it results spill to
+    /// files under `data-dir/pending`.
+    pub pending_memory_bytes: u64,
+    /// Largest single parked result buffered in memory; larger ones spill to a file.
+    pub pending_max_result_bytes: u64,
 }
 
 impl Default for DataplaneFile {
@@ -85,6 +93,16 @@ impl Default for DataplaneFile {
             // and well below what exhausts a default 64 Ki descriptor limit or a few GiB of buffers.
             max_in_flight: 10_000,
             region: "local".to_owned(),
+            // NVCF keeps its request-to-function mapping for 1 h (`max_age`), so a client polls
+            // for at most that long.
+            pending_ttl: Duration::from_secs(3600),
+            // A fixed slice of the host's memory, so parked results cannot starve the hot path:
+            // 32 results at the per-result bound, or tens of thousands of typical JSON answers.
+            // Beyond it results spill to disk, which is slower but loses nothing.
+            pending_memory_bytes: 256 * 1024 * 1024,
+            // Most results are small JSON documents; 8 MiB keeps those in memory while large
+            // outputs (images, tensors) go to disk instead of crowding out many small ones.
+            pending_max_result_bytes: 8 * 1024 * 1024,
         }
     }
 }
@@ -114,6 +132,14 @@ pub struct DataplaneConfig {
     pub max_in_flight: u64,
     /// See [`DataplaneFile::region`]; a valid, non-empty header value.
     pub region: String,
+    /// See [`DataplaneFile::data_dir`]; parked results spill under `data_dir/pending`.
+    pub data_dir: PathBuf,
+    /// See [`DataplaneFile::pending_ttl`]; non-zero.
+    pub pending_ttl: Duration,
+    /// See [`DataplaneFile::pending_memory_bytes`]; at least 1.
+    pub pending_memory_bytes: u64,
+    /// See [`DataplaneFile::pending_max_result_bytes`]; 1 to `pending_memory_bytes`.
+    pub pending_max_result_bytes: u64,
 }
 
 /// Where the TLS listener listens and which certificate it presents.
@@ -149,6 +175,10 @@ pub enum ConfigError {
     MaxInFlight,
     #[error("dataplane.region: must be non-empty visible ASCII (it is sent as a header value)")]
     Region,
+    #[error(
+        "dataplane.pending-memory-bytes and pending-max-result-bytes: both at least 1, and the result bound at most the memory bound"
+    )]
+    PendingBytes,
     #[error("dataplane.tls-listen: invalid socket address '{0}'")]
     TlsListen(String),
     #[error(
@@ -224,7 +254,19 @@ impl DataplaneFile {
         if self.region.trim().is_empty() || HeaderValue::from_str(&self.region).is_err() {
             return Err(ConfigError::Region);
         }
+        if self.pending_ttl.is_zero() {
+            return Err(ConfigError::ZeroDuration("pending-ttl"));
+        }
+        if self.pending_max_result_bytes == 0
+            || self.pending_max_result_bytes > self.pending_memory_bytes
+        {
+            return Err(ConfigError::PendingBytes);
+        }
         Ok(DataplaneConfig {
+            data_dir: self.data_dir.clone(),
+            pending_ttl: self.pending_ttl,
+            pending_memory_bytes: self.pending_memory_bytes,
+            pending_max_result_bytes: self.pending_max_result_bytes,
             key_prefix: self.key_prefix.clone(),
             max_in_flight: self.max_in_flight,
             region: self.region.clone(),
@@ -302,6 +344,31 @@ mod tests {
         assert_eq!(cfg.key_prefix, "nvapi-");
         assert_eq!(cfg.max_in_flight, 10_000);
         assert_eq!(cfg.region, "local");
+        assert_eq!(cfg.pending_ttl, Duration::from_secs(3600));
+        assert_eq!(cfg.pending_memory_bytes, 256 << 20);
+        assert_eq!(cfg.pending_max_result_bytes, 8 << 20);
+        assert_eq!(cfg.data_dir, PathBuf::from("data/dataplane"));
+    }
+
+    #[test]
+    fn pending_bounds() {
+        let f = file(
+            "pending-ttl = \"10m\"\npending-memory-bytes = 100\npending-max-result-bytes = 100\n",
+        );
+        let cfg = f.validate("t").expect("valid");
+        assert_eq!(cfg.pending_ttl, Duration::from_secs(600));
+        let bad = |f: DataplaneFile| f.validate("t").expect_err("invalid").to_string();
+        assert!(bad(file("pending-max-result-bytes = 0")).starts_with("dataplane.pending-"));
+        assert!(
+            bad(file(
+                "pending-memory-bytes = 10\npending-max-result-bytes = 11"
+            ))
+            .starts_with("dataplane.pending-")
+        );
+        assert_eq!(
+            bad(file("pending-ttl = \"0s\"")),
+            "dataplane.pending-ttl: must be greater than zero"
+        );
     }
 
     #[test]

@@ -70,9 +70,12 @@ pub enum GatewayError {
     /// `NVCF-POLL-SECONDS` is not a number of seconds up to 3600 (NVIDIA's text).
     #[error("failed to parse poll duration")]
     PollDuration,
-    /// No parked request with this id (nothing is parked in this increment).
+    /// No parked request with this id (never answered 202, already fetched, or expired).
     #[error("request '{0}' is not pending")]
     RequestNotFound(String),
+    /// A parked request's result could be kept neither in memory nor in a spill file (500).
+    #[error("the result of request {request_id} was lost: {detail}")]
+    ResultLost { request_id: Uuid, detail: String },
     /// The version's workers run as many invocations as they take (429, `Retry-After`).
     #[error("function version {0} is at its concurrency limit; retry later")]
     VersionFull(Uuid),
@@ -127,7 +130,7 @@ impl GatewayError {
             Self::ControlPlaneUnreachable(_)
             | Self::ControlPlaneTimeout(_)
             | Self::ControlPlaneFailed(_) => Cause::ControlPlane,
-            Self::Internal(_) => Cause::Internal,
+            Self::Internal(_) | Self::ResultLost { .. } => Cause::Internal,
         }
     }
 
@@ -152,7 +155,9 @@ impl GatewayError {
             Self::ControlPlaneTimeout(_) | Self::WorkerTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            Self::Internal(_) | Self::WorkerResponse { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Internal(_) | Self::WorkerResponse { .. } | Self::ResultLost { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -162,7 +167,8 @@ impl GatewayError {
         match self {
             Self::WorkerUnreachable { request_id, .. }
             | Self::WorkerTimeout { request_id, .. }
-            | Self::WorkerResponse { request_id, .. } => Some(*request_id),
+            | Self::WorkerResponse { request_id, .. }
+            | Self::ResultLost { request_id, .. } => Some(*request_id),
             _ => None,
         }
     }

@@ -17,6 +17,7 @@ mod invoke;
 mod io;
 pub mod keys;
 pub mod metrics;
+mod pending;
 mod proxy;
 pub mod routing;
 mod server;

@@ -33,6 +33,21 @@ pub const APP_INVOCATION_ERROR: &str = "app_invocation_error";
 /// Invocations admitted and not yet finished (response body still streaming counts).
 pub const INVOCATIONS_IN_FLIGHT: &str = "gateway_invocations_in_flight";
 
+/// Parked pexec/exec requests held (running, or finished and waiting for a status poll).
+pub const PENDING_REQUESTS: &str = "gateway_pending_requests";
+/// Memory held by buffered parked results.
+pub const PENDING_BYTES: &str = "gateway_pending_bytes";
+/// Parked results written to a spill file.
+pub const PENDING_SPILLED_TOTAL: &str = "gateway_pending_spilled_total";
+/// Parked results removed unfetched after the TTL.
+pub const PENDING_EXPIRED_TOTAL: &str = "gateway_pending_expired_total";
+/// Parked results that could be kept neither in memory nor on disk (their poller gets a 500).
+pub const PENDING_LOST_TOTAL: &str = "gateway_pending_lost_total";
+/// Status polls, by outcome.
+pub const STATUS_POLLS_TOTAL: &str = "gateway_status_polls_total";
+/// `202 Accepted` answers (pexec/exec windows that ended, and polls still in progress).
+pub const ACCEPTED_TOTAL: &str = "gateway_accepted_total";
+
 /// One row of the table: name, kind, unit, description.
 struct MetricDef {
     name: &'static str,
@@ -113,6 +128,48 @@ const TABLE: &[MetricDef] = &[
         kind: Kind::Gauge,
         unit: Unit::Count,
         help: "Invocations admitted and not finished; a streamed response counts until its body ends or the client goes away.",
+    },
+    MetricDef {
+        name: PENDING_REQUESTS,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Parked pexec/exec requests held: running after their 202, or finished and waiting for a status poll (kept for pending-ttl).",
+    },
+    MetricDef {
+        name: PENDING_BYTES,
+        kind: Kind::Gauge,
+        unit: Unit::Bytes,
+        help: "Memory held by buffered parked results (bounded by pending-memory-bytes; beyond it results spill to disk).",
+    },
+    MetricDef {
+        name: PENDING_SPILLED_TOTAL,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Parked results written to a spill file under <data-dir>/pending (larger than pending-max-result-bytes, or memory bound reached).",
+    },
+    MetricDef {
+        name: PENDING_EXPIRED_TOTAL,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Parked results removed unfetched after pending-ttl.",
+    },
+    MetricDef {
+        name: PENDING_LOST_TOTAL,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Parked results that could be kept neither in memory nor on disk; their poller gets a 500 problem saying so.",
+    },
+    MetricDef {
+        name: STATUS_POLLS_TOTAL,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "GET /v2/nvcf/{pexec,exec}/status/{id} polls. Label: outcome (result|in_progress|not_found).",
+    },
+    MetricDef {
+        name: ACCEPTED_TOTAL,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "202 Accepted answers: pexec/exec calls whose poll window ended before the worker answered, and status polls still in progress.",
     },
 ];
 
@@ -200,6 +257,38 @@ pub(crate) fn record_invocation_error(status: &'static str, function_id: String)
 /// Moves the in-flight invocation gauge.
 pub(crate) fn add_invocations_in_flight(delta: f64) {
     metrics::gauge!(INVOCATIONS_IN_FLIGHT).increment(delta);
+}
+
+/// Publishes the pending table's size and buffered bytes.
+#[allow(clippy::cast_precision_loss)]
+pub(crate) fn set_pending(entries: usize, bytes: u64) {
+    metrics::gauge!(PENDING_REQUESTS).set(entries as f64);
+    metrics::gauge!(PENDING_BYTES).set(bytes as f64);
+}
+
+/// Counts one spilled result.
+pub(crate) fn record_pending_spilled() {
+    metrics::counter!(PENDING_SPILLED_TOTAL).increment(1);
+}
+
+/// Counts `n` expired results.
+pub(crate) fn record_pending_expired(n: u64) {
+    metrics::counter!(PENDING_EXPIRED_TOTAL).increment(n);
+}
+
+/// Counts one lost result.
+pub(crate) fn record_pending_lost() {
+    metrics::counter!(PENDING_LOST_TOTAL).increment(1);
+}
+
+/// Counts one status poll (`result`, `in_progress` or `not_found`).
+pub(crate) fn record_status_poll(outcome: &'static str) {
+    metrics::counter!(STATUS_POLLS_TOTAL, "outcome" => outcome).increment(1);
+}
+
+/// Counts one 202.
+pub(crate) fn record_accepted() {
+    metrics::counter!(ACCEPTED_TOTAL).increment(1);
 }
 
 /// Counts one error response.

@@ -3,14 +3,15 @@
 //! as `{"reqId","status","percentComplete","response"}` (200) or `{"reqId","status","errorCode"}`.
 
 use bytes::Bytes;
-use http::StatusCode;
+use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::body::Body;
 use crate::error::GatewayError;
-use crate::invoke::respond::nvcf_status;
+use crate::invoke::respond::{mark, nvcf_status};
 
 /// Largest exec request body, and largest worker answer it wraps: axum's default body limit,
 /// which is what NVCF's exec extractor applies (2 MB); the wrapper buffers both whole.
@@ -103,6 +104,19 @@ pub(crate) fn wrap(
     };
     let json = serde_json::to_vec(&out).map_err(|e| GatewayError::Internal(e.to_string()))?;
     Ok((client_status, Bytes::from(json)))
+}
+
+/// The client's response carrying a wrapped answer.
+pub(crate) fn response(request_id: Uuid, status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(crate::body::full(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    mark(headers, request_id, status);
+    response
 }
 
 #[cfg(test)]

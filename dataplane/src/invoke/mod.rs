@@ -9,16 +9,21 @@
 //! without a credential is a 401 whatever its path. Every request reads the published snapshot
 //! once, so a feed change never splits one request across two states.
 //!
-//! Not in this increment: parking pexec/exec requests whose window ends (202 + pending table +
-//! `GET .../status/{id}`); such requests get the passthrough 504 and every status poll is a 404.
+//! A pexec/exec call whose poll window ends before the worker's response head is parked
+//! ([`park`]): the client gets `202`, the worker request keeps running in a task that owns it, and
+//! `GET /v2/nvcf/{pexec,exec}/status/{id}` fetches the result once. Host-routed passthrough answers
+//! 504 after the window + 2 s instead.
 
 pub(crate) mod admit;
 pub(crate) mod dispatch;
 pub(crate) mod exec;
 pub(crate) mod finish;
+pub(crate) mod park;
 pub(crate) mod respond;
 pub(crate) mod target;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +40,8 @@ use crate::config::DataplaneConfig;
 use crate::error::GatewayError;
 use crate::feed::SharedSnapshot;
 use crate::keys::authorize_invoke;
+use crate::pending::Limits;
+use crate::pending::store::PendingStore;
 use crate::routing::VersionRoute;
 use admit::Admission;
 use dispatch::{Balancer, Owned, WorkerClient};
@@ -49,7 +56,13 @@ pub(crate) struct Invoker {
     balancer: Balancer,
     client: WorkerClient,
     region: HeaderValue,
+    pending: Arc<PendingStore>,
 }
+
+/// A pexec/exec call's work from sending to the worker up to the client's response (the head for
+/// pexec, whose body then streams; the whole wrapped answer for exec). Boxed so that it can move
+/// into a background task when the poll window ends first.
+type Work = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
 
 /// One invocation as it moves through the phases.
 #[derive(Debug)]
@@ -63,8 +76,19 @@ struct Ctx {
 }
 
 impl Invoker {
+    /// Needs a Tokio runtime: it starts the pending table's sweeper.
     pub(crate) fn new(config: &DataplaneConfig, snapshot: SharedSnapshot) -> Self {
+        let pending = PendingStore::new(
+            Limits {
+                ttl: config.pending_ttl,
+                memory_bytes: config.pending_memory_bytes,
+                max_result_bytes: config.pending_max_result_bytes,
+            },
+            config.data_dir.join("pending"),
+        );
+        pending.spawn_sweeper();
         Self {
+            pending,
             snapshot,
             admission: Admission::new(config.max_in_flight),
             balancer: Balancer::default(),
@@ -119,8 +143,16 @@ impl Invoker {
             .map_err(GatewayError::Unauthorized)?;
         let target = match target::resolve(kind, host, req.uri().path(), req.headers())? {
             Resolved::Invoke(t) => t,
-            // Nothing is ever parked in this increment, so no request id is pending.
-            Resolved::Status(id) => return Err(GatewayError::RequestNotFound(id)),
+            Resolved::Status(id) => {
+                let (id, owner) = self.poll_owner(&id)?;
+                finish.function_id = Some(owner.function_id.to_string());
+                authorize_invoke(grants, owner.function_id, Some(owner.version_id))
+                    .map_err(GatewayError::Forbidden)?;
+                let window = respond::poll_seconds(req.headers(), Endpoint::Pexec)?;
+                drop(snapshot);
+                let response = self.poll(id, owner, Duration::from_secs(window)).await?;
+                return Ok((response, None));
+            }
         };
         finish.function_id = Some(target.function_id.to_string());
         authorize_invoke(grants, target.function_id, target.version_id)
@@ -159,30 +191,34 @@ impl Invoker {
             .address
             .clone();
 
-        if ctx.target.endpoint == Endpoint::Exec {
-            let response = self.exec(ctx, &address, req).await?;
-            // The wrapped answer is complete: nothing streams after it, so the places go now.
-            drop(held);
-            return Ok((response, None));
+        if ctx.target.endpoint == Endpoint::Passthrough {
+            let request = self.dispatch(&ctx, &address, req)?;
+            let response = self.send(&ctx, request).await?;
+            crate::metrics::record_function_latency(
+                ctx.route.function_id.to_string(),
+                ctx.route.version_id.to_string(),
+                ctx.start.elapsed(),
+            );
+            let response = respond::passthrough(response, ctx.request_id);
+            return Ok((response.map(body::stream), Some(held)));
         }
-        let response = self.dispatch(&ctx, &address, req).await?;
-        crate::metrics::record_function_latency(
-            ctx.route.function_id.to_string(),
-            ctx.route.version_id.to_string(),
-            ctx.start.elapsed(),
-        );
-        let response = respond::passthrough(response, ctx.request_id);
-        Ok((response.map(body::stream), Some(held)))
+        let mut ctx = ctx;
+        let work = if ctx.target.endpoint == Endpoint::Exec {
+            self.exec(&mut ctx, &address, req).await?
+        } else {
+            let request = self.dispatch(&ctx, &address, req)?;
+            self.pexec(&ctx, request)
+        };
+        self.answer_or_park(&ctx, work, held).await
     }
 
-    /// Sends the client's request (body streamed) to the worker and waits for its response head
-    /// until the poll window + grace ends.
-    async fn dispatch(
+    /// Builds the worker's request from the client's (body streamed).
+    fn dispatch(
         &self,
         ctx: &Ctx,
         address: &str,
         req: Request<Incoming>,
-    ) -> Result<Response<Incoming>, GatewayError> {
+    ) -> Result<Request<Body>, GatewayError> {
         let (mut parts, incoming) = req.into_parts();
         let path = match ctx.target.endpoint {
             // pexec: the function's inferenceUrl; the client's query is not forwarded (§2.1).
@@ -203,17 +239,36 @@ impl Invoker {
                 HeaderValue::from_static("application/json"),
             );
         }
-        self.send(ctx, Request::from_parts(parts, body::stream(incoming)))
-            .await
+        Ok(Request::from_parts(parts, body::stream(incoming)))
     }
 
-    /// The exec wrapper: read and unwrap the request, POST `requestBody` as JSON, wrap the answer.
+    /// The pexec work: the worker's answer, streamed through with NVCF's headers.
+    fn pexec(&self, ctx: &Ctx, request: Request<Body>) -> Work {
+        let sent = self.client.request(request);
+        let (id, start) = (ctx.request_id, ctx.start);
+        let (fid, vid) = (ctx.route.function_id, ctx.route.version_id);
+        Box::pin(async move {
+            let response = sent.await.map_err(|e| GatewayError::WorkerUnreachable {
+                request_id: id,
+                detail: error_chain(&e),
+            })?;
+            crate::metrics::record_function_latency(
+                fid.to_string(),
+                vid.to_string(),
+                start.elapsed(),
+            );
+            Ok(respond::passthrough(response, id).map(body::stream))
+        })
+    }
+
+    /// The exec wrapper: read and unwrap the request, POST `requestBody` as JSON; the work wraps
+    /// the answer.
     async fn exec(
         &self,
-        mut ctx: Ctx,
+        ctx: &mut Ctx,
         address: &str,
         req: Request<Incoming>,
-    ) -> Result<Response<Body>, GatewayError> {
+    ) -> Result<Work, GatewayError> {
         let (mut parts, incoming) = req.into_parts();
         let wrapped = exec::parse(&exec::read_limited(incoming).await?)?;
         if let Some(n) = wrapped
@@ -226,55 +281,45 @@ impl Invoker {
         let json = serde_json::to_vec(&wrapped.request_body)
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
         parts.method = Method::POST;
-        parts.uri = self.uri(&ctx, address, &ctx.route.inference_url)?;
+        parts.uri = self.uri(ctx, address, &ctx.route.inference_url)?;
         parts.version = http::Version::HTTP_2;
-        dispatch::prepare_headers(&mut parts.headers, &self.owned(&ctx));
+        dispatch::prepare_headers(&mut parts.headers, &self.owned(ctx));
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
         let request = Request::from_parts(parts, body::full(Bytes::from(json)));
-        let deadline = tokio::time::Instant::from_std(ctx.start) + ctx.poll + respond::GRACE;
-        let response = self.send(&ctx, request).await?;
-        crate::metrics::record_function_latency(
-            ctx.route.function_id.to_string(),
-            ctx.route.version_id.to_string(),
-            ctx.start.elapsed(),
-        );
-        let status = response.status();
-        let location = response
-            .headers()
-            .get(header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let read =
-            http_body_util::Limited::new(response.into_body(), exec::MAX_EXEC_BODY).collect();
-        let bytes = match tokio::time::timeout_at(deadline, read).await {
-            Ok(Ok(c)) => c.to_bytes(),
-            Ok(Err(e)) => {
-                return Err(GatewayError::WorkerResponse {
-                    request_id: ctx.request_id,
+        let sent = self.client.request(request);
+        let (id, start) = (ctx.request_id, ctx.start);
+        let (fid, vid) = (ctx.route.function_id, ctx.route.version_id);
+        Ok(Box::pin(async move {
+            let response = sent.await.map_err(|e| GatewayError::WorkerUnreachable {
+                request_id: id,
+                detail: error_chain(&e),
+            })?;
+            crate::metrics::record_function_latency(
+                fid.to_string(),
+                vid.to_string(),
+                start.elapsed(),
+            );
+            let status = response.status();
+            let location = response
+                .headers()
+                .get(header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let bytes = http_body_util::Limited::new(response.into_body(), exec::MAX_EXEC_BODY)
+                .collect()
+                .await
+                .map_err(|e| GatewayError::WorkerResponse {
+                    request_id: id,
                     detail: e.to_string(),
-                });
-            }
-            Err(_) => {
-                return Err(GatewayError::WorkerTimeout {
-                    request_id: ctx.request_id,
-                    waited: ctx.poll + respond::GRACE,
-                });
-            }
-        };
-        let (status, body) = exec::wrap(ctx.request_id, status, location, &bytes)?;
-        let mut response = Response::new(body::full(body));
-        *response.status_mut() = status;
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        respond::mark(headers, ctx.request_id, status);
-        Ok(response)
+                })?
+                .to_bytes();
+            let (status, body) = exec::wrap(id, status, location, &bytes)?;
+            Ok(exec::response(id, status, body))
+        }))
     }
 
     fn owned<'a>(&'a self, ctx: &'a Ctx) -> Owned<'a> {

@@ -3,9 +3,8 @@
 //! streamed back frame by frame, plus `NVCF-REQID`, `NVCF-STATUS` and `nvcf-reqid` appended to
 //! `Access-Control-Expose-Headers`.
 //!
-//! This increment does not park requests: when the window ends before the worker's response head,
-//! pexec/exec get the same 504 as host-routed calls (NVCF's 202 + pending table + status polling
-//! is the next increment).
+//! When the window ends before the worker's response head, host-routed calls get 504 after the
+//! window + 2 s ([`GRACE`]); pexec/exec calls are parked instead (202, [`crate::invoke::park`]).
 
 use std::time::Duration;
 
