@@ -55,6 +55,49 @@ async fn invocation_path_end_to_end() {
                 .contains("nvcf-reqid")
         );
     }
+    // CORS on the path router: the gateway answers preflights itself (no credential), and actual
+    // answers, errors included, mirror the origin. Host-routed OPTIONS goes to auth like any call.
+    let origin = ("origin", "https://app.example");
+    let pre = gw
+        .call(
+            Method::OPTIONS,
+            "invocation.",
+            &pexec,
+            &[
+                origin,
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "authorization"),
+            ],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(pre.status, StatusCode::OK);
+    assert_eq!(
+        pre.header("access-control-allow-origin"),
+        "https://app.example"
+    );
+    assert_eq!(pre.header("access-control-allow-headers"), "authorization");
+    assert_eq!(pre.header("access-control-max-age"), "86400");
+    let denied = gw
+        .call(Method::POST, "invocation.", &pexec, &[origin], "{}")
+        .await;
+    assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        denied.header("access-control-allow-origin"),
+        "https://app.example"
+    );
+    let host_routed = gw
+        .call(
+            Method::OPTIONS,
+            &format!("{echo}.invocation."),
+            "/x",
+            &[origin, ("access-control-request-method", "POST")],
+            Bytes::new(),
+        )
+        .await;
+    assert_eq!(host_routed.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(host_routed.header("access-control-allow-origin"), "");
+
     // Pinned version, and a path without Host routing (bare address).
     let a = gw
         .call(

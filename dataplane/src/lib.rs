@@ -10,6 +10,7 @@
 mod body;
 pub mod classify;
 pub mod config;
+mod cors;
 pub mod error;
 pub mod feed;
 mod headers;

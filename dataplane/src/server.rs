@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::body::{Body, full};
-use crate::classify::{Route, classify};
+use crate::classify::{InvocationKind, Route, classify};
 use crate::config::DataplaneConfig;
 use crate::error::{DataplaneError, GatewayError};
 use crate::invoke::Invoker;
@@ -234,6 +234,20 @@ async fn handle(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Resp
             .and_then(|v| v.to_str().ok()),
     );
     let path = req.uri().path().to_owned();
+    // The path router is CORS-permissive (NVCF §6.2); host-routed calls pass OPTIONS through.
+    let cors = route == Route::Invocation(InvocationKind::Path);
+    let origin = cors
+        .then(|| req.headers().get(header::ORIGIN).cloned())
+        .flatten();
+    if cors && let Some(preflight) = crate::cors::preflight(req.method(), req.headers()) {
+        crate::metrics::record_request(
+            route.label(),
+            preflight.status(),
+            protocol,
+            start.elapsed(),
+        );
+        return preflight;
+    }
 
     let result = match route {
         Route::Health => Ok(health(req.method())),
@@ -247,7 +261,8 @@ async fn handle(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Resp
             path: path.clone(),
         }),
     };
-    let response = result.unwrap_or_else(|e| e.into_response(&path));
+    let mut response = result.unwrap_or_else(|e| e.into_response(&path));
+    crate::cors::decorate(origin, &mut response);
     debug!(%peer, route = route.label(), status = %response.status(), path, "request");
     crate::metrics::record_request(route.label(), response.status(), protocol, start.elapsed());
     response
