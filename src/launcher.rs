@@ -29,6 +29,8 @@ pub struct Stack {
     pub gateway: Option<SocketAddr>,
     /// The gateway's TLS listener (HTTP/1.1 and HTTP/2 by ALPN), when enabled.
     pub gateway_tls: Option<SocketAddr>,
+    /// The gateway's HTTP/3 (QUIC) listener on UDP, when enabled.
+    pub gateway_quic: Option<SocketAddr>,
     pub worker: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub internal_token: String,
@@ -74,6 +76,7 @@ pub async fn start(
         controlplane: None,
         gateway: None,
         gateway_tls: None,
+        gateway_quic: None,
         worker: None,
         admin: None,
         internal_token: token.clone(),
@@ -138,11 +141,27 @@ pub async fn start(
             }
             None => None,
         };
+        let quic = match &c.quic {
+            Some(q) => {
+                let addr = q.tls.listen;
+                let socket = std::net::UdpSocket::bind(addr).with_context(|| {
+                    format!("cannot listen on UDP {addr} for the gateway's HTTP/3 listener")
+                })?;
+                stack.gateway_quic = Some(socket.local_addr()?);
+                Some(socket)
+            }
+            None => None,
+        };
+        let listeners = dataplane::Listeners {
+            plain: l,
+            tls,
+            quic,
+        };
         let rx = stop_rx.clone();
         stack.tasks.push((
             "dataplane",
             tokio::spawn(async move {
-                dataplane::serve(c, l, tls, stopped(rx))
+                dataplane::serve_all(c, listeners, stopped(rx))
                     .await
                     .map_err(|e| e.to_string())
             }),

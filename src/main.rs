@@ -105,6 +105,7 @@ async fn serve(cli: Cli, role: Role) -> anyhow::Result<()> {
     tracing::info!(
         gateway = %show(stack.gateway),
         gateway_tls = %show(stack.gateway_tls),
+        gateway_quic = %show(stack.gateway_quic),
         controlplane = %show(stack.controlplane),
         worker = %show(stack.worker),
         admin = %show(stack.admin),

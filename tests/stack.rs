@@ -30,6 +30,7 @@ heartbeat-timeout = "600ms"
 [dataplane]
 listen = "127.0.0.1:0"
 tls-listen = "127.0.0.1:0"
+quic-listen = "127.0.0.1:0"
 data-dir = "{dp}"
 [worker]
 listen = "127.0.0.1:0"

@@ -1,15 +1,17 @@
-//! Body types: the boxed response body every handler returns, and the size-limited request body
-//! wrapper that streams client bodies upstream and remembers why it stopped.
+//! Body types: the boxed response body every handler returns, the protocol-neutral
+//! [`RequestBody`] every listener produces (hyper's `Incoming` for HTTP/1.1 and HTTP/2 unchanged,
+//! a streamed h3 body for HTTP/3), and the size-limited wrapper that streams client bodies upstream
+//! and remembers why it stopped.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use hyper::body::Incoming;
 
 /// Error type of streamed bodies.
@@ -25,9 +27,83 @@ pub(crate) fn full(bytes: Bytes) -> Body {
         .boxed()
 }
 
-/// A streamed body (e.g. the control plane's response) as a [`Body`].
-pub(crate) fn stream(body: Incoming) -> Body {
-    body.map_err(BoxError::from).boxed()
+/// A streamed body (the control plane's or a worker's response, or a client's request body) as a
+/// [`Body`].
+pub(crate) fn stream<B>(body: B) -> Body
+where
+    B: HttpBody<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed()
+}
+
+/// A client's request body, whichever protocol listener produced it. HTTP/1.1 and HTTP/2 keep
+/// hyper's `Incoming` (no extra allocation or copy); other listeners hand in any streamed body.
+#[derive(Debug)]
+pub(crate) struct RequestBody(Inner);
+
+enum Inner {
+    Hyper(Incoming),
+    /// `Mutex` only makes the body `Sync` (what [`Body`] needs): polling goes through
+    /// `get_mut`, which never locks.
+    Stream(Mutex<UnsyncBoxBody<Bytes, BoxError>>),
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Hyper(b) => b.fmt(f),
+            Self::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+impl RequestBody {
+    /// A body streamed by another listener (HTTP/3).
+    pub(crate) fn streamed<B>(body: B) -> Self
+    where
+        B: HttpBody<Data = Bytes, Error = BoxError> + Send + 'static,
+    {
+        Self(Inner::Stream(Mutex::new(UnsyncBoxBody::new(body))))
+    }
+}
+
+impl From<Incoming> for RequestBody {
+    fn from(body: Incoming) -> Self {
+        Self(Inner::Hyper(body))
+    }
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().0 {
+            Inner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inner::Stream(m) => match m.get_mut() {
+                Ok(b) => Pin::new(b).poll_frame(cx),
+                Err(_) => Poll::Ready(Some(Err("request body poisoned".into()))),
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Inner::Hyper(b) => b.is_end_stream(),
+            Inner::Stream(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Inner::Hyper(b) => b.size_hint(),
+            Inner::Stream(_) => SizeHint::default(),
+        }
+    }
 }
 
 /// What became of a [`LimitedBody`], shared with the code awaiting the upstream response.
@@ -73,14 +149,14 @@ pub(crate) struct TooLarge(pub(crate) u64);
 /// (which aborts the upstream request) and records why in a [`BodyOutcome`].
 #[derive(Debug)]
 pub(crate) struct LimitedBody {
-    inner: Incoming,
+    inner: RequestBody,
     remaining: u64,
     limit: u64,
     outcome: BodyOutcome,
 }
 
 impl LimitedBody {
-    pub(crate) fn new(inner: Incoming, limit: u64) -> (Self, BodyOutcome) {
+    pub(crate) fn new(inner: RequestBody, limit: u64) -> (Self, BodyOutcome) {
         let outcome = BodyOutcome::default();
         (
             Self {
@@ -107,7 +183,7 @@ impl HttpBody for LimitedBody {
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Ready(Some(Err(e))) => {
                 self.outcome.set(OUTCOME_CLIENT_ERROR);
-                Poll::Ready(Some(Err(e.into())))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {

@@ -8,6 +8,8 @@ use std::time::Duration;
 use http::{HeaderValue, Uri};
 use serde::{Deserialize, Serialize};
 
+pub use crate::quic::config::QuicConfig;
+
 /// The smallest `max-header-bytes` hyper accepts: it is also the h1 read buffer limit, and hyper
 /// refuses (panics on) a buffer limit below 8 KiB.
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
@@ -59,6 +61,20 @@ pub struct DataplaneFile {
     pub pending_memory_bytes: u64,
     /// Largest single parked result buffered in memory; larger ones spill to a file.
     pub pending_max_result_bytes: u64,
+    /// HTTP/3 (QUIC) listener on UDP, with the TLS listener's certificate and ALPN `h3`; empty
+    /// disables it. 0-RTT is always off: early data can be replayed, and invocations are POSTs.
+    pub quic_listen: String,
+    /// Bidirectional streams (concurrent requests) one QUIC connection may have open.
+    pub quic_max_concurrent_streams: u32,
+    /// A QUIC connection with no traffic for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub quic_idle_timeout: Duration,
+    /// Flow-control window of one QUIC stream (bytes the client may send ahead of us reading).
+    pub quic_stream_receive_window: u64,
+    /// Flow-control window of a whole QUIC connection, all streams together.
+    pub quic_receive_window: u64,
+    /// Largest UDP payload we accept (advertised as `max_udp_payload_size`).
+    pub quic_max_udp_payload: u16,
 }
 
 impl Default for DataplaneFile {
@@ -103,6 +119,23 @@ impl Default for DataplaneFile {
             // Most results are small JSON documents; 8 MiB keeps those in memory while large
             // outputs (images, tensors) go to disk instead of crowding out many small ones.
             pending_max_result_bytes: 8 * 1024 * 1024,
+            // The same port as TLS over TCP (UDP and TCP ports are separate), as Alt-Svc expects.
+            quic_listen: "127.0.0.1:8443".to_owned(),
+            // High-fan-out clients multiplex many calls on one connection; 256 is 2.5x quinn's
+            // default of 100 and still bounds per-connection handler tasks and buffers.
+            quic_max_concurrent_streams: 256,
+            // Long enough for clients that keep a connection for bursts, short enough to free
+            // state of vanished (mobile) clients quickly; above the 10-25 s keep-alives clients send.
+            quic_idle_timeout: Duration::from_secs(30),
+            // 2 MiB per stream fills ~160 Mbit/s at 100 ms RTT for one upload while bounding what
+            // one stream can make us buffer.
+            quic_stream_receive_window: 2 * 1024 * 1024,
+            // 16 MiB per connection caps buffered request data for all of a connection's streams
+            // (256 streams x 2 MiB would be 512 MiB) while letting several uploads run at full speed.
+            quic_receive_window: 16 * 1024 * 1024,
+            // 1500-byte Ethernet MTU minus IPv4 (20) and UDP (8) headers: no IP fragmentation on
+            // ordinary paths. QUIC's minimum is 1200.
+            quic_max_udp_payload: 1472,
         }
     }
 }
@@ -140,6 +173,8 @@ pub struct DataplaneConfig {
     pub pending_memory_bytes: u64,
     /// See [`DataplaneFile::pending_max_result_bytes`]; 1 to `pending_memory_bytes`.
     pub pending_max_result_bytes: u64,
+    /// The HTTP/3 listener, when enabled.
+    pub quic: Option<QuicConfig>,
 }
 
 /// Where the TLS listener listens and which certificate it presents.
@@ -181,6 +216,13 @@ pub enum ConfigError {
     PendingBytes,
     #[error("dataplane.tls-listen: invalid socket address '{0}'")]
     TlsListen(String),
+    #[error("dataplane.quic-listen: invalid socket address '{0}'")]
+    QuicListen(String),
+    #[error("dataplane.{key}: {reason}")]
+    Quic {
+        key: &'static str,
+        reason: &'static str,
+    },
     #[error(
         "dataplane.tls-cert-file and dataplane.tls-key-file: set both, or neither for a generated self-signed pair"
     )]
@@ -196,6 +238,11 @@ impl DataplaneFile {
         let listen = addr
             .parse::<SocketAddr>()
             .map_err(|_| ConfigError::TlsListen(self.tls_listen.clone()))?;
+        self.certificate(listen).map(Some)
+    }
+
+    /// The certificate pair the TLS and QUIC listeners present, for a listener on `listen`.
+    pub(crate) fn certificate(&self, listen: SocketAddr) -> Result<TlsConfig, ConfigError> {
         let (cert, key) = (self.tls_cert_file.trim(), self.tls_key_file.trim());
         let tls = match (cert.is_empty(), key.is_empty()) {
             (true, true) => TlsConfig {
@@ -212,7 +259,7 @@ impl DataplaneFile {
             },
             _ => return Err(ConfigError::TlsPair),
         };
-        Ok(Some(tls))
+        Ok(tls)
     }
 
     /// Checks every value and produces the typed configuration. `internal_token` is the shared
@@ -245,6 +292,7 @@ impl DataplaneFile {
             return Err(ConfigError::ZeroDuration("upstream-timeout"));
         }
         let tls = self.tls_config()?;
+        let quic = self.quic_config()?;
         if !self.key_prefix.starts_with("nvapi-") {
             return Err(ConfigError::KeyPrefix(self.key_prefix.clone()));
         }
@@ -271,6 +319,7 @@ impl DataplaneFile {
             max_in_flight: self.max_in_flight,
             region: self.region.clone(),
             tls,
+            quic,
             listen,
             controlplane_url,
             internal_token: internal_token.to_owned(),

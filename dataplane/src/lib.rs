@@ -1,4 +1,4 @@
-//! The gateway: one listener serving HTTP/1.1 and h2c, request classification by Host and path, a
+//! The gateway: one listener serving HTTP/1.1 and h2c (plus optional TLS and HTTP/3 listeners), request classification by Host and path, a
 //! streaming reverse proxy to the control plane for the management and key-service APIs, and the
 //! synchronous invocation path (feed follower, authenticate, route, admit, dispatch, respond). See `docs/architecture.md` §1–2 and `nvcf-api.md` §5.
 //!
@@ -20,12 +20,13 @@ pub mod keys;
 pub mod metrics;
 mod pending;
 mod proxy;
+pub mod quic;
 pub mod routing;
 mod server;
 pub mod tls;
 
 pub use classify::{InvocationKind, Route, classify};
-pub use config::{ConfigError, DataplaneConfig, DataplaneFile};
+pub use config::{ConfigError, DataplaneConfig, DataplaneFile, QuicConfig};
 pub use error::{Cause, DataplaneError, GatewayError};
 pub use metrics::describe_metrics;
-pub use server::{run, serve};
+pub use server::{Listeners, run, serve, serve_all};

@@ -16,6 +16,13 @@ pub const ERRORS_TOTAL: &str = "gateway_errors_total";
 /// TLS handshakes that failed or timed out.
 pub const TLS_HANDSHAKE_FAILURES_TOTAL: &str = "gateway_tls_handshake_failures_total";
 
+/// QUIC connections open on the HTTP/3 listener.
+pub const QUIC_CONNECTIONS: &str = "gateway_quic_connections";
+/// QUIC handshakes that failed (TLS, ALPN or timeout).
+pub const QUIC_HANDSHAKE_FAILURES_TOTAL: &str = "gateway_quic_handshake_failures_total";
+/// Packets quinn declared lost, summed over ended QUIC connections.
+pub const QUIC_LOST_PACKETS_TOTAL: &str = "gateway_quic_lost_packets_total";
+
 /// The feed revision of the published snapshot.
 pub const FEED_REVISION: &str = "gateway_feed_revision";
 /// 1 while the feed stream to the control plane is open.
@@ -67,7 +74,7 @@ const TABLE: &[MetricDef] = &[
         name: REQUESTS_TOTAL,
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Requests answered by the gateway. Labels: route (key_service|management|invocation|health|not_found), status_class (1xx..5xx), protocol (http1|h2).",
+        help: "Requests answered by the gateway. Labels: route (key_service|management|invocation|health|not_found), status_class (1xx..5xx), protocol (http1|h2|h3).",
     },
     MetricDef {
         name: REQUEST_DURATION_SECONDS,
@@ -86,6 +93,24 @@ const TABLE: &[MetricDef] = &[
         kind: Kind::Counter,
         unit: Unit::Count,
         help: "TLS handshakes on the TLS listener that failed (bad client hello, no common protocol or ALPN) or timed out.",
+    },
+    MetricDef {
+        name: QUIC_CONNECTIONS,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "QUIC connections open on the HTTP/3 listener (after a successful handshake).",
+    },
+    MetricDef {
+        name: QUIC_HANDSHAKE_FAILURES_TOTAL,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "QUIC handshakes on the HTTP/3 listener that failed (TLS error, no common ALPN, or timed out).",
+    },
+    MetricDef {
+        name: QUIC_LOST_PACKETS_TOTAL,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Packets quinn declared lost on HTTP/3 connections, added from each connection's statistics when it ends.",
     },
     MetricDef {
         name: FEED_REVISION,
@@ -204,6 +229,21 @@ pub(crate) fn record_request(
 /// Counts one failed TLS handshake.
 pub(crate) fn record_tls_handshake_failure() {
     metrics::counter!(TLS_HANDSHAKE_FAILURES_TOTAL).increment(1);
+}
+
+/// Moves the open QUIC connection gauge.
+pub(crate) fn add_quic_connections(delta: f64) {
+    metrics::gauge!(QUIC_CONNECTIONS).increment(delta);
+}
+
+/// Counts one failed QUIC handshake.
+pub(crate) fn record_quic_handshake_failure() {
+    metrics::counter!(QUIC_HANDSHAKE_FAILURES_TOTAL).increment(1);
+}
+
+/// Adds an ended connection's lost packets.
+pub(crate) fn record_quic_lost_packets(lost: u64) {
+    metrics::counter!(QUIC_LOST_PACKETS_TOTAL).increment(lost);
 }
 
 /// Publishes the feed revision.

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version, header};
-use hyper::body::Incoming;
+
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use crate::body::{self, Body, BodyFailure, LimitedBody};
+use crate::body::{self, Body, BodyFailure, LimitedBody, RequestBody};
 use crate::config::DataplaneConfig;
 use crate::error::{DataplaneError, GatewayError};
 use crate::headers::{prepare_upstream_request, remove_hop_by_hop};
@@ -72,7 +72,7 @@ impl Proxy {
     /// (streamed), or the error to answer with.
     pub(crate) async fn forward(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         peer: IpAddr,
     ) -> Result<Response<Body>, GatewayError> {
         let (mut parts, incoming) = req.into_parts();

@@ -1,5 +1,6 @@
-//! The listener: accepts connections, serves HTTP/1.1 and h2c (prior knowledge) on one port, runs
-//! each request through classify → answer, counts it, and shuts down gracefully.
+//! The listeners: accepts connections, serves HTTP/1.1 and h2c (prior knowledge) on one port, TLS
+//! (ALPN h2/http1.1) and HTTP/3 ([`crate::quic`]) when given; runs each request, whatever its
+//! protocol, through one [`handle`] (classify → answer), counts it, and shuts down gracefully.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -9,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::body::{Body, full};
+use crate::body::{Body, RequestBody, full};
 use crate::classify::{InvocationKind, Route, classify};
 use crate::config::DataplaneConfig;
 use crate::error::{DataplaneError, GatewayError};
@@ -36,9 +36,22 @@ const HEALTH_BODY: &[u8] = br#"{"status":"OK"}"#;
 
 /// Shared per-server state handed to every request.
 #[derive(Debug)]
-struct State {
+pub(crate) struct State {
     proxy: Proxy,
     invoker: Invoker,
+    /// `Alt-Svc` for HTTP/1.1 and HTTP/2 answers while the HTTP/3 listener is on.
+    alt_svc: Option<HeaderValue>,
+}
+
+/// The sockets the gateway serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// HTTP/1.1 and h2c.
+    pub plain: TcpListener,
+    /// TLS (ALPN `h2`/`http/1.1`); needs `config.tls`.
+    pub tls: Option<TcpListener>,
+    /// HTTP/3 over QUIC; needs `config.quic`.
+    pub quic: Option<std::net::UdpSocket>,
 }
 
 /// Serves the gateway on `listener` (HTTP/1.1 and h2c) until `shutdown` resolves, then stops
@@ -59,6 +72,26 @@ pub async fn serve(
     tls: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DataplaneError> {
+    let listeners = Listeners {
+        plain: listener,
+        tls,
+        quic: None,
+    };
+    serve_all(config, listeners, shutdown).await
+}
+
+/// Serves on every listener in `listeners` until `shutdown` resolves, then drains them all (for at
+/// most 5 s). The QUIC socket needs `config.quic`, the TLS listener `config.tls`.
+pub async fn serve_all(
+    config: DataplaneConfig,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DataplaneError> {
+    let Listeners {
+        plain: listener,
+        tls,
+        quic,
+    } = listeners;
     let local = listener.local_addr().map_err(DataplaneError::Listener)?;
     let acceptor = match (&tls, &config.tls) {
         (Some(_), Some(t)) => Some(TlsAcceptor::from(crate::tls::server_config(t)?)),
@@ -68,6 +101,21 @@ pub async fn serve(
             ));
         }
         (None, _) => None,
+    };
+    let quic = match (quic, &config.quic) {
+        (Some(socket), Some(q)) => Some(crate::quic::endpoint(q, socket)?),
+        (Some(_), None) => {
+            return Err(DataplaneError::Config(
+                "a QUIC socket was given but dataplane.quic-listen is not configured".into(),
+            ));
+        }
+        (None, _) => None,
+    };
+    let alt_svc = match &quic {
+        Some(endpoint) => Some(crate::quic::alt_svc(
+            endpoint.local_addr().map_err(DataplaneError::Listener)?,
+        )),
+        None => None,
     };
     // The feed follower publishes routing and keys; it stops with the listener.
     let snapshot = crate::feed::empty(&config.key_prefix);
@@ -84,6 +132,17 @@ pub async fn serve(
     let state = Arc::new(State {
         proxy: Proxy::new(&config)?,
         invoker: Invoker::new(&config, snapshot),
+        alt_svc,
+    });
+    let quic_task = quic.map(|endpoint| {
+        tokio::spawn(crate::quic::serve(
+            endpoint,
+            Arc::clone(&state),
+            u64::try_from(config.max_header_bytes).unwrap_or(u64::MAX),
+            // The same `true` that stops the feed follower stops the QUIC listener.
+            stop_feed.subscribe(),
+            SHUTDOWN_GRACE,
+        ))
     });
     let builder = Arc::new(server_builder(&config));
     let graceful = GracefulShutdown::new();
@@ -117,7 +176,7 @@ pub async fn serve(
         let state = Arc::clone(&state);
         let service = service_fn(move |req| {
             let state = Arc::clone(&state);
-            async move { Ok::<_, Infallible>(handle(&state, peer, req).await) }
+            async move { Ok::<_, Infallible>(handle(&state, peer, req.map(RequestBody::from)).await) }
         });
         match (&acceptor, secure) {
             (Some(acceptor), true) => {
@@ -175,6 +234,11 @@ pub async fn serve(
             warn!(grace = ?SHUTDOWN_GRACE, "dataplane stopped with connections still open");
         }
     }
+    if let Some(task) = quic_task
+        && let Err(e) = task.await
+    {
+        warn!(error = %e, "HTTP/3 listener ended abnormally");
+    }
     Ok(())
 }
 
@@ -217,14 +281,41 @@ async fn accept_error(e: &std::io::Error) {
     }
 }
 
-/// Answers one request: classify, dispatch to the route's handler, map errors, count.
-async fn handle(state: &State, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+/// Answers one request from any listener: classify, dispatch to the route's handler, map errors,
+/// count, and advertise HTTP/3 to HTTP/1.1 and HTTP/2 clients.
+pub(crate) async fn handle(
+    state: &State,
+    peer: SocketAddr,
+    req: Request<RequestBody>,
+) -> Response<Body> {
+    let protocol = protocol_label(req.version());
+    let mut response = answer(state, peer, req, protocol).await;
+    if protocol != "h3"
+        && let Some(alt_svc) = &state.alt_svc
+    {
+        response
+            .headers_mut()
+            .insert(header::ALT_SVC, alt_svc.clone());
+    }
+    response
+}
+
+/// The metrics `protocol` label of a request's version.
+fn protocol_label(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_3 => "h3",
+        Version::HTTP_2 => "h2",
+        _ => "http1",
+    }
+}
+
+async fn answer(
+    state: &State,
+    peer: SocketAddr,
+    req: Request<RequestBody>,
+    protocol: &'static str,
+) -> Response<Body> {
     let start = Instant::now();
-    let protocol = if req.version() == Version::HTTP_2 {
-        "h2"
-    } else {
-        "http1"
-    };
     let route = classify(
         req.method(),
         request_host(&req),

@@ -138,7 +138,7 @@ pub struct NvcfArgs {
     /// The gateway's plain (h1 + h2c) address.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub gateway: String,
-    /// The gateway's TLS address (TCP for --proto h2; UDP for --proto h3 once the gateway serves it).
+    /// The gateway's TLS address (TCP for --proto h2; UDP for --proto h3).
     #[arg(long)]
     pub tls_gateway: Option<String>,
     /// Container image of the function: builtin/echo, builtin/mlp, builtin/load-tester, builtin/saxpy.

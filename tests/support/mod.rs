@@ -34,6 +34,7 @@ heartbeat-timeout = "2s"
 [dataplane]
 listen = "127.0.0.1:0"
 tls-listen = ""
+quic-listen = "127.0.0.1:0"
 data-dir = "{dp}"
 [worker]
 listen = "127.0.0.1:0"

@@ -306,7 +306,7 @@ pub async fn create(
     let vid = ctx.uuid("functionVersionId")?;
     let body = read_body(body, &ctx.headers, app.cfg.max_body_bytes).await?;
     let headers = ctx.headers.clone();
-    let id = app
+    let deployment = app
         .write(move |core, app| {
             let p = app.principal(core, &headers)?;
             p.require(Scope::DeployFunction)?;
@@ -351,10 +351,12 @@ pub async fn create(
             let status = if d.min_instances() == 0 { FunctionStatus::Active } else { FunctionStatus::Deploying };
             let f = FunctionVersion { status, ..f };
             core.commit(vec![Change::Upsert(Entity::Deployment(d.clone())), Change::Upsert(Entity::Function(f))])?;
-            Ok(d.deployment_id)
+            // Rendered as committed (DEPLOYING, or ACTIVE when no instance is required), as NVCF
+            // answers: a worker reporting ready right after must not race into this answer.
+            Ok(dto(core, &d))
         })
         .await?;
-    answer(&app, id)
+    Ok(Json(json!({ "deployment": deployment })))
 }
 
 /// `GET /v2/nvcf/deployments/functions/{fid}/versions/{vid}`

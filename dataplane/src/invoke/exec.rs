@@ -5,11 +5,11 @@
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::body::Body;
+use crate::body::{Body, RequestBody};
 use crate::error::GatewayError;
 use crate::invoke::respond::{mark, nvcf_status};
 
@@ -51,7 +51,7 @@ struct ExecResponse {
 }
 
 /// Reads up to [`MAX_EXEC_BODY`] bytes of `body`.
-pub(crate) async fn read_limited(body: Incoming) -> Result<Bytes, GatewayError> {
+pub(crate) async fn read_limited(body: RequestBody) -> Result<Bytes, GatewayError> {
     match Limited::new(body, MAX_EXEC_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge {

@@ -31,10 +31,11 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+
 use model::time::Timestamp;
 use uuid::Uuid;
 
-use crate::body::{self, Body};
+use crate::body::{self, Body, RequestBody};
 use crate::classify::InvocationKind;
 use crate::config::DataplaneConfig;
 use crate::error::GatewayError;
@@ -104,7 +105,7 @@ impl Invoker {
         &self,
         kind: InvocationKind,
         host: Option<String>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<Body>, GatewayError> {
         // Lives across every await: dropped early (the client went away) it records a 499.
         let mut finish = Finish::new();
@@ -127,7 +128,7 @@ impl Invoker {
         &self,
         kind: InvocationKind,
         host: Option<&str>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         finish: &mut Finish,
     ) -> Result<(Response<Body>, Option<Held>), GatewayError> {
         let start = Instant::now();
@@ -217,7 +218,7 @@ impl Invoker {
         &self,
         ctx: &Ctx,
         address: &str,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Request<Body>, GatewayError> {
         let (mut parts, incoming) = req.into_parts();
         let path = match ctx.target.endpoint {
@@ -267,7 +268,7 @@ impl Invoker {
         &self,
         ctx: &mut Ctx,
         address: &str,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Work, GatewayError> {
         let (mut parts, incoming) = req.into_parts();
         let wrapped = exec::parse(&exec::read_limited(incoming).await?)?;
