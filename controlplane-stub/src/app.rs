@@ -91,9 +91,18 @@ pub struct Ctx {
     pub path: String,
     pub query: Option<String>,
     params: Vec<(String, String)>,
+    /// Set by the management routes' authentication middleware.
+    principal: Option<Principal>,
 }
 
 impl Ctx {
+    /// The caller of a management route, authenticated by the router's middleware.
+    pub fn principal(&self) -> ApiResult<Principal> {
+        self.principal.clone().ok_or_else(|| {
+            ApiError::Internal("route is not behind the authentication middleware".into())
+        })
+    }
+
     /// A path parameter parsed as a UUID; 400 naming the parameter otherwise.
     pub fn uuid(&self, name: &str) -> ApiResult<Uuid> {
         let raw = self.param(name)?;
@@ -207,6 +216,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Ctx {
             path: parts.uri.path().to_owned(),
             query: parts.uri.query().map(str::to_owned),
             params,
+            principal: parts.extensions.get::<Principal>().cloned(),
         })
     }
 }

@@ -24,7 +24,7 @@ fn name_id(kind: &str, name: &str) -> Uuid {
 /// `GET /v2/nvcf/clusterGroups`
 pub async fn cluster_groups(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<Json<Value>> {
     let core = app.lock();
-    let p = app.principal(&core, &ctx.headers)?;
+    let p = ctx.principal()?;
     p.require(Scope::ListClusterGroups)?;
     let offers = Offers::of(&core);
     let groups: Vec<Value> = offers
@@ -65,7 +65,7 @@ pub async fn cluster_groups(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<
 /// `GET /v2/nvcf/supportedGpus`
 pub async fn supported_gpus(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<Json<Value>> {
     let core = app.lock();
-    let p = app.principal(&core, &ctx.headers)?;
+    let p = ctx.principal()?;
     p.require(Scope::RegisterFunction)?;
     let offers = Offers::of(&core);
     let list: Vec<Value> = offers
@@ -104,7 +104,7 @@ fn not_deployed(fid: Uuid) -> ApiError {
 pub async fn function_queues(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<Json<Value>> {
     let fid = ctx.uuid("functionId")?;
     let core = app.lock();
-    let p = app.principal(&core, &ctx.headers)?;
+    let p = ctx.principal()?;
     p.require(Scope::QueueDetails)?;
     let all = versions(&core, fid);
     if all.is_empty() {
@@ -133,7 +133,7 @@ pub async fn version_queue(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<J
     let fid = ctx.uuid("functionId")?;
     let vid = ctx.uuid("versionId")?;
     let core = app.lock();
-    let p = app.principal(&core, &ctx.headers)?;
+    let p = ctx.principal()?;
     p.require(Scope::QueueDetails)?;
     let v = version(&core, fid, vid)?;
     p.require_access(fid, Some(vid))?;

@@ -305,10 +305,9 @@ pub async fn create(
     let fid = ctx.uuid("functionId")?;
     let vid = ctx.uuid("functionVersionId")?;
     let body = read_body(body, &ctx.headers, app.cfg.max_body_bytes).await?;
-    let headers = ctx.headers.clone();
+    let p = ctx.principal()?;
     let deployment = app
-        .write(move |core, app| {
-            let p = app.principal(core, &headers)?;
+        .write(move |core, _| {
             p.require(Scope::DeployFunction)?;
             let f = version(core, fid, vid)?.clone();
             p.require_access(fid, Some(vid))?;
@@ -364,7 +363,7 @@ pub async fn get(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<Json<serde_
     let fid = ctx.uuid("functionId")?;
     let vid = ctx.uuid("functionVersionId")?;
     let core = app.lock();
-    let p = app.principal(&core, &ctx.headers)?;
+    let p = ctx.principal()?;
     p.require(Scope::DeployFunction)?;
     version(&core, fid, vid)?;
     p.require_access(fid, Some(vid))?;
@@ -389,7 +388,7 @@ pub async fn get_by_id(
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = ctx.uuid("deploymentId")?;
     let core = app.lock();
-    let p = app.principal(&core, &ctx.headers)?;
+    let p = ctx.principal()?;
     p.require(Scope::DeployFunction)?;
     let d = by_id(&core, id)?;
     p.require_access(d.function_id, Some(d.function_version_id))?;
@@ -405,10 +404,9 @@ pub async fn patch_spec(
     let id = ctx.uuid("deploymentId")?;
     let spec_id = ctx.uuid("gpuSpecificationId")?;
     let body = read_body(body, &ctx.headers, app.cfg.max_body_bytes).await?;
-    let headers = ctx.headers.clone();
+    let p = ctx.principal()?;
     let spec = app
-        .write(move |core, app| {
-            let p = app.principal(core, &headers)?;
+        .write(move |core, _| {
             p.require(Scope::DeployFunction)?;
             let mut d = by_id(core, id)?.clone();
             p.require_access(d.function_id, Some(d.function_version_id))?;
@@ -474,10 +472,9 @@ pub async fn put(
     let fid = ctx.uuid("functionId")?;
     let vid = ctx.uuid("functionVersionId")?;
     let body = read_body(body, &ctx.headers, app.cfg.max_body_bytes).await?;
-    let headers = ctx.headers.clone();
+    let p = ctx.principal()?;
     let id = app
-        .write(move |core, app| {
-            let p = app.principal(core, &headers)?;
+        .write(move |core, _| {
             p.require(Scope::DeployFunction)?;
             version(core, fid, vid)?;
             p.require_access(fid, Some(vid))?;
@@ -528,10 +525,9 @@ pub async fn delete(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<Json<ser
     let fid = ctx.uuid("functionId")?;
     let vid = ctx.uuid("functionVersionId")?;
     let graceful = ctx.query_bool("graceful", false)?;
-    let headers = ctx.headers.clone();
+    let p = ctx.principal()?;
     let p = app
-        .write(move |core, app| {
-            let p = app.principal(core, &headers)?;
+        .write(move |core, _| {
             p.require(Scope::DeployFunction)?;
             let f = version(core, fid, vid)?.clone();
             p.require_access(fid, Some(vid))?;

@@ -148,9 +148,8 @@ pub async fn create(
     body: Body,
 ) -> ApiResult<Json<serde_json::Value>> {
     let body = read_body(body, &ctx.headers, app.cfg.max_body_bytes).await?;
-    let headers = ctx.headers.clone();
+    let p = ctx.principal()?;
     app.write(move |core, app| {
-        let p = app.principal(core, &headers)?;
         p.require(Scope::RegisterFunction)?;
         p.require_account()?;
         let r: CreateFunctionRequest = parse_json(&body)?;
@@ -179,9 +178,8 @@ pub async fn create_version(
 ) -> ApiResult<Json<serde_json::Value>> {
     let fid = ctx.uuid("functionId")?;
     let body = read_body(body, &ctx.headers, app.cfg.max_body_bytes).await?;
-    let headers = ctx.headers.clone();
-    app.write(move |core, app| {
-        let p = app.principal(core, &headers)?;
+    let p = ctx.principal()?;
+    app.write(move |core, _| {
         p.require(Scope::RegisterFunction)?;
         let existing = versions(core, fid);
         let first = existing.first().ok_or_else(|| function_not_found(fid))?;
@@ -238,7 +236,7 @@ fn listable<'a>(core: &'a Core, p: &Principal, vis: &[Visibility]) -> Vec<&'a Fu
 /// `GET /v2/nvcf/functions`
 pub async fn list(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<Json<serde_json::Value>> {
     let core = app.lock();
-    let p = app.principal(&core, &ctx.headers)?;
+    let p = ctx.principal()?;
     p.require_any(LIST_SCOPES)?;
     let vis = visibility(&ctx)?;
     let list: Vec<FunctionDto> = listable(&core, &p, &vis)
@@ -251,7 +249,7 @@ pub async fn list(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<Json<serde
 /// `GET /v2/nvcf/functions/ids`
 pub async fn ids(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<Json<serde_json::Value>> {
     let core = app.lock();
-    let p = app.principal(&core, &ctx.headers)?;
+    let p = ctx.principal()?;
     p.require_any(LIST_SCOPES)?;
     let vis = visibility(&ctx)?;
     let mut ids: Vec<Uuid> = Vec::new();
@@ -270,7 +268,7 @@ pub async fn list_versions(
 ) -> ApiResult<Json<serde_json::Value>> {
     let fid = ctx.uuid("functionId")?;
     let core = app.lock();
-    let p = app.principal(&core, &ctx.headers)?;
+    let p = ctx.principal()?;
     p.require_any(LIST_SCOPES)?;
     let all = versions(&core, fid);
     if all.is_empty() {
@@ -293,7 +291,7 @@ pub async fn get(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<Json<serde_
     let vid = ctx.uuid("functionVersionId")?;
     let include_secrets = ctx.query_bool("includeSecrets", true)?;
     let core = app.lock();
-    let p = app.principal(&core, &ctx.headers)?;
+    let p = ctx.principal()?;
     p.require_any(LIST_SCOPES)?;
     let v = version(&core, fid, vid)?;
     p.require_access(fid, Some(vid))?;
@@ -311,9 +309,8 @@ pub async fn update(
     let fid = ctx.uuid("functionId")?;
     let vid = ctx.uuid("functionVersionId")?;
     let body = read_body(body, &ctx.headers, app.cfg.max_body_bytes).await?;
-    let headers = ctx.headers.clone();
-    app.write(move |core, app| {
-        let p = app.principal(core, &headers)?;
+    let p = ctx.principal()?;
+    app.write(move |core, _| {
         p.require(Scope::UpdateFunction)?;
         let mut v = version(core, fid, vid)?.clone();
         p.require_access(fid, Some(vid))?;
@@ -357,9 +354,8 @@ pub async fn update(
 pub async fn delete(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<Response> {
     let fid = ctx.uuid("functionId")?;
     let vid = ctx.uuid("functionVersionId")?;
-    let headers = ctx.headers.clone();
-    app.write(move |core, app| {
-        let p = app.principal(core, &headers)?;
+    let p = ctx.principal()?;
+    app.write(move |core, _| {
         p.require(Scope::DeleteFunction)?;
         version(core, fid, vid)?;
         p.require_access(fid, Some(vid))?;

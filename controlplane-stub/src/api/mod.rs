@@ -104,13 +104,18 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 /// 401 unless the request carries a valid management credential (scopes are checked by handlers).
-async fn authenticated(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+/// The principal travels to the handler in the request's extensions ([`crate::app::Ctx::principal`]),
+/// so the credential is checked once per call.
+async fn authenticated(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let checked = {
         let core = app.lock();
-        app.principal(&core, req.headers()).map(|_| ())
+        app.principal(&core, req.headers())
     };
     match checked {
-        Ok(()) => next.run(req).await,
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
         Err(e) => e.into_response(),
     }
 }
