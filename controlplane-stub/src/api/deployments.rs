@@ -161,19 +161,10 @@ fn min_le_max(min: u32, max: u32) -> ApiResult<()> {
     Ok(())
 }
 
-/// Validates one specification and resolves its names against the offers.
-fn spec(i: usize, s: &GpuSpecInput, offers: &Offers, f: &FunctionVersion) -> ApiResult<GpuSpec> {
+/// `minInstances` and `maxInstances` (required, min ≤ max) and `maxRequestConcurrency` (optional)
+/// of the specification at index `i`: the counts both POST and the deprecated PUT take.
+fn instance_counts(i: usize, s: &GpuSpecInput) -> ApiResult<(u32, u32, Option<u32>)> {
     let field = |name: &str| format!("deploymentSpecifications[{i}].{name}");
-    let gpu = s
-        .gpu
-        .as_deref()
-        .filter(|g| !g.trim().is_empty())
-        .ok_or_else(|| field_error(OBJ, &field("gpu"), None, "must not be null"))?;
-    let instance_type = s
-        .instance_type
-        .as_deref()
-        .filter(|g| !g.trim().is_empty())
-        .ok_or_else(|| field_error(OBJ, &field("instanceType"), None, "must not be null"))?;
     let min = int_field(
         s.min_instances,
         &field("minInstances"),
@@ -197,8 +188,25 @@ fn spec(i: usize, s: &GpuSpecInput, offers: &Offers, f: &FunctionVersion) -> Api
         false,
         1..=16384,
         "must be greater than or equal to 1",
-    )?
-    .unwrap_or(1);
+    )?;
+    Ok((min, max, concurrency))
+}
+
+/// Validates one specification and resolves its names against the offers.
+fn spec(i: usize, s: &GpuSpecInput, offers: &Offers, f: &FunctionVersion) -> ApiResult<GpuSpec> {
+    let field = |name: &str| format!("deploymentSpecifications[{i}].{name}");
+    let gpu = s
+        .gpu
+        .as_deref()
+        .filter(|g| !g.trim().is_empty())
+        .ok_or_else(|| field_error(OBJ, &field("gpu"), None, "must not be null"))?;
+    let instance_type = s
+        .instance_type
+        .as_deref()
+        .filter(|g| !g.trim().is_empty())
+        .ok_or_else(|| field_error(OBJ, &field("instanceType"), None, "must not be null"))?;
+    let (min, max, concurrency) = instance_counts(i, s)?;
+    let concurrency = concurrency.unwrap_or(1);
     let preferred_order = int_field(
         s.preferred_order,
         &field("preferredOrder"),
@@ -502,14 +510,12 @@ pub async fn put(
                     "{prefix}: gpu, instanceType, backend and clusters cannot change; use PATCH endpoint to update gpu-specification"
                 )));
             }
-            s.min_instances = int_field(input.min_instances, "deploymentSpecifications[0].minInstances", true, 0..=MAX_COUNT, "must be greater than or equal to 0")?
-                .unwrap_or(0);
-            s.max_instances = int_field(input.max_instances, "deploymentSpecifications[0].maxInstances", true, 1..=MAX_COUNT, "must be greater than 0")?
-                .unwrap_or(1);
-            if let Some(c) = int_field(input.max_request_concurrency, "deploymentSpecifications[0].maxRequestConcurrency", false, 1..=16384, "must be greater than or equal to 1")? {
+            let (min, max, concurrency) = instance_counts(0, input)?;
+            s.min_instances = min;
+            s.max_instances = max;
+            if let Some(c) = concurrency {
                 s.max_request_concurrency = c;
             }
-            min_le_max(s.min_instances, s.max_instances)?;
             d.last_updated_at = Timestamp::now();
             let id = d.deployment_id;
             core.commit(vec![Change::Upsert(Entity::Deployment(d))])?;
