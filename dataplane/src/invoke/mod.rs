@@ -195,11 +195,6 @@ impl Invoker {
         if ctx.target.endpoint == Endpoint::Passthrough {
             let request = self.dispatch(&ctx, &address, req)?;
             let response = self.send(&ctx, request).await?;
-            crate::metrics::record_function_latency(
-                ctx.route.function_id.to_string(),
-                ctx.route.version_id.to_string(),
-                ctx.start.elapsed(),
-            );
             let response = respond::passthrough(response, ctx.request_id);
             return Ok((response.map(body::stream), Some(held)));
         }
@@ -245,10 +240,22 @@ impl Invoker {
 
     /// The pexec work: the worker's answer, streamed through with NVCF's headers.
     fn pexec(&self, ctx: &Ctx, request: Request<Body>) -> Work {
+        let sent = self.request_worker(ctx, request);
+        let id = ctx.request_id;
+        Box::pin(async move { Ok(respond::passthrough(sent.await?, id).map(body::stream)) })
+    }
+
+    /// Sends `request` to the worker; the future answers its response head (recording the
+    /// function's latency) or the gateway's error when the worker cannot be reached.
+    fn request_worker(
+        &self,
+        ctx: &Ctx,
+        request: Request<Body>,
+    ) -> impl Future<Output = Result<Response<Incoming>, GatewayError>> + Send + 'static {
         let sent = self.client.request(request);
         let (id, start) = (ctx.request_id, ctx.start);
         let (fid, vid) = (ctx.route.function_id, ctx.route.version_id);
-        Box::pin(async move {
+        async move {
             let response = sent.await.map_err(|e| GatewayError::WorkerUnreachable {
                 request_id: id,
                 detail: error_chain(&e),
@@ -258,8 +265,8 @@ impl Invoker {
                 vid.to_string(),
                 start.elapsed(),
             );
-            Ok(respond::passthrough(response, id).map(body::stream))
-        })
+            Ok(response)
+        }
     }
 
     /// The exec wrapper: read and unwrap the request, POST `requestBody` as JSON; the work wraps
@@ -291,19 +298,10 @@ impl Invoker {
             HeaderValue::from_static("application/json"),
         );
         let request = Request::from_parts(parts, body::full(Bytes::from(json)));
-        let sent = self.client.request(request);
-        let (id, start) = (ctx.request_id, ctx.start);
-        let (fid, vid) = (ctx.route.function_id, ctx.route.version_id);
+        let sent = self.request_worker(ctx, request);
+        let id = ctx.request_id;
         Ok(Box::pin(async move {
-            let response = sent.await.map_err(|e| GatewayError::WorkerUnreachable {
-                request_id: id,
-                detail: error_chain(&e),
-            })?;
-            crate::metrics::record_function_latency(
-                fid.to_string(),
-                vid.to_string(),
-                start.elapsed(),
-            );
+            let response = sent.await?;
             let status = response.status();
             let location = response
                 .headers()
@@ -339,7 +337,7 @@ impl Invoker {
         })
     }
 
-    /// Sends to the worker, waiting for the response head until the window + grace; dropping the
+    /// Sends a passthrough call to the worker, waiting for the response head until the window + grace; dropping the
     /// request future on timeout resets the worker's stream (the work is cancelled).
     async fn send(
         &self,
@@ -348,17 +346,14 @@ impl Invoker {
     ) -> Result<Response<Incoming>, GatewayError> {
         let waited = ctx.poll + respond::GRACE;
         let deadline = tokio::time::Instant::from_std(ctx.start) + waited;
-        match tokio::time::timeout_at(deadline, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(GatewayError::WorkerUnreachable {
-                request_id: ctx.request_id,
-                detail: error_chain(&e),
-            }),
-            Err(_) => Err(GatewayError::WorkerTimeout {
-                request_id: ctx.request_id,
-                waited,
-            }),
-        }
+        tokio::time::timeout_at(deadline, self.request_worker(ctx, request))
+            .await
+            .unwrap_or_else(|_| {
+                Err(GatewayError::WorkerTimeout {
+                    request_id: ctx.request_id,
+                    waited,
+                })
+            })
     }
 }
 
