@@ -166,6 +166,21 @@ pub fn any_deployment(state: &FeedState, version_id: Uuid) -> Option<&Deployment
         .find(|d| d.function_version_id == version_id)
 }
 
+/// Changes that remove a deployment together with its instances.
+pub fn removal(state: &FeedState, deployment_id: Uuid) -> Vec<Change> {
+    let mut out: Vec<Change> = state
+        .instances
+        .values()
+        .filter(|i| i.deployment_id == deployment_id)
+        .map(|i| Change::Delete(EntityKind::Instance, i.instance_id.to_string()))
+        .collect();
+    out.push(Change::Delete(
+        EntityKind::Deployment,
+        deployment_id.to_string(),
+    ));
+    out
+}
+
 fn worker_offers(w: &WorkerRecord, gpu: &str, instance_type: &str) -> bool {
     w.registration
         .instance_types
@@ -204,16 +219,7 @@ pub fn assignment_changes(state: &FeedState, live: &Liveness, now: Timestamp) ->
             .iter()
             .all(|i| live.in_flight.get(&i.instance_id).copied().unwrap_or(0) == 0)
         {
-            for i in mine {
-                out.push(Change::Delete(
-                    EntityKind::Instance,
-                    i.instance_id.to_string(),
-                ));
-            }
-            out.push(Change::Delete(
-                EntityKind::Deployment,
-                d.deployment_id.to_string(),
-            ));
+            out.extend(removal(state, d.deployment_id));
         }
     }
 

@@ -16,7 +16,7 @@ use model::deployment::{
     Deployment, DeploymentDto, DeploymentRequest, GpuSpec, GpuSpecInput, HealthInfo,
     UpdateGpuSpecRequest,
 };
-use model::feed::{Entity, EntityKind};
+use model::feed::Entity;
 use model::function::{FunctionStatus, FunctionVersion};
 use model::scopes::Scope;
 use model::time::Timestamp;
@@ -548,21 +548,7 @@ pub async fn delete(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<Json<ser
                     ..d
                 })));
             } else {
-                for i in core
-                    .state
-                    .instances
-                    .values()
-                    .filter(|i| i.deployment_id == d.deployment_id)
-                {
-                    changes.push(Change::Delete(
-                        EntityKind::Instance,
-                        i.instance_id.to_string(),
-                    ));
-                }
-                changes.push(Change::Delete(
-                    EntityKind::Deployment,
-                    d.deployment_id.to_string(),
-                ));
+                changes.extend(registry::removal(&core.state, d.deployment_id));
             }
             changes.push(Change::Upsert(Entity::Function(FunctionVersion {
                 status: FunctionStatus::Inactive,

@@ -359,23 +359,13 @@ pub async fn delete(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<Response
         p.require(Scope::DeleteFunction)?;
         version(core, fid, vid)?;
         p.require_access(fid, Some(vid))?;
-        let mut changes = Vec::new();
-        for i in core
+        let mut changes: Vec<Change> = core
             .state
-            .instances
+            .deployments
             .values()
-            .filter(|i| i.function_version_id == vid)
-        {
-            changes.push(Change::Delete(
-                EntityKind::Instance,
-                i.instance_id.to_string(),
-            ));
-        }
-        while let Some(d) = registry::any_deployment(&core.state, vid) {
-            let id = d.deployment_id;
-            changes.push(Change::Delete(EntityKind::Deployment, id.to_string()));
-            core.commit(std::mem::take(&mut changes))?;
-        }
+            .filter(|d| d.function_version_id == vid)
+            .flat_map(|d| registry::removal(&core.state, d.deployment_id))
+            .collect();
         changes.push(Change::Delete(EntityKind::Function, vid.to_string()));
         core.commit(changes)?;
         Ok(StatusCode::NO_CONTENT.into_response())
