@@ -2,59 +2,34 @@
 //! in a temp dir), driven with the README's quickstart requests, plus the worker lifecycle with two
 //! real workers and the shipped config files.
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+mod support;
+
+use http::{Method, StatusCode};
 use nvcf_gateway::config::{self, FileConfig};
 use nvcf_gateway::launcher::{self, Role, Stack};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::{Gw, ISSUER, eventually};
 
+/// The invocation suites' config, plus what this suite also checks: the admin listener, the TLS
+/// listener, and how fast a silent worker is noticed.
 fn test_config(dir: &Path) -> FileConfig {
-    let text = format!(
-        r#"
-internal-token = "stack-test-internal-token"
-[admin]
-listen = "127.0.0.1:0"
-[controlplane]
-listen = "127.0.0.1:0"
-data-dir = "{cp}"
-heartbeat-interval = "100ms"
-heartbeat-timeout = "600ms"
-[dataplane]
-listen = "127.0.0.1:0"
-tls-listen = "127.0.0.1:0"
-quic-listen = "127.0.0.1:0"
-data-dir = "{dp}"
-[worker]
-listen = "127.0.0.1:0"
-data-dir = "{w}"
-device = "cpu"
-"#,
-        cp = dir.join("cp").display(),
-        dp = dir.join("dp").display(),
-        w = dir.join("w1").display()
-    );
-    config::parse("test", &text, &BTreeMap::new()).expect("test config")
+    let mut cfg = support::test_config(dir);
+    cfg.admin.listen = "127.0.0.1:0".into();
+    cfg.dataplane.tls_listen = "127.0.0.1:0".into();
+    cfg.controlplane.heartbeat_timeout = Duration::from_millis(600);
+    cfg
 }
 
-struct Http {
-    client: Client<HttpConnector, Full<Bytes>>,
-    gw: SocketAddr,
-}
+/// The shared client, answering (status, JSON body or null).
+struct Http(Gw);
 
 impl Http {
     fn new(gw: SocketAddr) -> Self {
-        Self {
-            client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
-            gw,
-        }
+        Self(Gw::new(gw))
     }
 
     /// Sends a request to the gateway with `Host: <host_prefix><gw>`.
@@ -66,53 +41,14 @@ impl Http {
         headers: &[(&str, &str)],
         body: Option<Value>,
     ) -> (StatusCode, Value) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.gw))
-            .header("host", format!("{host_prefix}{}", self.gw));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        let resp = self
-            .client
-            .request(req.body(Full::new(body)).expect("request"))
-            .await
-            .expect("send");
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-        let json = if bytes.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
-        };
-        (status, json)
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let a = self.0.call(method, host_prefix, path, headers, body).await;
+        (a.status, a.json())
     }
 }
-
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut f: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-const ISSUER: &str = "nvidia-cloud-functions-ncp-service-id-aketm";
 
 async fn admin_token(http: &Http) -> String {
-    let (s, v) = http
-        .call(Method::POST, "api-keys.", "/v1/admin/keys", &[], None)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    v["value"].as_str().expect("value").to_owned()
+    support::admin_token(&http.0).await
 }
 
 async fn status_of(http: &Http, token: &str, fid: &str, vid: &str) -> String {
@@ -293,14 +229,10 @@ async fn quickstart_through_the_gateway() {
 
     // The admin listener answers health and readiness (no recorder is installed in tests).
     let admin = stack.admin.expect("admin");
-    let c: Client<HttpConnector, Full<Bytes>> =
-        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let admin_gw = Gw::new(admin);
     for path in ["/healthz", "/readyz"] {
-        let resp = c
-            .get(format!("http://{admin}{path}").parse().expect("uri"))
-            .await
-            .expect("admin");
-        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        let a = admin_gw.call(Method::GET, "", path, &[], "").await;
+        assert_eq!(a.status, StatusCode::OK, "{path}");
     }
     stack.shutdown().await.expect("shutdown");
 }
