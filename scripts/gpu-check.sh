@@ -83,7 +83,7 @@ mkdir -p "$shim"
 # Prefer CUDA 12's NVRTC: its PTX loads on 12.x and 13.x drivers alike (a 13.x NVRTC's does not
 # load on a 12.x driver).
 found=$(find /usr/local /usr/lib /usr/lib64 /opt "$HOME" -maxdepth 8 -name 'libnvrtc.so*' \
-        ! -name '*builtins*' 2>/dev/null | sort -V)
+        ! -name '*builtins*' ! -path '*/stubs/*' 2>/dev/null | sort -V)
 nvrtc=$(grep 'libnvrtc\.so\.12' <<<"$found" | tail -1)
 [ -n "$nvrtc" ] || nvrtc=$(tail -1 <<<"$found")
 if [ -n "$nvrtc" ]; then

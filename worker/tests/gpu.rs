@@ -59,7 +59,7 @@ fn assert_close(what: &str, got: &[f32], want: &[f32]) {
 #[ignore = "needs a CUDA device"]
 fn echo_is_byte_identical() {
     let gpu = cuda();
-    for n in [0, 1, 4097, 8 << 20] {
+    for n in [0, 1, 4097, 8 << 20, (13 << 20) + 7] {
         let input = bytes(n, n as u64);
         let (out, t) = gpu.echo(&input).expect("echo");
         assert!(out == input, "echo of {n} bytes differs");
@@ -272,32 +272,63 @@ fn print_kernel_times(gpu: &CudaBackend) {
 }
 
 fn print_bandwidth(gpu: &CudaBackend) {
-    let body = bytes(64 << 20, 11);
-    gpu.echo(&body).expect("warm-up");
-    let mut wall = Vec::new();
-    let mut device = Vec::new();
-    for _ in 0..10 {
-        let start = Instant::now();
-        let (_, t) = gpu.echo(&body).expect("echo");
-        wall.push(start.elapsed());
-        device.push(t.kernel);
-    }
-    wall.sort();
-    device.sort();
-    let gbps = |d: Duration| (2 * body.len()) as f64 / d.as_secs_f64() / 1e9;
     println!();
-    println!("| echo 64 MiB (median of 10) | time | host↔device GB/s (128 MiB moved) |");
-    println!("|---|---|---|");
+    println!("| plain copies, pinned ↔ device (median of 10, CUDA events) | size | time | GB/s |");
+    println!("|---|---|---|---|");
+    for size in [1 << 20, 64 << 20] {
+        let runs: Vec<_> = (0..10)
+            .map(|_| gpu.measure_transfers(size).expect("transfers"))
+            .collect();
+        let pick = |f: &dyn Fn(&worker::kernels::cuda::TransferTimes) -> Duration| {
+            let mut v: Vec<Duration> = runs.iter().map(f).collect();
+            v.sort();
+            v[5]
+        };
+        let rows: [(&str, Duration, usize); 3] = [
+            ("host → device", pick(&|t| t.to_device), size),
+            ("device → host", pick(&|t| t.to_host), size),
+            ("both at once", pick(&|t| t.both_ways), 2 * size),
+        ];
+        for (what, d, moved) in rows {
+            println!(
+                "| {what} | {} MiB | {} | {:.1} |",
+                size >> 20,
+                us(d),
+                moved as f64 / d.as_secs_f64() / 1e9
+            );
+        }
+    }
+
+    println!();
     println!(
-        "| device copies (events) | {:.2} ms | {:.1} |",
-        device[5].as_secs_f64() * 1e3,
-        gbps(device[5])
+        "| echo (median of 10) | device span (events) | whole call | whole-call GB/s (both ways) |"
     );
-    println!(
-        "| whole call (staging + copies) | {:.2} ms | {:.1} |",
-        wall[5].as_secs_f64() * 1e3,
-        gbps(wall[5])
-    );
+    println!("|---|---|---|---|");
+    for size in [16 << 10, 1 << 20, 64 << 20] {
+        let body = bytes(size, 11);
+        gpu.echo(&body).expect("warm-up");
+        let mut wall = Vec::new();
+        let mut device = Vec::new();
+        for _ in 0..10 {
+            let start = Instant::now();
+            let (_, t) = gpu.echo(&body).expect("echo");
+            wall.push(start.elapsed());
+            device.push(t.kernel);
+        }
+        wall.sort();
+        device.sort();
+        let label = if size >= 1 << 20 {
+            format!("{} MiB", size >> 20)
+        } else {
+            format!("{} KiB", size >> 10)
+        };
+        println!(
+            "| {label} | {} | {} | {:.1} |",
+            us(device[5]),
+            us(wall[5]),
+            (2 * size) as f64 / wall[5].as_secs_f64() / 1e9
+        );
+    }
 }
 
 fn print_batching(gpu: &CudaBackend) {

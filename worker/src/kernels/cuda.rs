@@ -27,6 +27,7 @@ use super::{Backend, KernelError, KernelTiming, LoadedMlp, MlpWeights, check_rep
 use cudarc::driver::{CudaContext, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 pub use self::mlp::CudaMlp;
 
@@ -38,6 +39,17 @@ const ECHO_CHUNK: usize = 4 << 20;
 #[derive(Debug, Clone)]
 pub struct CudaBackend {
     device: Arc<Device>,
+}
+
+/// Device times of plain pinned↔device copies, from [`CudaBackend::measure_transfers`].
+#[derive(Debug, Clone, Copy)]
+pub struct TransferTimes {
+    /// Bytes moved in each direction.
+    pub bytes: usize,
+    pub to_device: Duration,
+    pub to_host: Duration,
+    /// `bytes` each way at once, one direction per copy engine.
+    pub both_ways: Duration,
 }
 
 /// What a backend and the networks loaded on it share.
@@ -138,6 +150,61 @@ impl CudaBackend {
         self.device.acct.pinned.load(Ordering::Relaxed)
     }
 
+    /// Device time of plain copies of `bytes` bytes between a lane's pinned staging buffer and
+    /// device memory: to the device, to the host, and both directions at once (two streams, so
+    /// the two copy engines overlap). A diagnostic for the GPU check; it allocates the lane's
+    /// pools at that size like any request would.
+    pub fn measure_transfers(&self, bytes: usize) -> Result<TransferTimes, KernelError> {
+        let bytes = bytes.max(1);
+        self.device.run(|lane, _, acct| {
+            let exec = &lane.exec;
+            let up = lane.bytes_in.ensure(&exec.stream, bytes, acct)?;
+            let down = lane.bytes_out.ensure(&exec.stream, bytes, acct)?;
+            let staged_in = lane.pinned_bytes_in.ensure(&lane.ctx, bytes, acct)?;
+            let staged_out = lane.pinned_bytes_out.ensure(&lane.ctx, bytes, acct)?;
+            let mut up = up.try_slice_mut(..bytes).ok_or_else(range_failure)?;
+            let down = down.try_slice(..bytes).ok_or_else(range_failure)?;
+            let mut timed = |both: bool, to_device: bool| -> Result<Duration, Failure> {
+                exec.start
+                    .record(&exec.stream)
+                    .at("transfer: record start")?;
+                if both {
+                    exec.handoff.record(&exec.stream).at("transfer: record")?;
+                    exec.copy_back.wait(&exec.handoff).at("transfer: order")?;
+                    exec.copy_back
+                        .memcpy_dtoh(&down, &mut *staged_out)
+                        .at("transfer: copy to host")?;
+                    exec.landed[0]
+                        .record(&exec.copy_back)
+                        .at("transfer: record")?;
+                    exec.stream
+                        .memcpy_htod(&*staged_in, &mut up)
+                        .at("transfer: copy to device")?;
+                    exec.stream.wait(&exec.landed[0]).at("transfer: join")?;
+                } else if to_device {
+                    exec.stream
+                        .memcpy_htod(&*staged_in, &mut up)
+                        .at("transfer: copy to device")?;
+                } else {
+                    exec.stream
+                        .memcpy_dtoh(&down, &mut *staged_out)
+                        .at("transfer: copy to host")?;
+                }
+                exec.end.record(&exec.stream).at("transfer: record end")?;
+                exec.synchronize()?;
+                exec.elapsed()
+            };
+            // One untimed round first: the first copy of a buffer maps it.
+            timed(true, true)?;
+            Ok(TransferTimes {
+                bytes,
+                to_device: timed(false, true)?,
+                to_host: timed(false, false)?,
+                both_ways: timed(true, true)?,
+            })
+        })
+    }
+
     /// True once a driver error has shown the device to be gone; every call then fails.
     pub fn is_lost(&self) -> bool {
         self.device.lost.load(Ordering::Acquire)
@@ -199,9 +266,15 @@ fn echo_on(lane: &mut Lane, acct: &Accounting, input: &[u8]) -> Result<Vec<u8>, 
     let dev = lane.bytes_in.ensure(&exec.stream, n, acct)?;
     let staged_in = lane.pinned_bytes_in.ensure(&lane.ctx, n, acct)?;
     let staged_out = lane.pinned_bytes_out.ensure(&lane.ctx, n, acct)?;
-    exec.start.record(&exec.stream).at("echo: record start")?;
-    for (start, end) in chunks(n) {
+    let mut out = Vec::with_capacity(n);
+    // The chunk whose copy back is queued but not yet moved into `out`.
+    let mut pending: Option<(usize, usize, usize)> = None;
+    for (k, (start, end)) in chunks(n).enumerate() {
         staged_in[start..end].copy_from_slice(&input[start..end]);
+        if k == 0 {
+            // After the first staging copy, so the span is the device's, not the CPU's.
+            exec.start.record(&exec.stream).at("echo: record start")?;
+        }
         let mut dst = dev.try_slice_mut(start..end).ok_or_else(range_failure)?;
         exec.stream
             .memcpy_htod(&staged_in[start..end], &mut dst)
@@ -214,10 +287,25 @@ fn echo_on(lane: &mut Lane, acct: &Accounting, input: &[u8]) -> Result<Vec<u8>, 
         exec.copy_back
             .memcpy_dtoh(&src, &mut staged_out[start..end])
             .at("echo: copy to host")?;
+        // `landed[k % 2]` was last recorded for chunk k-2, which was waited for below in the
+        // previous iteration, so re-recording it here is safe.
+        exec.landed[k % 2]
+            .record(&exec.copy_back)
+            .at("echo: record landed")?;
+        // While chunk k is in flight, move chunk k-1 out of the staging buffer.
+        if let Some((j, s, e)) = pending.replace((k, start, end)) {
+            exec.landed[j % 2]
+                .synchronize()
+                .at("echo: wait for chunk")?;
+            out.extend_from_slice(&staged_out[s..e]);
+        }
     }
     exec.end.record(&exec.copy_back).at("echo: record end")?;
     exec.synchronize()?;
-    Ok(staged_out.to_vec())
+    if let Some((_, s, e)) = pending {
+        out.extend_from_slice(&staged_out[s..e]);
+    }
+    Ok(out)
 }
 
 /// `repeat` on a lane: the message goes up, one kernel fills the output, the output comes down.

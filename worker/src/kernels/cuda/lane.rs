@@ -149,6 +149,9 @@ pub(crate) struct Exec {
     pub(crate) end: CudaEvent,
     /// "Chunk is on the device": recorded on `stream`, waited on by `copy_back`.
     pub(crate) handoff: CudaEvent,
+    /// "Chunk is back on the host": recorded on `copy_back` after chunk k's copy (k mod 2), so the
+    /// CPU moves chunk k out of the staging buffer while chunk k+1 is still in flight.
+    pub(crate) landed: [CudaEvent; 2],
 }
 
 impl Exec {
@@ -161,6 +164,10 @@ impl Exec {
             end: ctx.new_event(timing).at("create event")?,
             // `None` = CU_EVENT_DISABLE_TIMING, the cheapest event for pure ordering.
             handoff: ctx.new_event(None).at("create event")?,
+            landed: [
+                ctx.new_event(None).at("create event")?,
+                ctx.new_event(None).at("create event")?,
+            ],
         })
     }
 
