@@ -7,6 +7,7 @@ use crate::config::ControlplaneConfig;
 use crate::core::Core;
 use crate::error::{ApiError, ApiResult};
 use crate::keyhash::KeyHasher;
+use crate::queues::QueueReports;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequestParts, RawPathParams};
 use bytes::Bytes;
@@ -29,6 +30,8 @@ pub struct App {
     /// Becomes `true` when the server starts shutting down; long-lived responses (the feed) end
     /// then, so that graceful shutdown does not wait for them forever.
     stopping: watch::Receiver<bool>,
+    /// The gateways' latest queue-depth reports (live state; see [`crate::queues`]).
+    queues: Mutex<QueueReports>,
 }
 
 impl App {
@@ -43,7 +46,16 @@ impl App {
             cfg,
             hasher,
             stopping,
+            queues: Mutex::new(QueueReports::default()),
         }
+    }
+
+    /// The gateways' queue reports. Never held across an await or together with the core.
+    pub fn queues(&self) -> MutexGuard<'_, QueueReports> {
+        // Every update replaces whole entries, so a panic mid-update leaves nothing half-written.
+        self.queues
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A receiver that turns `true` once the server shuts down.

@@ -11,6 +11,7 @@ pub mod config;
 pub mod core;
 pub mod error;
 pub mod keyhash;
+pub mod queues;
 pub mod registry;
 pub mod store;
 pub mod validate;

@@ -2179,6 +2179,45 @@ async fn queues() {
     );
     let r = cp.get(&vq).bearer(&admin).send().await;
     assert_eq!(r.expect(200)["queues"][0]["queueDepth"], 0);
+
+    // Gateways report their waiting invocations; the endpoints answer the sum of the reports.
+    let report = |depth: u64| json!({"queues": [{"functionVersionId": vid, "queueDepth": depth}], "validForMs": 60_000});
+    cp.post("/internal/v1/gateways/g1/queues")
+        .bearer(TOKEN)
+        .json(&report(3))
+        .send()
+        .await
+        .expect(200);
+    cp.post("/internal/v1/gateways/g2/queues")
+        .bearer(TOKEN)
+        .json(&report(4))
+        .send()
+        .await
+        .expect(200);
+    let r = cp.get(&fq).bearer(&admin).send().await;
+    assert_eq!(r.expect(200)["queues"][0]["queueDepth"], 7);
+    // A new report replaces the gateway's last one; an empty one clears it.
+    cp.post("/internal/v1/gateways/g1/queues")
+        .bearer(TOKEN)
+        .json(&json!({"queues": [], "validForMs": 60_000}))
+        .send()
+        .await
+        .expect(200);
+    let r = cp.get(&vq).bearer(&admin).send().await;
+    assert_eq!(r.expect(200)["queues"][0]["queueDepth"], 4);
+    // Only gateways (the internal credential) report.
+    cp.post("/internal/v1/gateways/g3/queues")
+        .bearer(&admin)
+        .json(&report(100))
+        .send()
+        .await
+        .problem(401, "Invalid internal credential");
+    cp.post("/internal/v1/gateways/g3/queues")
+        .bearer(TOKEN)
+        .json(&json!({"queues": [{"functionVersionId": "nope", "queueDepth": 1}], "validForMs": 1}))
+        .send()
+        .await
+        .problem(400, "");
     cp.get(&format!("/v2/nvcf/queues/functions/{fid}/versions/{vid2}"))
         .bearer(&admin)
         .send()
@@ -2791,6 +2830,7 @@ async fn malformed_bodies_never_500() {
         (Method::POST, "/v1/introspect".into()),
         (Method::POST, "/internal/v1/workers".into()),
         (Method::POST, "/internal/v1/workers/w1/heartbeat".into()),
+        (Method::POST, "/internal/v1/gateways/g1/queues".into()),
     ];
     let bodies: Vec<(Vec<u8>, u16)> = vec![
         (b"{".to_vec(), 400),

@@ -51,6 +51,16 @@ pub struct DataplaneFile {
     pub key_prefix: String,
     /// Most invocations in flight in the whole gateway; beyond it new ones get 429.
     pub max_in_flight: u64,
+    /// Invocations that may wait for a place per function version once its workers are at
+    /// `maxRequestConcurrency`; beyond it 429 at once. 0 disables queueing.
+    pub max_queued_per_version: usize,
+    /// Longest wait in a version's queue before 429 (never longer than the request's poll window).
+    #[serde(with = "humantime_serde")]
+    pub queue_timeout: Duration,
+    /// How often the gateway reports its queue depths to the control plane
+    /// (`/v2/nvcf/queues/...`).
+    #[serde(with = "humantime_serde")]
+    pub queue_report_interval: Duration,
     /// The region sent to workers as `NVCF-INVOCATION-REGION` (a client's value is overwritten).
     pub region: String,
     /// How long the result of a pexec/exec call answered 202 is kept for its status poll.
@@ -75,6 +85,8 @@ pub struct DataplaneFile {
     pub quic_receive_window: u64,
     /// Largest UDP payload we accept (advertised as `max_udp_payload_size`).
     pub quic_max_udp_payload: u16,
+    /// One `access` log line (tracing target `access`, level info) per finished request.
+    pub access_log: bool,
 }
 
 impl Default for DataplaneFile {
@@ -108,6 +120,14 @@ impl Default for DataplaneFile {
             // hold; 10 000 concurrent invocations is far above one loopback installation's workers
             // and well below what exhausts a default 64 Ki descriptor limit or a few GiB of buffers.
             max_in_flight: 10_000,
+            // A burst of a few hundred calls above a version's capacity waits rather than failing;
+            // beyond that the client is better told at once (429) than held.
+            max_queued_per_version: 1024,
+            // Long enough to ride out a burst at typical inference latencies, short enough that a
+            // client stuck behind a stalled function hears 429 and can back off or go elsewhere.
+            queue_timeout: Duration::from_secs(10),
+            // The queue endpoints are read by people and autoscalers polling every few seconds.
+            queue_report_interval: Duration::from_secs(1),
             region: "local".to_owned(),
             // NVCF keeps its request-to-function mapping for 1 h (`max_age`), so a client polls
             // for at most that long.
@@ -136,6 +156,9 @@ impl Default for DataplaneFile {
             // 1500-byte Ethernet MTU minus IPv4 (20) and UDP (8) headers: no IP fragmentation on
             // ordinary paths. QUIC's minimum is 1200.
             quic_max_udp_payload: 1472,
+            // On: one line per request is what operators expect from a gateway, and the line costs
+            // nothing when the `access` target is filtered out of the log.
+            access_log: true,
         }
     }
 }
@@ -163,6 +186,12 @@ pub struct DataplaneConfig {
     pub key_prefix: String,
     /// See [`DataplaneFile::max_in_flight`]; at least 1.
     pub max_in_flight: u64,
+    /// See [`DataplaneFile::max_queued_per_version`].
+    pub max_queued_per_version: usize,
+    /// See [`DataplaneFile::queue_timeout`]; non-zero.
+    pub queue_timeout: Duration,
+    /// See [`DataplaneFile::queue_report_interval`]; non-zero.
+    pub queue_report_interval: Duration,
     /// See [`DataplaneFile::region`]; a valid, non-empty header value.
     pub region: String,
     /// See [`DataplaneFile::data_dir`]; parked results spill under `data_dir/pending`.
@@ -175,6 +204,8 @@ pub struct DataplaneConfig {
     pub pending_max_result_bytes: u64,
     /// The HTTP/3 listener, when enabled.
     pub quic: Option<QuicConfig>,
+    /// See [`DataplaneFile::access_log`].
+    pub access_log: bool,
 }
 
 /// Where the TLS listener listens and which certificate it presents.
@@ -299,6 +330,12 @@ impl DataplaneFile {
         if self.max_in_flight == 0 {
             return Err(ConfigError::MaxInFlight);
         }
+        if self.queue_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration("queue-timeout"));
+        }
+        if self.queue_report_interval.is_zero() {
+            return Err(ConfigError::ZeroDuration("queue-report-interval"));
+        }
         if self.region.trim().is_empty() || HeaderValue::from_str(&self.region).is_err() {
             return Err(ConfigError::Region);
         }
@@ -317,6 +354,9 @@ impl DataplaneFile {
             pending_max_result_bytes: self.pending_max_result_bytes,
             key_prefix: self.key_prefix.clone(),
             max_in_flight: self.max_in_flight,
+            max_queued_per_version: self.max_queued_per_version,
+            queue_timeout: self.queue_timeout,
+            queue_report_interval: self.queue_report_interval,
             region: self.region.clone(),
             tls,
             quic,
@@ -327,6 +367,7 @@ impl DataplaneFile {
             max_management_body_bytes: self.max_management_body_bytes,
             header_read_timeout: self.header_read_timeout,
             upstream_timeout: self.upstream_timeout,
+            access_log: self.access_log,
         })
     }
 }
@@ -397,6 +438,13 @@ mod tests {
         assert_eq!(cfg.pending_memory_bytes, 256 << 20);
         assert_eq!(cfg.pending_max_result_bytes, 8 << 20);
         assert_eq!(cfg.data_dir, PathBuf::from("data/dataplane"));
+        assert!(cfg.access_log);
+        assert!(
+            !file("access-log = false")
+                .validate("t")
+                .expect("valid")
+                .access_log
+        );
     }
 
     #[test]

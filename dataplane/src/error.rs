@@ -77,8 +77,11 @@ pub enum GatewayError {
     #[error("the result of request {request_id} was lost: {detail}")]
     ResultLost { request_id: Uuid, detail: String },
     /// The version's workers run as many invocations as they take (429, `Retry-After`).
-    #[error("function version {0} is at its concurrency limit; retry later")]
+    #[error("function version {0} is at its concurrency limit and its queue is full; retry later")]
     VersionFull(Uuid),
+    /// The version stayed full for as long as the request could wait in its queue (429).
+    #[error("function version {version} stayed at its concurrency limit for {}; retry later", humantime::format_duration(*.waited))]
+    QueueTimeout { version: Uuid, waited: Duration },
     /// The gateway runs as many invocations as `max-in-flight` allows (429, `Retry-After`).
     #[error("the gateway is at its in-flight limit of {0}; retry later")]
     GatewayFull(u64),
@@ -122,7 +125,9 @@ impl GatewayError {
             | Self::InvalidId { .. }
             | Self::PollDuration
             | Self::RequestNotFound(_) => Cause::Client,
-            Self::VersionFull(_) | Self::GatewayFull(_) => Cause::Capacity,
+            Self::VersionFull(_) | Self::QueueTimeout { .. } | Self::GatewayFull(_) => {
+                Cause::Capacity
+            }
             Self::NoHealthyWorker(_)
             | Self::WorkerUnreachable { .. }
             | Self::WorkerTimeout { .. }
@@ -147,7 +152,9 @@ impl GatewayError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Route(RouteError::NotFound { .. }) => StatusCode::NOT_FOUND,
             Self::Route(RouteError::Degraded { .. }) => StatusCode::BAD_REQUEST,
-            Self::VersionFull(_) | Self::GatewayFull(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::VersionFull(_) | Self::QueueTimeout { .. } | Self::GatewayFull(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Self::NoHealthyWorker(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::ControlPlaneUnreachable(_)
             | Self::ControlPlaneFailed(_)

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 mod body;
 pub mod classify;
 pub mod config;
@@ -20,6 +21,7 @@ pub mod keys;
 pub mod metrics;
 mod pending;
 mod proxy;
+mod queue_report;
 pub mod quic;
 pub mod routing;
 mod server;

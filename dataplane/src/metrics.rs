@@ -29,6 +29,10 @@ pub const FEED_REVISION: &str = "gateway_feed_revision";
 pub const FEED_CONNECTED: &str = "gateway_feed_connected";
 /// Feed sessions that ended (error or close) and were reopened.
 pub const FEED_RECONNECTS_TOTAL: &str = "gateway_feed_reconnects_total";
+/// Seconds since the feed follower last heard from the control plane (any line, heartbeats too).
+pub const FEED_LAG_SECONDS: &str = "gateway_feed_lag_seconds";
+/// The control plane's latest revision (from its last line) minus the applied revision.
+pub const FEED_REVISIONS_BEHIND: &str = "gateway_feed_revisions_behind";
 
 /// Invocations routed to a function version (NVIDIA's `function.request`).
 pub const FUNCTION_REQUEST: &str = "function_request";
@@ -39,6 +43,10 @@ pub const FUNCTION_REQUEST_LATENCY: &str = "function_request_latency";
 pub const APP_INVOCATION_ERROR: &str = "app_invocation_error";
 /// Invocations admitted and not yet finished (response body still streaming counts).
 pub const INVOCATIONS_IN_FLIGHT: &str = "gateway_invocations_in_flight";
+/// Invocations waiting in a version's queue for a place (all versions together).
+pub const INVOCATIONS_QUEUED: &str = "gateway_invocations_queued";
+/// Time an invocation waited in its version's queue (only those that had to wait).
+pub const QUEUE_WAIT_SECONDS: &str = "gateway_queue_wait_seconds";
 
 /// Parked pexec/exec requests held (running, or finished and waiting for a status poll).
 pub const PENDING_REQUESTS: &str = "gateway_pending_requests";
@@ -131,6 +139,18 @@ const TABLE: &[MetricDef] = &[
         help: "Feed sessions that ended (error, gap or close) and were reopened from the held revision.",
     },
     MetricDef {
+        name: FEED_LAG_SECONDS,
+        kind: Kind::Gauge,
+        unit: Unit::Seconds,
+        help: "Seconds since the feed follower last received a line from the control plane (snapshot, change or heartbeat; since the follower started before the first one). Updated every second, so it keeps growing while the control plane is unreachable; with a healthy control plane it stays below feed-heartbeat + 1 s.",
+    },
+    MetricDef {
+        name: FEED_REVISIONS_BEHIND,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "The control plane's latest revision, as its last feed line (heartbeats carry it) said, minus the revision of the published snapshot. Non-zero while a backlog is being applied; it cannot see changes made while the control plane is unreachable (watch gateway_feed_lag_seconds for that).",
+    },
+    MetricDef {
         name: FUNCTION_REQUEST,
         kind: Kind::Counter,
         unit: Unit::Count,
@@ -153,6 +173,18 @@ const TABLE: &[MetricDef] = &[
         kind: Kind::Gauge,
         unit: Unit::Count,
         help: "Invocations admitted and not finished; a streamed response counts until its body ends or the client goes away.",
+    },
+    MetricDef {
+        name: INVOCATIONS_QUEUED,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Invocations waiting in a function version's queue because its workers are at maxRequestConcurrency (bounded by max-queued-per-version).",
+    },
+    MetricDef {
+        name: QUEUE_WAIT_SECONDS,
+        kind: Kind::Histogram,
+        unit: Unit::Seconds,
+        help: "Time an invocation waited in its version's queue before it was admitted or refused (429).",
     },
     MetricDef {
         name: PENDING_REQUESTS,
@@ -263,6 +295,14 @@ pub(crate) fn record_feed_reconnect() {
     metrics::counter!(FEED_RECONNECTS_TOTAL).increment(1);
 }
 
+/// Publishes the feed's lag and how many revisions the applied state is behind.
+pub(crate) fn set_feed_lag(lag: Duration, revisions_behind: u64) {
+    metrics::gauge!(FEED_LAG_SECONDS).set(lag.as_secs_f64());
+    // Far below 2^53, where f64 is exact.
+    #[allow(clippy::cast_precision_loss)]
+    metrics::gauge!(FEED_REVISIONS_BEHIND).set(revisions_behind as f64);
+}
+
 /// Counts one routed invocation.
 pub(crate) fn record_function_request(function_id: String, version_id: String) {
     metrics::counter!(
@@ -297,6 +337,16 @@ pub(crate) fn record_invocation_error(status: &'static str, function_id: String)
 /// Moves the in-flight invocation gauge.
 pub(crate) fn add_invocations_in_flight(delta: f64) {
     metrics::gauge!(INVOCATIONS_IN_FLIGHT).increment(delta);
+}
+
+/// Moves the queued-invocations gauge.
+pub(crate) fn add_invocations_queued(delta: f64) {
+    metrics::gauge!(INVOCATIONS_QUEUED).increment(delta);
+}
+
+/// Records one queue wait.
+pub(crate) fn record_queue_wait(waited: Duration) {
+    metrics::histogram!(QUEUE_WAIT_SECONDS).record(waited.as_secs_f64());
 }
 
 /// Publishes the pending table's size and buffered bytes.

@@ -41,6 +41,8 @@ pub(crate) struct State {
     invoker: Invoker,
     /// `Alt-Svc` for HTTP/1.1 and HTTP/2 answers while the HTTP/3 listener is on.
     alt_svc: Option<HeaderValue>,
+    /// `dataplane.access-log`: one [`crate::access`] line per finished request.
+    access_log: bool,
 }
 
 /// The sockets the gateway serves on, bound by the caller.
@@ -133,7 +135,20 @@ pub async fn serve_all(
         proxy: Proxy::new(&config)?,
         invoker: Invoker::new(&config, snapshot),
         alt_svc,
+        access_log: config.access_log,
     });
+    let reporter = {
+        let state = Arc::clone(&state);
+        tokio::spawn(crate::queue_report::run(
+            cp_client::CpClient::new(
+                config.controlplane_url.clone(),
+                config.internal_token.clone(),
+            ),
+            move || state.invoker.queue_depths(),
+            config.queue_report_interval,
+            stop_feed.subscribe(),
+        ))
+    };
     let quic_task = quic.map(|endpoint| {
         tokio::spawn(crate::quic::serve(
             endpoint,
@@ -227,6 +242,8 @@ pub async fn serve_all(
     if let Err(e) = follower.await {
         warn!(error = %e, "feed follower ended abnormally");
     }
+    // A report in flight may wait for the control plane's timeout; it is advisory, so cut it.
+    reporter.abort();
     info!(connections = graceful.count(), "dataplane shutting down");
     tokio::select! {
         () = graceful.shutdown() => info!("dataplane stopped"),
@@ -282,7 +299,8 @@ async fn accept_error(e: &std::io::Error) {
 }
 
 /// Answers one request from any listener: classify, dispatch to the route's handler, map errors,
-/// count, and advertise HTTP/3 to HTTP/1.1 and HTTP/2 clients.
+/// count, write the access line when the answer ends, and advertise HTTP/3 to HTTP/1.1 and
+/// HTTP/2 clients.
 pub(crate) async fn handle(
     state: &State,
     peer: SocketAddr,
@@ -324,6 +342,9 @@ async fn answer(
             .get("function-id")
             .and_then(|v| v.to_str().ok()),
     );
+    // Captured only when a line would be written: nothing to pay with the access log off.
+    let access = (state.access_log && crate::access::enabled())
+        .then(|| crate::access::Entry::new(start, &req, route, request_host(&req), peer));
     let path = req.uri().path().to_owned();
     // The path router is CORS-permissive (NVCF §6.2); host-routed calls pass OPTIONS through.
     let cors = route == Route::Invocation(InvocationKind::Path);
@@ -337,7 +358,7 @@ async fn answer(
             protocol,
             start.elapsed(),
         );
-        return preflight;
+        return crate::access::attach(access, preflight);
     }
 
     let result = match route {
@@ -345,6 +366,8 @@ async fn answer(
         Route::KeyService | Route::Management => state.proxy.forward(req, peer.ip()).await,
         Route::Invocation(kind) => {
             let host = request_host(&req).map(str::to_owned);
+            let mut req = req;
+            crate::invoke::dispatch::mark_worker_compatibility(kind, req.headers_mut());
             state.invoker.handle(kind, host, req).await
         }
         Route::NotFound => Err(GatewayError::NoRoute {
@@ -356,7 +379,7 @@ async fn answer(
     crate::cors::decorate(origin, &mut response);
     debug!(%peer, route = route.label(), status = %response.status(), path, "request");
     crate::metrics::record_request(route.label(), response.status(), protocol, start.elapsed());
-    response
+    crate::access::attach(access, response)
 }
 
 /// The host the client addressed: the URI authority (h2 `:authority`, h1 absolute-form), else the

@@ -12,7 +12,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use metrics::{
-    Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+    Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
 };
 use tokio::net::{TcpListener, TcpStream};
@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 
 const GUARD: Duration = Duration::from_secs(20);
 
-/// Counter totals and histogram sample counts, by `name{k=v,...}` (labels sorted).
+/// Counter totals, histogram sample counts and gauge values, by `name{k=v,...}` (labels sorted).
 #[derive(Debug, Default)]
 struct Store {
     values: Mutex<BTreeMap<String, f64>>,
@@ -50,6 +50,22 @@ impl CounterFn for Cell {
         self.add(value as f64);
     }
     fn absolute(&self, _value: u64) {}
+}
+
+impl GaugeFn for Cell {
+    fn increment(&self, value: f64) {
+        self.add(value);
+    }
+    fn decrement(&self, value: f64) {
+        self.add(-value);
+    }
+    fn set(&self, value: f64) {
+        self.store
+            .values
+            .lock()
+            .expect("lock")
+            .insert(self.key.clone(), value);
+    }
 }
 
 impl HistogramFn for Cell {
@@ -95,8 +111,8 @@ impl Recorder for TestRecorder {
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
         Counter::from_arc(self.cell(key))
     }
-    fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
-        Gauge::noop()
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        Gauge::from_arc(self.cell(key))
     }
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
         Histogram::from_arc(self.cell(key))
@@ -164,6 +180,41 @@ async fn requests_and_errors_are_counted_with_bounded_labels() {
         StatusCode::UNAUTHORIZED
     );
 
+    // The control plane was never reachable: the feed lag counts from the follower's start and
+    // keeps growing (refreshed every second) while it stays away.
+    let lag = || {
+        store
+            .values
+            .lock()
+            .expect("lock")
+            .get("gateway_feed_lag_seconds{}")
+            .copied()
+    };
+    let deadline = std::time::Instant::now() + GUARD;
+    while lag().is_none_or(|l| l < 1.5) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lag stuck at {:?}",
+            lag()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = lag().expect("lag");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let second = lag().expect("lag");
+    assert!(second > first, "lag did not grow: {first} then {second}");
+    let behind = store
+        .values
+        .lock()
+        .expect("lock")
+        .get("gateway_feed_revisions_behind{}")
+        .copied();
+    assert_eq!(
+        behind,
+        Some(0.0),
+        "nothing heard, nothing known to be behind"
+    );
+
     let _ = tx.send(());
     tokio::time::timeout(GUARD, task)
         .await
@@ -215,6 +266,8 @@ async fn requests_and_errors_are_counted_with_bounded_labels() {
         dataplane::metrics::REQUEST_DURATION_SECONDS,
         dataplane::metrics::ERRORS_TOTAL,
         dataplane::metrics::FEED_REVISION,
+        dataplane::metrics::FEED_LAG_SECONDS,
+        dataplane::metrics::FEED_REVISIONS_BEHIND,
         dataplane::metrics::FUNCTION_REQUEST,
         dataplane::metrics::FUNCTION_REQUEST_LATENCY,
         dataplane::metrics::APP_INVOCATION_ERROR,

@@ -675,6 +675,68 @@ async fn silent_connection_is_closed_after_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn slow_pexec_head_is_closed_within_the_header_read_timeout() {
+    let backend = start_backend().await;
+    let gw = start_gateway(backend.addr, |f| {
+        f.header_read_timeout = Duration::from_millis(300)
+    })
+    .await;
+    // The request line and part of the headers of a pexec call, then nothing: the connection is
+    // closed (or answered 408) once the header read timeout passes, long before the guard.
+    let partial = format!(
+        "POST /v2/nvcf/pexec/functions/{FID} HTTP/1.1\r\nhost: invocation.x\r\nauthorization: Bearer nvapi-"
+    );
+    let started = std::time::Instant::now();
+    let out = raw(gw.addr, partial.into_bytes()).await;
+    let took = started.elapsed();
+    assert!(out.is_empty() || out.starts_with("HTTP/1.1 408"), "{out}");
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+    // The gateway keeps serving.
+    assert_eq!(
+        get(gw.addr, "127.0.0.1", "/health").await.status,
+        StatusCode::OK
+    );
+    assert!(backend.records().is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_header_on_pexec_is_431_and_the_gateway_keeps_serving() {
+    let (backend, gw) = setup().await;
+    let big = "a".repeat(100 * 1024);
+    let path = format!("/v2/nvcf/pexec/functions/{FID}");
+    // HTTP/1.1: hyper refuses the head once it outgrows max-header-bytes.
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nhost: invocation.x\r\nauthorization: Bearer nvapi-x\r\nx-big: {big}\r\ncontent-length: 2\r\n\r\n{{}}"
+    );
+    let out = raw(gw.addr, req.into_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 431"), "{out}");
+    // HTTP/2: the header list is refused on its stream.
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("http://invocation.x{path}"))
+        .header("authorization", "Bearer nvapi-x")
+        .header("x-big", "a".repeat(20 * 1024))
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .expect("req");
+    let a = send_h2(gw.addr, req).await;
+    assert_eq!(a.status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    // The next requests, invocation included, are served as usual (no credential known: 401).
+    assert_eq!(
+        get(gw.addr, "127.0.0.1", "/health").await.status,
+        StatusCode::OK
+    );
+    let a = post(gw.addr, "invocation.x", &path, "{}").await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.problem()["status"], 401);
+    assert!(backend.records().is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn shutdown_lets_in_flight_requests_finish() {
     let mut backend = start_backend().await;
     let mut gw = start_gateway(backend.addr, |_| {}).await;
@@ -703,6 +765,125 @@ async fn shutdown_lets_in_flight_requests_finish() {
         TcpStream::connect(addr).await.is_err(),
         "listener closed after shutdown"
     );
+}
+
+// ---------------------------------------------------------------- access log
+
+/// Collects what a `tracing` subscriber writes.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = Self;
+    fn make_writer(&'a self) -> Self {
+        self.clone()
+    }
+}
+
+impl LogBuffer {
+    fn access_lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().expect("lock"))
+            .lines()
+            .filter(|l| l.contains(" access: "))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Lines are written when the response body ends, which the client sees first: wait for `n`.
+async fn access_lines(buffer: &LogBuffer, n: usize) -> Vec<String> {
+    let deadline = std::time::Instant::now() + GUARD;
+    loop {
+        let lines = buffer.access_lines();
+        if lines.len() >= n || std::time::Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+// A current-thread runtime: the gateway's tasks run on this thread, under the test's subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn one_access_line_per_request_on_every_route() {
+    let buffer = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(buffer.clone())
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("access=info"))
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (backend, gw) = setup().await;
+    assert_eq!(
+        get(gw.addr, "127.0.0.1", "/health?token=secret")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        post(gw.addr, "api.x", "/v2/nvcf/functions", "{}")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(gw.addr, "nowhere.example", "/x").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let pexec = format!("/v2/nvcf/pexec/functions/{FID}");
+    assert_eq!(
+        post(gw.addr, "invocation.x", &pexec, "{}").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let lines = access_lines(&buffer, 4).await;
+    assert_eq!(lines.len(), 4, "{lines:#?}");
+    let expect: [&[&str]; 4] = [
+        &[
+            "method=GET",
+            "path=/health ",
+            "status=200",
+            "protocol=\"h1\"",
+        ],
+        &[
+            "method=POST",
+            "path=/v2/nvcf/functions ",
+            "status=200",
+            "bytes_received=2",
+        ],
+        &["path=/x ", "status=404"],
+        &["status=401", &format!("function_id={FID}")],
+    ];
+    for (line, fields) in lines.iter().zip(expect) {
+        for field in
+            fields
+                .iter()
+                .chain(&["latency_ms=", "client=127.0.0.1:", "outcome=\"complete\""])
+        {
+            assert!(line.contains(field), "{field} missing from {line}");
+        }
+    }
+    assert!(!lines.iter().any(|l| l.contains("secret")), "{lines:#?}");
+    assert_eq!(backend.records().len(), 1);
+    gw.stop().await;
+
+    // Switched off in the config: nothing.
+    let gw = start_gateway(backend.addr, |f| f.access_log = false).await;
+    assert_eq!(
+        get(gw.addr, "127.0.0.1", "/health").await.status,
+        StatusCode::OK
+    );
+    gw.stop().await;
+    assert_eq!(buffer.access_lines().len(), 4);
 }
 
 // ---------------------------------------------------------------- TLS listener

@@ -256,18 +256,26 @@ pub async fn setup(api: &Api, args: &NvcfArgs, log: bool) -> Result<Setup, Clien
     let api_key = str_at(&v, "/value", "API key")?.to_string();
 
     let auth = [("authorization", admin.as_str())];
-    let groups = api
-        .expect(
-            "list cluster groups",
-            Method::GET,
-            "api.",
-            "/v2/nvcf/clusterGroups",
-            &auth,
-            None,
-        )
-        .await?;
-    let (gpu, instance_type) =
-        pick_gpu(&groups, args.gpu.as_deref(), args.instance_type.as_deref())?;
+    // A stack that was just started may not have its worker registered yet (a CUDA worker
+    // compiles its kernels first): wait for the offer as long as for the deployment.
+    let offer_deadline = Instant::now() + args.ready_timeout;
+    let (gpu, instance_type) = loop {
+        let groups = api
+            .expect(
+                "list cluster groups",
+                Method::GET,
+                "api.",
+                "/v2/nvcf/clusterGroups",
+                &auth,
+                None,
+            )
+            .await?;
+        match pick_gpu(&groups, args.gpu.as_deref(), args.instance_type.as_deref()) {
+            Ok(offer) => break offer,
+            Err(e) if Instant::now() >= offer_deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
 
     let short = args
         .image

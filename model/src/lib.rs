@@ -10,6 +10,7 @@ pub mod function;
 pub mod headers;
 pub mod keys;
 pub mod problem;
+pub mod queues;
 pub mod scopes;
 pub mod time;
 pub mod worker;

@@ -36,6 +36,8 @@ listen = "127.0.0.1:0"
 tls-listen = ""
 quic-listen = "127.0.0.1:0"
 data-dir = "{dp}"
+# Refuse at once when a version is full (tests/queue.rs covers the wait queue).
+max-queued-per-version = 0
 [worker]
 listen = "127.0.0.1:0"
 data-dir = "{w}"

@@ -11,6 +11,7 @@ use model::function::{FunctionStatus, FunctionVersion};
 use model::scopes::Scope;
 use serde_json::{Value, json};
 use std::sync::Arc;
+use std::time::Instant;
 use uuid::Uuid;
 
 /// Stable id for a named thing (cluster group, cluster): the same name always gets the same UUID.
@@ -79,14 +80,14 @@ pub async fn supported_gpus(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<
     Ok(Json(Value::Array(list)))
 }
 
-fn queue_entry(v: &FunctionVersion) -> Value {
-    // Queue depth is reported by the gateway once the invocation path exists; until then no
-    // request can be waiting, so 0 is the true depth.
+/// One version's queue: `queueDepth` is the invocations waiting for a place on all gateways, as
+/// their latest reports say.
+fn queue_entry(v: &FunctionVersion, depth: u64) -> Value {
     json!({
         "functionVersionId": v.version_id,
         "functionName": v.name,
         "functionStatus": v.status,
-        "queueDepth": 0,
+        "queueDepth": depth,
     })
 }
 
@@ -117,10 +118,11 @@ pub async fn function_queues(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult
             Err(e)
         }
     })?;
+    let (reports, now) = (app.queues(), Instant::now());
     let queues: Vec<Value> = all
         .into_iter()
         .filter(|v| queued(v) && p.may_access(fid, Some(v.version_id)))
-        .map(queue_entry)
+        .map(|v| queue_entry(v, reports.depth(v.version_id, now)))
         .collect();
     if queues.is_empty() {
         return Err(not_deployed(fid));
@@ -140,7 +142,8 @@ pub async fn version_queue(State(app): State<Arc<App>>, ctx: Ctx) -> ApiResult<J
     if !queued(v) {
         return Err(not_deployed(fid));
     }
+    let depth = app.queues().depth(vid, Instant::now());
     Ok(Json(
-        json!({ "functionId": fid, "queues": [queue_entry(v)] }),
+        json!({ "functionId": fid, "queues": [queue_entry(v, depth)] }),
     ))
 }

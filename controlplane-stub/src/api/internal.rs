@@ -15,6 +15,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderValue, header};
 use model::feed::{Entity, FeedMessage};
+use model::queues::QueueReport;
 use model::time::Timestamp;
 use model::worker::{Heartbeat, HeartbeatAck, WorkerRecord, WorkerRegistration, WorkerStatus};
 use std::sync::Arc;
@@ -199,4 +200,19 @@ pub async fn heartbeat(
         }))
     })
     .await
+}
+
+/// `POST /internal/v1/gateways/{gatewayId}/queues`: a gateway's queue depths, replacing its last
+/// report (an empty list clears them).
+pub async fn queue_report(
+    State(app): State<Arc<App>>,
+    ctx: Ctx,
+    body: Body,
+) -> ApiResult<Json<serde_json::Value>> {
+    require_internal(&ctx.headers, &app.cfg.internal_token)?;
+    let gateway = ctx.param("gatewayId")?.to_owned();
+    let body = read_body(body, &ctx.headers, app.cfg.max_body_bytes).await?;
+    let report: QueueReport = parse_json(&body)?;
+    app.queues().record(&gateway, &report, Instant::now());
+    Ok(Json(serde_json::json!({})))
 }

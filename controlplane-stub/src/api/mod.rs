@@ -97,6 +97,10 @@ pub fn router(app: Arc<App>) -> Router {
             "/internal/v1/workers/{workerId}/heartbeat",
             post(internal::heartbeat),
         )
+        .route(
+            "/internal/v1/gateways/{gatewayId}/queues",
+            post(internal::queue_report),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(finish))

@@ -17,6 +17,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use uuid::Uuid;
 
 use crate::body::Body;
+use crate::classify::InvocationKind;
 use crate::headers::remove_hop_by_hop;
 use crate::routing::{VersionRoute, WorkerTarget};
 
@@ -41,6 +42,30 @@ pub(crate) const WORKER_OWNED: &[&str] = &[
     "nvcf-invocation-region",
     "nvcf-poll-seconds",
 ];
+
+/// Set to `true` on host-routed and `function-id` (TLB) passthrough calls (nvcf-api.md §2.5: "The
+/// TLB path also injects nvcf-feature-disable-worker-compatibility: true"); never on pexec/exec.
+pub(crate) const DISABLE_WORKER_COMPATIBILITY: &str = "nvcf-feature-disable-worker-compatibility";
+
+/// Sets [`DISABLE_WORKER_COMPATIBILITY`] on the client's headers of an invocation classified as
+/// `kind`: `true` on the passthrough kinds (a client's copy is overwritten), removed from the path
+/// router's pexec/exec calls (a client's copy is dropped). The header is not in [`WORKER_OWNED`],
+/// so [`prepare_headers`] leaves what this set in place. Runs before the invocation driver, as the
+/// request enters the invocation path: every `HostRouted`/`FunctionIdHeader` request resolves to
+/// a passthrough target, every `Path` request to pexec, exec or a status poll.
+pub(crate) fn mark_worker_compatibility(kind: InvocationKind, headers: &mut HeaderMap) {
+    match kind {
+        InvocationKind::Path => {
+            headers.remove(DISABLE_WORKER_COMPATIBILITY);
+        }
+        InvocationKind::HostRouted | InvocationKind::FunctionIdHeader => {
+            headers.insert(
+                HeaderName::from_static(DISABLE_WORKER_COMPATIBILITY),
+                HeaderValue::from_static("true"),
+            );
+        }
+    }
+}
 
 /// Connects to a worker that do not complete in this long fail as 502 (workers are on the same
 /// host or network; a black-holed address should not eat the whole poll window).
@@ -237,6 +262,31 @@ mod tests {
             let (i, _g) = b.pick(&t, r).expect("pick");
             assert!(i < 5);
         }
+    }
+
+    #[test]
+    fn worker_compatibility_is_disabled_on_passthrough_only() {
+        for kind in [InvocationKind::HostRouted, InvocationKind::FunctionIdHeader] {
+            let mut h = HeaderMap::new();
+            h.append(
+                DISABLE_WORKER_COMPATIBILITY,
+                HeaderValue::from_static("false"),
+            );
+            h.append(
+                DISABLE_WORKER_COMPATIBILITY,
+                HeaderValue::from_static("maybe"),
+            );
+            mark_worker_compatibility(kind, &mut h);
+            let values: Vec<_> = h.get_all(DISABLE_WORKER_COMPATIBILITY).iter().collect();
+            assert_eq!(values, ["true"], "{kind:?}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            DISABLE_WORKER_COMPATIBILITY,
+            HeaderValue::from_static("true"),
+        );
+        mark_worker_compatibility(InvocationKind::Path, &mut h);
+        assert!(h.is_empty());
     }
 
     #[test]

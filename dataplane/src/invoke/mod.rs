@@ -44,7 +44,7 @@ use crate::keys::authorize_invoke;
 use crate::pending::Limits;
 use crate::pending::store::PendingStore;
 use crate::routing::VersionRoute;
-use admit::Admission;
+use admit::{Admission, QueuePolicy};
 use dispatch::{Balancer, Owned, WorkerClient};
 use finish::{Finish, Held, Tracked};
 use target::{Endpoint, Resolved, Target};
@@ -91,7 +91,13 @@ impl Invoker {
         Self {
             pending,
             snapshot,
-            admission: Admission::new(config.max_in_flight),
+            admission: Admission::new(
+                config.max_in_flight,
+                QueuePolicy {
+                    max_waiting: config.max_queued_per_version,
+                    timeout: config.queue_timeout,
+                },
+            ),
             balancer: Balancer::default(),
             client: dispatch::worker_client(),
             // Validated as a header value by the config.
@@ -178,7 +184,12 @@ impl Invoker {
 
         let slot = self
             .admission
-            .admit(ctx.route.version_id, ctx.route.capacity())?;
+            .admit(
+                ctx.route.version_id,
+                ctx.route.capacity(),
+                ctx.start + ctx.poll,
+            )
+            .await?;
         let (index, outstanding) = self
             .balancer
             .pick(&ctx.route.targets, rand::random())
@@ -206,6 +217,11 @@ impl Invoker {
             self.pexec(&ctx, request)
         };
         self.answer_or_park(&ctx, work, held).await
+    }
+
+    /// Invocations waiting for a place, per version (see [`admit`]).
+    pub(crate) fn queue_depths(&self) -> Vec<(Uuid, u64)> {
+        self.admission.queue_depths()
     }
 
     /// Builds the worker's request from the client's (body streamed).

@@ -1,64 +1,129 @@
 //! `builtin/echo`: the body goes host → device → host and comes back byte for byte, with the
 //! request's `Content-Type`.
 //!
-//! Nothing is buffered whole: each received data frame runs through the backend's `echo` kernel
-//! (on the blocking pool) and is sent on as it comes back. The response body pulls the request body,
-//! so at most one frame is in the worker at a time whatever the body's size, and flow control on
-//! both sides of the stream applies back-pressure. A stream reset drops the body, which drops the
-//! pull; a kernel call already running finishes and its result is discarded.
+//! Nothing is buffered whole: the response body pulls the request body, and each pull takes one
+//! data frame plus whatever further frames have already arrived (up to [`MAX_CHUNK`]), runs them
+//! through the backend's `echo` kernel in one call (on the blocking pool) and sends the result on.
+//! Small HTTP/2 frames therefore share one device round trip, yet nothing waits for data that has
+//! not arrived, and at most one chunk is in the worker at a time whatever the body's size; flow
+//! control on both sides of the stream applies back-pressure. A stream reset drops the body, which
+//! drops the pull; a kernel call already running finishes and its result is discarded.
 
 use super::{Body, BoxError, Ctx, Exec, Invocation, RuntimeError};
-use bytes::Bytes;
-use futures_util::stream;
+use bytes::{Bytes, BytesMut};
+use futures_util::{FutureExt, stream};
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use std::time::Instant;
+
+/// Most bytes one echo call takes: frames already received are gathered up to this size, so a
+/// body that arrives as many small frames costs one device round trip per chunk, not per frame.
+const MAX_CHUNK: usize = 1 << 20;
 
 /// The pull state of one echo stream.
 struct Pump {
     body: Incoming,
     exec: Exec,
     label: String,
-    done: bool,
+    /// The request body ended (or failed) while a chunk was being gathered.
+    ended: bool,
+    /// A body error seen while gathering; reported after the chunk before it.
+    failed: Option<BoxError>,
+}
+
+/// What one non-waiting look at the request body found.
+enum Ready {
+    Data(Bytes),
+    Nothing,
+    End,
 }
 
 impl Pump {
-    /// The next echoed frame; `None` at the end of the request body or after an error.
-    async fn next(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
-        if self.done {
-            return None;
-        }
+    /// The next frame of the request body, waiting for it: data, or `None` at the end.
+    async fn next_data(&mut self) -> Option<Result<Bytes, BoxError>> {
         loop {
-            let frame = match self.body.frame().await {
-                None => return None,
-                Some(Err(e)) => {
-                    self.done = true;
-                    return Some(Err(Box::new(e)));
-                }
-                Some(Ok(frame)) => frame,
+            let frame = match self.body.frame().await? {
+                Ok(frame) => frame,
+                Err(e) => return Some(Err(Box::new(e))),
             };
             // Trailers are not echoed: the response carries its own framing.
-            let Ok(data) = frame.into_data() else {
-                continue;
-            };
-            if data.is_empty() {
-                continue;
+            if let Ok(data) = frame.into_data()
+                && !data.is_empty()
+            {
+                return Some(Ok(data));
             }
-            let arrived = Instant::now();
-            let echoed = self
-                .exec
-                .run(&self.label, "echo", Some(arrived), move |b| b.echo(&data))
-                .await;
-            return Some(match echoed {
-                Ok(out) => Ok(Frame::data(Bytes::from(out))),
-                Err(e) => {
-                    // The head is already sent: the only way left to fail is to reset the stream.
-                    self.done = true;
-                    Err(Box::new(e))
-                }
-            });
         }
+    }
+
+    /// A frame that has already arrived, without waiting.
+    fn ready_data(&mut self) -> Ready {
+        loop {
+            match self.body.frame().now_or_never() {
+                None => return Ready::Nothing,
+                Some(None) => return Ready::End,
+                Some(Some(Err(e))) => {
+                    self.failed = Some(Box::new(e));
+                    return Ready::End;
+                }
+                Some(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data()
+                        && !data.is_empty()
+                    {
+                        return Ready::Data(data);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next echoed chunk; `None` at the end of the request body or after an error.
+    async fn next(&mut self) -> Option<Result<Frame<Bytes>, BoxError>> {
+        if let Some(e) = self.failed.take() {
+            return Some(Err(e));
+        }
+        if self.ended {
+            return None;
+        }
+        let first = match self.next_data().await? {
+            Ok(data) => data,
+            Err(e) => {
+                self.ended = true;
+                return Some(Err(e));
+            }
+        };
+        let arrived = Instant::now();
+        let mut chunk: Option<BytesMut> = None;
+        while chunk.as_ref().map_or(first.len(), BytesMut::len) < MAX_CHUNK {
+            match self.ready_data() {
+                Ready::Nothing => break,
+                Ready::End => {
+                    self.ended = true;
+                    break;
+                }
+                Ready::Data(more) => chunk
+                    .get_or_insert_with(|| {
+                        let mut buf = BytesMut::with_capacity(MAX_CHUNK.min(first.len() * 8));
+                        buf.extend_from_slice(&first);
+                        buf
+                    })
+                    .extend_from_slice(&more),
+            }
+        }
+        let data = chunk.map_or(first, BytesMut::freeze);
+        let echoed = self
+            .exec
+            .run(&self.label, "echo", Some(arrived), move |b| b.echo(&data))
+            .await;
+        Some(match echoed {
+            Ok(out) => Ok(Frame::data(Bytes::from(out))),
+            Err(e) => {
+                // The head is already sent: the only way left to fail is to reset the stream.
+                self.ended = true;
+                self.failed = None;
+                Err(Box::new(e))
+            }
+        })
     }
 }
 
@@ -73,7 +138,8 @@ pub fn serve(
         body,
         exec: ctx.exec.clone(),
         label: inv.label.clone(),
-        done: false,
+        ended: false,
+        failed: None,
     };
     let frames = stream::unfold(pump, |mut pump| async move {
         let item = pump.next().await?;

@@ -1,0 +1,359 @@
+//! The access log (the `finish` phase's log line): one structured `tracing` event per finished
+//! request, target [`TARGET`] at info level, emitted from [`crate::server`] for every route
+//! (invocations, proxied management and key calls, health, errors, CORS preflights).
+//!
+//! The line is written when the response body ends (or fails, or the client goes away before the
+//! end), so it carries the whole latency and the bytes sent. Nothing is captured, allocated or
+//! wrapped when `dataplane.access-log` is off or the `access` target is filtered out.
+//!
+//! Fields: `method`, `path` (no query: query values may carry secrets), `protocol`
+//! (`h1`|`h2`|`h3`), `status`, `latency_ms` (request head to the end of the response body),
+//! `ttfb_ms` (to the response head), `request_id` (`NVCF-REQID` when the answer has one),
+//! `function_id` and `version_id` (as the request names them), `bytes_received` (the request's
+//! `Content-Length`, when it has one), `bytes_sent` (response body bytes handed to the listener),
+//! `client` (peer address), and `outcome` (`complete`, `aborted`: the client went away first,
+//! `error`: the upstream body failed).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body_util::BodyExt;
+use uuid::Uuid;
+
+use crate::body::{Body, BoxError};
+use crate::classify::Route;
+use crate::invoke::target::{self, Resolved};
+
+/// The `tracing` target of access lines (filter with e.g. `RUST_LOG=info,access=off`).
+pub const TARGET: &str = "access";
+
+/// True when an access line would be written: the cheap callsite check, done once per request.
+pub(crate) fn enabled() -> bool {
+    tracing::enabled!(target: "access", tracing::Level::INFO)
+}
+
+/// What is known about a request when it arrives.
+#[derive(Debug)]
+pub(crate) struct Entry {
+    start: Instant,
+    method: Method,
+    path: String,
+    protocol: &'static str,
+    client: SocketAddr,
+    bytes_received: Option<u64>,
+    function_id: Option<Uuid>,
+    version_id: Option<Uuid>,
+}
+
+impl Entry {
+    /// Captures `req` (classified as `route`, addressed to `host`), which arrived at `start`.
+    pub(crate) fn new<B>(
+        start: Instant,
+        req: &Request<B>,
+        route: Route,
+        host: Option<&str>,
+        client: SocketAddr,
+    ) -> Self {
+        let (function_id, version_id) = match route {
+            Route::Invocation(kind) => {
+                match target::resolve(kind, host, req.uri().path(), req.headers()) {
+                    Ok(Resolved::Invoke(t)) => (Some(t.function_id), t.version_id),
+                    _ => (None, None),
+                }
+            }
+            _ => (None, None),
+        };
+        Self {
+            start,
+            method: req.method().clone(),
+            path: req.uri().path().to_owned(),
+            protocol: protocol(req.version()),
+            client,
+            bytes_received: req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok()),
+            function_id,
+            version_id,
+        }
+    }
+}
+
+/// The access log's name of a protocol version.
+fn protocol(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_3 => "h3",
+        Version::HTTP_2 => "h2",
+        _ => "h1",
+    }
+}
+
+/// The entry plus what the response head said.
+#[derive(Debug)]
+struct Line {
+    entry: Entry,
+    status: StatusCode,
+    request_id: Option<HeaderValue>,
+    ttfb: Duration,
+}
+
+/// Hands `response` back with its body wrapped so that the access line of `entry` is written when
+/// the body ends; unchanged when there is no entry (access log off).
+pub(crate) fn attach(entry: Option<Entry>, response: Response<Body>) -> Response<Body> {
+    let Some(entry) = entry else {
+        return response;
+    };
+    let (parts, inner) = response.into_parts();
+    let line = Line {
+        ttfb: entry.start.elapsed(),
+        entry,
+        status: parts.status,
+        request_id: parts.headers.get(model::headers::NVCF_REQID).cloned(),
+    };
+    let logged = Logged::new(inner, line);
+    Response::from_parts(parts, logged.boxed())
+}
+
+/// A response body that counts what it hands out and writes the access line at its end.
+#[derive(Debug)]
+struct Logged {
+    inner: Body,
+    /// `None` once the line is written.
+    line: Option<Box<Line>>,
+    sent: u64,
+}
+
+impl Logged {
+    fn new(inner: Body, line: Line) -> Self {
+        let mut logged = Self {
+            inner,
+            line: Some(Box::new(line)),
+            sent: 0,
+        };
+        if logged.inner.is_end_stream() {
+            logged.finish("complete");
+        }
+        logged
+    }
+
+    fn finish(&mut self, outcome: &'static str) {
+        if let Some(line) = self.line.take() {
+            emit(&line, self.sent, outcome);
+        }
+    }
+}
+
+impl HttpBody for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.finish("complete"),
+            Poll::Ready(Some(Err(_))) => self.finish("error"),
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.sent += data.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.finish("complete");
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away (or the connection broke).
+        self.finish("aborted");
+    }
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn emit(line: &Line, sent: u64, outcome: &'static str) {
+    let e = &line.entry;
+    tracing::info!(
+        target: "access",
+        method = %e.method,
+        path = %e.path,
+        protocol = e.protocol,
+        status = line.status.as_u16(),
+        latency_ms = millis(e.start.elapsed()),
+        ttfb_ms = millis(line.ttfb),
+        request_id = line.request_id.as_ref().and_then(|v| v.to_str().ok()),
+        function_id = e.function_id.as_ref().map(tracing::field::display),
+        version_id = e.version_id.as_ref().map(tracing::field::display),
+        bytes_received = e.bytes_received,
+        bytes_sent = sent,
+        client = %e.client,
+        outcome,
+        "request"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::classify::InvocationKind;
+
+    /// A `MakeWriter` collecting everything the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
+        type Writer = Self;
+        fn make_writer(&'a self) -> Self {
+            self.clone()
+        }
+    }
+
+    impl Buffer {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(
+                &self
+                    .0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            )
+            .into_owned()
+        }
+    }
+
+    fn subscriber(buffer: &Buffer, filter: &str) -> impl tracing::Subscriber + Send + Sync {
+        tracing_subscriber::fmt()
+            .with_writer(buffer.clone())
+            .with_ansi(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .finish()
+    }
+
+    const FID: &str = "0f6d3c8e-9a3b-4c1e-8d2f-1a2b3c4d5e6f";
+    const REQID: &str = "11111111-2222-4333-8444-555555555555";
+
+    fn request() -> Request<()> {
+        Request::post(format!("/v2/nvcf/pexec/functions/{FID}?secret=hunter2"))
+            .version(Version::HTTP_2)
+            .header("content-length", "5")
+            .body(())
+            .expect("request")
+    }
+
+    fn response() -> Response<Body> {
+        let mut r = Response::new(crate::body::full(Bytes::from_static(b"hello world")));
+        r.headers_mut()
+            .insert("nvcf-reqid", HeaderValue::from_static(REQID));
+        r
+    }
+
+    #[tokio::test]
+    async fn one_line_with_every_field_when_the_body_ends() {
+        let buffer = Buffer::default();
+        let _guard = tracing::subscriber::set_default(subscriber(&buffer, "access=info"));
+        assert!(enabled());
+        let client: SocketAddr = "127.0.0.1:4242".parse().expect("addr");
+        let req = request();
+        let entry = Entry::new(
+            Instant::now(),
+            &req,
+            Route::Invocation(InvocationKind::Path),
+            Some("invocation.gw"),
+            client,
+        );
+        let response = attach(Some(entry), response());
+        assert!(buffer.text().is_empty(), "nothing before the body ends");
+        let body = response.into_body().collect().await.expect("body");
+        assert_eq!(&body.to_bytes()[..], b"hello world");
+        let text = buffer.text();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        for field in [
+            " access: request ",
+            "method=POST",
+            &format!("path=/v2/nvcf/pexec/functions/{FID} "),
+            "protocol=\"h2\"",
+            "status=200",
+            "latency_ms=",
+            "ttfb_ms=",
+            &format!("request_id=\"{REQID}\""),
+            &format!("function_id={FID}"),
+            "bytes_received=5",
+            "bytes_sent=11",
+            "client=127.0.0.1:4242",
+            "outcome=\"complete\"",
+        ] {
+            assert!(text.contains(field), "{field} missing from {text}");
+        }
+        assert!(!text.contains("hunter2"), "query leaked: {text}");
+        assert!(!text.contains("version_id"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_body_dropped_early_is_logged_as_aborted() {
+        let buffer = Buffer::default();
+        let _guard = tracing::subscriber::set_default(subscriber(&buffer, "access=info"));
+        let req = Request::get("/health").body(()).expect("request");
+        let entry = Entry::new(
+            Instant::now(),
+            &req,
+            Route::Health,
+            None,
+            "[::1]:1".parse().expect("addr"),
+        );
+        drop(attach(Some(entry), response()));
+        let text = buffer.text();
+        assert!(text.contains("outcome=\"aborted\""), "{text}");
+        assert!(text.contains("bytes_sent=0"), "{text}");
+        assert!(text.contains("protocol=\"h1\""), "{text}");
+        assert!(!text.contains("function_id"), "{text}");
+    }
+
+    #[test]
+    fn filtered_out_means_disabled() {
+        let buffer = Buffer::default();
+        let _guard = tracing::subscriber::set_default(subscriber(&buffer, "info,access=off"));
+        assert!(!enabled());
+        // Without an entry the response is handed back as is and nothing is written.
+        let r = attach(None, response());
+        assert_eq!(r.headers()["nvcf-reqid"], REQID);
+        assert!(buffer.text().is_empty());
+    }
+}
