@@ -9,7 +9,8 @@
 //! Fields: `method`, `path` (no query: query values may carry secrets), `protocol`
 //! (`h1`|`h2`|`h3`), `status`, `latency_ms` (request head to the end of the response body),
 //! `ttfb_ms` (to the response head), `request_id` (`NVCF-REQID` when the answer has one),
-//! `function_id` and `version_id` (as the request names them), `bytes_received` (the request's
+//! `function_id` and `version_id` (the version the call was routed to; as the request names them
+//! when it never got that far), `bytes_received` (the request's
 //! `Content-Length`, when it has one), `bytes_sent` (response body bytes handed to the listener),
 //! `client` (peer address), and `outcome` (`complete`, `aborted`: the client went away first,
 //! `error`: the upstream body failed).
@@ -110,6 +111,11 @@ pub(crate) fn attach(entry: Option<Entry>, response: Response<Body>) -> Response
         return response;
     };
     let (parts, inner) = response.into_parts();
+    let mut entry = entry;
+    if let Some(routed) = parts.extensions.get::<crate::invoke::finish::Routed>() {
+        entry.function_id = Some(routed.function_id);
+        entry.version_id = Some(routed.version_id);
+    }
     let line = Line {
         ttfb: entry.start.elapsed(),
         entry,

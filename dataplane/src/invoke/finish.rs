@@ -18,11 +18,21 @@ use crate::body::{Body, BoxError};
 use crate::invoke::admit::Slot;
 use crate::invoke::dispatch::Outstanding;
 
+/// The function version an invocation was routed to, carried in the response's extensions so
+/// the access line names the version that served it, not only the one the request named.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Routed {
+    pub(crate) function_id: uuid::Uuid,
+    pub(crate) version_id: uuid::Uuid,
+}
+
 /// Records the end of one invocation; `499` unless [`Finish::done`] or [`Finish::failed`] ran.
 #[derive(Debug)]
 pub(crate) struct Finish {
     /// Label for the metrics; set once the target is known.
     pub(crate) function_id: Option<String>,
+    /// The function and version the request was routed to (for the access log).
+    pub(crate) routed: Option<Routed>,
     // Atomic only so the body that owns it stays `Sync`.
     done: AtomicBool,
 }
@@ -31,6 +41,7 @@ impl Finish {
     pub(crate) fn new() -> Self {
         Self {
             function_id: None,
+            routed: None,
             done: AtomicBool::new(false),
         }
     }

@@ -46,7 +46,7 @@ use crate::pending::store::PendingStore;
 use crate::routing::VersionRoute;
 use admit::{Admission, QueuePolicy};
 use dispatch::{Balancer, Owned, WorkerClient};
-use finish::{Finish, Held, Tracked};
+use finish::{Finish, Held, Routed, Tracked};
 use target::{Endpoint, Resolved, Target};
 
 /// Shared state of the invocation path.
@@ -117,7 +117,10 @@ impl Invoker {
         let mut finish = Finish::new();
         match self.run(kind, host.as_deref(), req, &mut finish).await {
             Ok((response, held)) => {
-                let (parts, inner) = response.into_parts();
+                let (mut parts, inner) = response.into_parts();
+                if let Some(routed) = finish.routed {
+                    parts.extensions.insert(routed);
+                }
                 Ok(Response::from_parts(
                     parts,
                     Tracked::new(inner, finish, held).boxed(),
@@ -177,6 +180,10 @@ impl Invoker {
             poll: Duration::from_secs(poll),
         };
         drop(snapshot);
+        finish.routed = Some(Routed {
+            function_id: ctx.route.function_id,
+            version_id: ctx.route.version_id,
+        });
         crate::metrics::record_function_request(
             ctx.route.function_id.to_string(),
             ctx.route.version_id.to_string(),
