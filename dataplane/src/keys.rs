@@ -38,6 +38,18 @@ pub enum AuthError {
 }
 
 impl AuthError {
+    /// The `result` label of `gateway_key_lookups_total` (grant errors are not lookups).
+    pub fn lookup_label(&self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::Unknown => "unknown",
+            Self::Expired => "expired",
+            Self::Suspended => "suspended",
+            Self::MissingScope | Self::MissingResource(_) => "hit",
+        }
+    }
+
     /// 401 for a credential problem, 403 for a missing grant.
     pub fn is_forbidden(&self) -> bool {
         matches!(self, Self::MissingScope | Self::MissingResource(_))

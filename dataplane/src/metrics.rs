@@ -48,6 +48,17 @@ pub const INVOCATIONS_QUEUED: &str = "gateway_invocations_queued";
 /// Time an invocation waited in its version's queue (only those that had to wait).
 pub const QUEUE_WAIT_SECONDS: &str = "gateway_queue_wait_seconds";
 
+/// Credential checks on invocation routes, by result (`hit`: a known, valid key).
+pub const KEY_LOOKUPS_TOTAL: &str = "gateway_key_lookups_total";
+/// Connections the worker client opened (with the invocation count: upstream connection reuse).
+pub const WORKER_CONNECTIONS_OPENED_TOTAL: &str = "gateway_worker_connections_opened_total";
+/// Worker connections open now (pooled h2c connections, each multiplexing many invocations).
+pub const WORKER_CONNECTIONS: &str = "gateway_worker_connections";
+/// Connects to a worker that failed (refused, timed out).
+pub const WORKER_CONNECT_FAILURES_TOTAL: &str = "gateway_worker_connect_failures_total";
+/// Worker streams the gateway reset because the client went away before the response ended.
+pub const WORKER_STREAMS_RESET_TOTAL: &str = "gateway_worker_streams_reset_total";
+
 /// Parked pexec/exec requests held (running, or finished and waiting for a status poll).
 pub const PENDING_REQUESTS: &str = "gateway_pending_requests";
 /// Memory held by buffered parked results.
@@ -173,6 +184,36 @@ const TABLE: &[MetricDef] = &[
         kind: Kind::Gauge,
         unit: Unit::Count,
         help: "Invocations admitted and not finished; a streamed response counts until its body ends or the client goes away.",
+    },
+    MetricDef {
+        name: KEY_LOOKUPS_TOTAL,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Credential checks on invocation routes against the key index from the feed, by result: hit (known and valid), missing, malformed, unknown, expired, suspended.",
+    },
+    MetricDef {
+        name: WORKER_CONNECTIONS_OPENED_TOTAL,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Connections the worker client opened; 1 - this / function_request is the upstream connection reuse.",
+    },
+    MetricDef {
+        name: WORKER_CONNECTIONS,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Pooled h2c connections to workers open now, each multiplexing many invocations.",
+    },
+    MetricDef {
+        name: WORKER_CONNECT_FAILURES_TOTAL,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Connects to a worker that failed (refused or timed out); the invocation answers 502.",
+    },
+    MetricDef {
+        name: WORKER_STREAMS_RESET_TOTAL,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Worker streams reset by the gateway because the client went away before the response ended (the work is cancelled).",
     },
     MetricDef {
         name: INVOCATIONS_QUEUED,
@@ -337,6 +378,32 @@ pub(crate) fn record_invocation_error(status: &'static str, function_id: String)
 /// Moves the in-flight invocation gauge.
 pub(crate) fn add_invocations_in_flight(delta: f64) {
     metrics::gauge!(INVOCATIONS_IN_FLIGHT).increment(delta);
+}
+
+/// Counts one credential check by its result.
+pub(crate) fn record_key_lookup(result: &'static str) {
+    metrics::counter!(KEY_LOOKUPS_TOTAL, "result" => result).increment(1);
+}
+
+/// Counts a new worker connection.
+pub(crate) fn record_worker_connection_opened() {
+    metrics::counter!(WORKER_CONNECTIONS_OPENED_TOTAL).increment(1);
+    metrics::gauge!(WORKER_CONNECTIONS).increment(1.0);
+}
+
+/// Counts a worker connection that closed.
+pub(crate) fn record_worker_connection_closed() {
+    metrics::gauge!(WORKER_CONNECTIONS).decrement(1.0);
+}
+
+/// Counts a failed connect to a worker.
+pub(crate) fn record_worker_connect_failure() {
+    metrics::counter!(WORKER_CONNECT_FAILURES_TOTAL).increment(1);
+}
+
+/// Counts a worker stream reset because its client went away.
+pub(crate) fn record_worker_stream_reset() {
+    metrics::counter!(WORKER_STREAMS_RESET_TOTAL).increment(1);
 }
 
 /// Moves the queued-invocations gauge.

@@ -249,6 +249,7 @@ async fn requests_and_errors_are_counted_with_bounded_labels() {
             "app_invocation_error{function_id=unknown,http_status_code=401}",
             1.0,
         ),
+        ("gateway_key_lookups_total{result=missing}", 1.0),
         // The follower keeps trying the dead control plane and counts it.
     ];
     for (key, value) in expected {
@@ -272,6 +273,13 @@ async fn requests_and_errors_are_counted_with_bounded_labels() {
         dataplane::metrics::FUNCTION_REQUEST_LATENCY,
         dataplane::metrics::APP_INVOCATION_ERROR,
         dataplane::metrics::INVOCATIONS_IN_FLIGHT,
+        dataplane::metrics::INVOCATIONS_QUEUED,
+        dataplane::metrics::QUEUE_WAIT_SECONDS,
+        dataplane::metrics::KEY_LOOKUPS_TOTAL,
+        dataplane::metrics::WORKER_CONNECTIONS,
+        dataplane::metrics::WORKER_CONNECTIONS_OPENED_TOTAL,
+        dataplane::metrics::WORKER_CONNECT_FAILURES_TOTAL,
+        dataplane::metrics::WORKER_STREAMS_RESET_TOTAL,
     ] {
         assert!(
             described.contains(name),

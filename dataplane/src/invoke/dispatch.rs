@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::body::Body;
 use crate::classify::InvocationKind;
 use crate::headers::remove_hop_by_hop;
+use crate::invoke::upstream::CountingConnector;
 use crate::routing::{VersionRoute, WorkerTarget};
 
 /// Headers only the gateway/worker may set (nvcf-api.md §2.5, `workerOwnedHeaders`): a client's
@@ -78,7 +79,7 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The client every invocation uses.
-pub(crate) type WorkerClient = Client<HttpConnector, Body>;
+pub(crate) type WorkerClient = Client<CountingConnector, Body>;
 
 /// Builds the shared worker client: HTTP/2 only with prior knowledge (h2c), so concurrent
 /// invocations of one worker multiplex onto one pooled connection.
@@ -93,7 +94,7 @@ pub(crate) fn worker_client() -> WorkerClient {
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-        .build(connector)
+        .build(CountingConnector::new(connector))
 }
 
 /// Outstanding requests per worker, for power-of-two-choices.

@@ -72,6 +72,10 @@ impl Drop for Finish {
     fn drop(&mut self) {
         if !self.done.load(Ordering::Acquire) {
             crate::metrics::record_invocation_error("499", self.label());
+            if self.routed.is_some() {
+                // The worker request dropped with this invocation resets its stream.
+                crate::metrics::record_worker_stream_reset();
+            }
             tracing::debug!(function_id = %self.label(), "client went away before the response finished");
         }
     }

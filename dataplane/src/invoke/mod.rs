@@ -21,6 +21,7 @@ pub(crate) mod finish;
 pub(crate) mod park;
 pub(crate) mod respond;
 pub(crate) mod target;
+mod upstream;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -150,7 +151,11 @@ impl Invoker {
                     .map(HeaderValue::as_bytes),
                 Timestamp::now(),
             )
-            .map_err(GatewayError::Unauthorized)?;
+            .inspect(|_| crate::metrics::record_key_lookup("hit"))
+            .map_err(|e| {
+                crate::metrics::record_key_lookup(e.lookup_label());
+                GatewayError::Unauthorized(e)
+            })?;
         let target = match target::resolve(kind, host, req.uri().path(), req.headers())? {
             Resolved::Invoke(t) => t,
             Resolved::Status(id) => {
