@@ -21,11 +21,35 @@
 #   WRITE_DOC=0                       do not append the table to docs/performance.md (DOC=path to change it)
 #   NOTE="..."                        free text added to the doc section (e.g. "smoke run")
 #   KEEP_TMP=1                        keep the temp dir (configs, logs, per-run JSON) after exit
+#   PROFILE=<dir>                     instead of the rounds: one HTTP/1.1 gateway run (first GW_THREADS
+#                                     value) under `perf record -g` of the dataplane, and the perf
+#                                     report (self and children, by symbol) written to <dir>
+# Extra measurements, after the closed-loop rounds, on the better gateway arm (by closed-loop median):
+#   EXTRA=open,1mib,streams,h3,reuse  which ones (default: all; EXTRA= or EXTRA=none for none)
+#     open     open loop (`loadtest --rate`), HTTP/1.1 -c H1_CONNS, at OPEN_LOADS (default "25 50") % of
+#              nginx's closed-loop HTTP/1.1 median req/s: direct, nginx, gateway; p50/p99 and the
+#              latency added over direct; p99_added_vs_nginx = (gw p99 - direct p99) / (nginx p99 - direct p99)
+#     1mib     MIB_SIZE (1048576) byte POSTs echoed back (so 1 MiB responses), HTTP/1.1 -c MIB_CONNS (8):
+#              direct, nginx, gateway; response MB/s; mib_vs_direct = gateway MB/s / direct MB/s
+#     streams  h2c gateway, -c 1 -m 64 vs -c 8 -m 16; h2_1x64_vs_8x16 = req/s ratio
+#     h3       enables the dataplanes' TLS + QUIC listeners (self-signed cert from their data dir) and
+#              runs the gateway with --proto h2 (HTTP/2 over TLS) and --proto h3, -c TLS_CONNS -m
+#              TLS_STREAMS (default H2_CONNS, H2_STREAMS), host-routed; h3_vs_h2 = h3 req/s / h2 req/s
+#     reuse    reads the dataplanes' /metrics (admin listener) before and after the closed-loop rounds:
+#              upstream_reuse = 1 - delta(gateway_worker_connections_opened_total) / delta(sum function_request)
+#   EXTRA_ROUNDS=3 EXTRA_DURATION=5s EXTRA_WARMUP=1s   rounds, measured time and warm-up of each extra run
+#                                     (EXTRA_DURATION=10s EXTRA_WARMUP=2s follows the method to the letter
+#                                     and adds about 4 minutes)
 # Needs: curl, jq, python3; installs Debian's nginx with apt-get when missing.
-# Prints a markdown table, appends it under "Side-by-side" in docs/performance.md, and prints as its
+# Prints markdown tables, appends them under "Side-by-side" in docs/performance.md, and prints as its
 # LAST line a one-line JSON summary:
-#   {"h1_vs_nginx":…, "h1_vs_direct":…, "cpu_per_req_vs_nginx":…, "added_p50_ms":…, "h2c_vs_direct":…}
-# With the defaults (4 arms × 2 protocols × 5 rounds × 12 s) it takes about 8 minutes on the 2-core VM.
+#   {"h1_vs_nginx":…, "h1_vs_direct":…, "cpu_per_req_vs_nginx":…, "added_p50_ms":…, "h2c_vs_direct":…,
+#    "open25_added_p50_ms":…, "open25_nginx_added_p50_ms":…, "open25_p99_added_vs_nginx":…, (and open50_…),
+#    "mib_vs_direct":…, "h2_1x64_vs_8x16":…, "h3_vs_h2":…, "upstream_reuse":…}
+# (keys of extras that were not run are left out; a ratio whose denominator is not positive is null).
+# With the defaults it takes about 12 minutes on the 2-core VM: the closed-loop rounds (4 arms × 2
+# protocols × 5 rounds × 12 s) about 8, the extras (18 open-loop + 9 1-MiB + 6 streams + 6 TLS runs of
+# 6 s) about 4. EXTRA= gives the 8-minute run of before.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -47,6 +71,22 @@ WRITE_DOC=${WRITE_DOC:-1}
 DOC=${DOC:-docs/performance.md}
 NOTE=${NOTE:-}
 KEEP_TMP=${KEEP_TMP:-0}
+EXTRA=${EXTRA-open,1mib,streams,h3,reuse}
+[[ $EXTRA == none ]] && EXTRA=
+for x in ${EXTRA//,/ }; do
+  [[ $x =~ ^(open|1mib|streams|h3|reuse)$ ]] || { echo "EXTRA: unknown item $x (open,1mib,streams,h3,reuse)" >&2; exit 2; }
+done
+has_extra() { [[ ,$EXTRA, == *,$1,* ]]; }
+EXTRA_ROUNDS=${EXTRA_ROUNDS:-3}
+EXTRA_DURATION=${EXTRA_DURATION:-5s}
+EXTRA_WARMUP=${EXTRA_WARMUP:-1s}
+OPEN_LOADS=${OPEN_LOADS:-25 50}
+read -r -a OPEN_L <<<"$OPEN_LOADS"
+for l in "${OPEN_L[@]}"; do [[ $l =~ ^[1-9][0-9]?$ ]] || { echo "OPEN_LOADS: percentages 1-99, got $l" >&2; exit 2; }; done
+MIB_SIZE=${MIB_SIZE:-1048576}
+MIB_CONNS=${MIB_CONNS:-8}
+TLS_CONNS=${TLS_CONNS:-$H2_CONNS}
+TLS_STREAMS=${TLS_STREAMS:-$H2_STREAMS}
 
 GATEWAY_BIN=$ROOT/target/release/nvcf-gateway
 LOADTEST_BIN=$ROOT/target/release/loadtest
@@ -108,13 +148,22 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# Free loopback ports, all bound at once so they are distinct.
-read -r P_CP P_WK P_NG1 P_NG2 P_ADM1 P_ADM3 P_GWS0 P_GWS1 P_GWS2 P_GWA0 P_GWA1 P_GWA2 < <(python3 - <<'EOF'
+# Free loopback ports, all bound at once so they are distinct; the last three (TLS on TCP, QUIC on
+# UDP) are free on both.
+read -r P_CP P_WK P_NG1 P_NG2 P_ADM1 P_ADM3 P_GWS0 P_GWS1 P_GWS2 P_GWA0 P_GWA1 P_GWA2 P_TLS0 P_TLS1 P_TLS2 < <(python3 - <<'EOF'
 import socket
 socks = []
 for _ in range(12):
     s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
+both = []
+while len(both) < 3:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        u.bind(("127.0.0.1", s.getsockname()[1])); socks.append(u); both.append(s)
+    except OSError:
+        u.close()
+print(" ".join(str(s.getsockname()[1]) for s in socks[:12] + both))
 EOF
 )
 TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
@@ -130,9 +179,10 @@ listen = "127.0.0.1:$P_ADM1"
 listen = "127.0.0.1:$P_CP"
 data-dir = "$TMP/cp"
 EOF
-P_GWS=("$P_GWS0" "$P_GWS1" "$P_GWS2"); P_GWA=("$P_GWA0" "$P_GWA1" "$P_GWA2")
+P_GWS=("$P_GWS0" "$P_GWS1" "$P_GWS2"); P_GWA=("$P_GWA0" "$P_GWA1" "$P_GWA2"); P_TLS=("$P_TLS0" "$P_TLS1" "$P_TLS2")
 for i in "${!GW_T[@]}"; do
   mkdir -p "$TMP/dp$i"
+  TLS_L=; has_extra h3 && TLS_L=127.0.0.1:${P_TLS[$i]}
   cat >"$TMP/dataplane$i.toml" <<EOF
 log = "info"
 internal-token = "$TOKEN"
@@ -141,8 +191,8 @@ listen = "127.0.0.1:${P_GWA[$i]}"
 [dataplane]
 listen = "127.0.0.1:${P_GWS[$i]}"
 controlplane-url = "http://127.0.0.1:$P_CP"
-tls-listen = ""
-quic-listen = ""
+tls-listen = "$TLS_L"
+quic-listen = "$TLS_L"
 data-dir = "$TMP/dp$i"
 EOF
 done
@@ -243,6 +293,7 @@ events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
+  client_max_body_size 0;
   client_body_temp_path $TMP/nginx/tmp/body;
   proxy_temp_path $TMP/nginx/tmp/proxy;
   fastcgi_temp_path $TMP/nginx/tmp/fastcgi;
@@ -307,6 +358,38 @@ for i in "${!GW_T[@]}"; do
 done
 curl -s -m 5 --http2-prior-knowledge -o /dev/null -w '%{http_code}' -X POST --data-binary "$BODY" "http://127.0.0.1:$P_NG2/echo" | grep -q 200 \
   || die "nginx h2c arm does not answer 200"
+GW_HDRS=("Host: $FID.invocation.127.0.0.1" "Authorization: Bearer $NVCF_API_KEY")
+if has_extra 1mib; then # each arm echoes a MIB_SIZE body whole
+  head -c "$MIB_SIZE" /dev/zero | tr '\0' x >"$TMP/mib.body"
+  check_mib() { # name, curl args...
+    local name=$1; shift
+    local code
+    code=$(curl -s -m 20 -o "$TMP/mib.out" -w '%{http_code}' -X POST -H 'Content-Type: application/octet-stream' \
+      --data-binary @"$TMP/mib.body" "$@" || true)
+    [[ $code == 200 ]] && cmp -s "$TMP/mib.body" "$TMP/mib.out" \
+      || die "$name: a $MIB_SIZE-byte body did not come back whole (HTTP $code, $(stat -c %s "$TMP/mib.out" 2>/dev/null || echo 0) bytes)"
+  }
+  check_mib direct "http://127.0.0.1:$P_WK/echo" -H "NVCF-FUNCTION-VERSION-ID: $VID"
+  check_mib nginx  "http://127.0.0.1:$P_NG1/echo"
+  for i in "${!GW_T[@]}"; do
+    check_mib "gateway-${GW_T[$i]}t" "http://127.0.0.1:${P_GWS[$i]}/echo" -H "${GW_HDRS[0]}" -H "${GW_HDRS[1]}"
+  done
+fi
+TLS_CA=() # per gateway: the self-signed cert its data dir holds, or empty (then --insecure)
+tls_trust() { if [[ -n ${TLS_CA[$1]} ]]; then echo "--cacert ${TLS_CA[$1]}"; else echo --insecure; fi; }
+if has_extra h3; then # HTTP/2 over TLS and HTTP/3, host-routed like the plain arm (SNI: none, the URL is an IP)
+  for i in "${!GW_T[@]}"; do
+    TLS_CA[$i]=$(find "$TMP/dp$i" -name cert.pem -print -quit)
+    read -r -a TLS_TRUST <<<"$(tls_trust "$i")"
+    for proto in h2 h3; do
+      out=$("$LOADTEST_BIN" --proto "$proto" -c 1 -n 20 --body-size "$BODY_SIZE" --json -q "${TLS_TRUST[@]}" \
+        -H "${GW_HDRS[0]}" -H "${GW_HDRS[1]}" "https://127.0.0.1:${P_TLS[$i]}/echo" 2>"$TMP/loadtest.err") \
+        || die "gateway-${GW_T[$i]}t $proto: loadtest failed: $(tail -n 5 "$TMP/loadtest.err")"
+      [[ $(jq '.ok' <<<"$out") == 20 ]] || die "gateway-${GW_T[$i]}t $proto: not 20 × 200: $(jq -c '{requests, ok, errors, status, errors_by_kind}' <<<"$out")"
+    done
+  done
+  log "gateway TLS (h2) and QUIC (h3) listeners on :${P_TLS[*]:0:${#GW_T[@]}} answer host-routed calls (${TLS_TRUST[*]})"
+fi
 
 # ---------------------------------------------------------------- runs
 to_secs() { python3 -c 'import sys,re
@@ -323,35 +406,96 @@ cpu_ticks() { # utime + stime of a pid (fields 14, 15 of /proc/pid/stat; comm ma
   echo $(( ${12} + ${13} ))
 }
 
+EXTRA_WARMUP_S=$(to_secs "$EXTRA_WARMUP")
+to_secs "$EXTRA_DURATION" >/dev/null
+
 RESULTS=$TMP/results.jsonl
 : >"$RESULTS"
-run_arm() { # proto round arm proxy_pid url [headers...]
-  local proto=$1 round=$2 arm=$3 ppid=$4 url=$5; shift 5
+declare -A OPEN_RATE=()
+LT_MORE=()     # extra loadtest flags for the next run_arm calls (TLS trust)
+run_arm() { # kind round arm proxy_pid url [headers...]
+  # kind: h1, h2c (the closed-loop rounds); open<pct>, mib, h2c-1x64, h2c-8x16, tls-h2, tls-h3 (extras)
+  local kind=$1 round=$2 arm=$3 ppid=$4 url=$5; shift 5
   local hdrs=() h
   for h in "$@"; do hdrs+=(-H "$h"); done
-  local shape=(-c "$H1_CONNS")
-  [[ $proto == h2c ]] && shape=(-c "$H2_CONNS" -m "$H2_STREAMS")
-  local out=$TMP/run-$proto-$round-$arm.json
-  "$LOADTEST_BIN" --proto "$proto" "${shape[@]}" -d "$DURATION" --warmup "$WARMUP" \
-    --body-size "$BODY_SIZE" --json -q "${hdrs[@]}" "$url" >"$out" 2>"$TMP/loadtest.err" &
+  local dur=$EXTRA_DURATION wu=$EXTRA_WARMUP wus=$EXTRA_WARMUP_S body=$BODY_SIZE shape
+  case $kind in
+    h1)       shape=(--proto h1 -c "$H1_CONNS"); dur=$DURATION; wu=$WARMUP; wus=$WARMUP_S ;;
+    h2c)      shape=(--proto h2c -c "$H2_CONNS" -m "$H2_STREAMS"); dur=$DURATION; wu=$WARMUP; wus=$WARMUP_S ;;
+    open*)    shape=(--proto h1 -c "$H1_CONNS" --rate "${OPEN_RATE[${kind#open}]}") ;;
+    mib)      shape=(--proto h1 -c "$MIB_CONNS"); body=$MIB_SIZE ;;
+    h2c-1x64) shape=(--proto h2c -c 1 -m 64) ;;
+    h2c-8x16) shape=(--proto h2c -c 8 -m 16) ;;
+    tls-h2|tls-h3) shape=(--proto "${kind#tls-}" -c "$TLS_CONNS" -m "$TLS_STREAMS") ;;
+    *) die "run_arm: unknown kind $kind" ;;
+  esac
+  local out=$TMP/run-$kind-$round-$arm.json
+  "$LOADTEST_BIN" "${shape[@]}" "${LT_MORE[@]}" -d "$dur" --warmup "$wu" \
+    --body-size "$body" --json -q "${hdrs[@]}" "$url" >"$out" 2>"$TMP/loadtest.err" &
   local lt=$!
   LT_PID=$lt
-  sleep "$WARMUP_S"
+  sleep "$wus"
   local p0 w0 p1 w1
   p0=$(cpu_ticks "$ppid"); w0=$(cpu_ticks "$WK_PID")
-  wait "$lt" || die "loadtest failed ($proto $arm): $(tail -n 5 "$TMP/loadtest.err")"
+  wait "$lt" || die "loadtest failed ($kind $arm): $(tail -n 5 "$TMP/loadtest.err")"
   LT_PID=
   p1=$(cpu_ticks "$ppid"); w1=$(cpu_ticks "$WK_PID")
-  jq -c --arg proto "$proto" --arg arm "$arm" --argjson round "$round" \
+  jq -c --arg proto "$kind" --arg arm "$arm" --argjson round "$round" \
      --argjson pt $((p1 - p0)) --argjson wt $((w1 - w0)) --argjson tck "$CLK_TCK" \
-     '{proto: $proto, arm: $arm, round: $round, rps: .throughput.req_per_s,
+     '{proto: $proto, arm: $arm, round: $round, rps: .throughput.req_per_s, mb_s: .throughput.resp_mb_per_s,
+       rate: .target_rate, late: (.open_loop.client_late_sends // null),
        p50: .latency_us.p50, p99: .latency_us.p99, requests, ok, errors,
        proxy_cpu_us: (if .requests > 0 then $pt * 1e6 / $tck / .requests else null end),
        worker_cpu_us: (if .requests > 0 then $wt * 1e6 / $tck / .requests else null end)}' \
      "$out" >>"$RESULTS"
-  log "$(tail -n 1 "$RESULTS" | jq -r '"\(.proto) round \(.round) \(.arm): \(.rps|floor) req/s, p50 \(.p50) µs, p99 \(.p99) µs, ok \(.ok)/\(.requests), errors \(.errors), proxy \(.proxy_cpu_us|tostring|.[0:5]) µs/req, worker \(.worker_cpu_us|tostring|.[0:5]) µs/req"')"
+  log "$(tail -n 1 "$RESULTS" | jq -r '"\(.proto) round \(.round) \(.arm): \(.rps|floor) req/s\(if .rate then " (target \(.rate))" else "" end)\(if .proto == "mib" then ", \(.mb_s|floor) MB/s" else "" end), p50 \(.p50) µs, p99 \(.p99) µs, ok \(.ok)/\(.requests), errors \(.errors), proxy \(.proxy_cpu_us|tostring|.[0:5]) µs/req, worker \(.worker_cpu_us|tostring|.[0:5]) µs/req"')"
+}
+median_rps() { # kind arm → the median req/s of its runs so far
+  python3 - "$RESULTS" "$1" "$2" <<'EOF'
+import json, statistics, sys
+rs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(statistics.median([r["rps"] for r in rs if r["proto"] == sys.argv[2] and r["arm"] == sys.argv[3]]))
+EOF
+}
+best_gw() { # kind → index (into GW_T) of the gateway arm with the best median req/s
+  local i best=0 v bv=-1
+  for i in "${!GW_T[@]}"; do
+    v=$(median_rps "$1" "gateway-${GW_T[$i]}t")
+    if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)' "$v" "$bv"; then best=$i; bv=$v; fi
+  done
+  echo "$best"
+}
+gw_metrics() { # index → "<gateway_worker_connections_opened_total> <Σ function_request>" from its admin /metrics
+  curl -s -m 5 "http://127.0.0.1:${P_GWA[$1]}/metrics" | awk '
+    $1 ~ /^gateway_worker_connections_opened_total(\{|$)/ { o += $2; seen_o = 1 }
+    $1 ~ /^function_request(\{|$)/ { r += $2; seen_r = 1 }
+    END { if (!seen_o || !seen_r) exit 1; printf "%.0f %.0f\n", o, r }'
 }
 
+if [[ -n ${PROFILE:-} ]]; then
+  command -v perf >/dev/null || die "PROFILE needs perf"
+  mkdir -p "$PROFILE"
+  log "profiling gateway-${GW_T[0]}t (pid ${GW_PIDS[0]}) under HTTP/1.1 -c $H1_CONNS for $DURATION"
+  perf record -F 2000 -g --call-graph dwarf,16384 -o "$PROFILE/perf.data" -p "${GW_PIDS[0]}" 2>"$PROFILE/perf-record.log" &
+  PERF_PID=$!
+  run_arm h1 1 "gateway-${GW_T[0]}t" "${GW_PIDS[0]}" "http://127.0.0.1:${P_GWS[0]}/echo" \
+    "Host: $FID.invocation.127.0.0.1" "Authorization: Bearer $NVCF_API_KEY"
+  kill -INT "$PERF_PID"; wait "$PERF_PID" || true
+  # Whole reports to files (a `| head` would SIGPIPE perf under pipefail).
+  perf report -i "$PROFILE/perf.data" --no-children --sort symbol --stdio -g none >"$PROFILE/self.txt" 2>/dev/null || true
+  perf report -i "$PROFILE/perf.data" --children --sort symbol --stdio -g none >"$PROFILE/children.txt" 2>/dev/null || true
+  log "perf reports in $PROFILE (self.txt, children.txt); raw data $PROFILE/perf.data"
+  exit 0
+fi
+
+REUSE=$TMP/reuse.jsonl
+: >"$REUSE"
+declare -a M0=()
+if has_extra reuse; then
+  for i in "${!GW_T[@]}"; do
+    M0[$i]=$(gw_metrics "$i") || die "gateway-${GW_T[$i]}t: no gateway_worker_connections_opened_total / function_request on http://127.0.0.1:${P_GWA[$i]}/metrics"
+  done
+fi
 START=$(date -u +%s)
 for proto in h1 h2c; do
   ng_port=$P_NG1; [[ $proto == h2c ]] && ng_port=$P_NG2
@@ -366,9 +510,64 @@ for proto in h1 h2c; do
   done
 done
 ELAPSED=$(( $(date -u +%s) - START ))
+if has_extra reuse; then
+  for i in "${!GW_T[@]}"; do
+    m1=$(gw_metrics "$i") || die "gateway-${GW_T[$i]}t: /metrics unreadable after the rounds"
+    read -r o0 r0 <<<"${M0[$i]}"; read -r o1 r1 <<<"$m1"
+    jq -cn --arg arm "gateway-${GW_T[$i]}t" --argjson o $((o1 - o0)) --argjson r $((r1 - r0)) '{arm: $arm, opened: $o, requests: $r}' >>"$REUSE"
+    log "upstream reuse gateway-${GW_T[$i]}t over the closed-loop rounds: $((o1 - o0)) worker connections opened for $((r1 - r0)) function requests"
+  done
+fi
+
+# ---------------------------------------------------------------- extras (on the better gateway arm)
+XSTART=$(date -u +%s)
+GB1=0; GB2=0
+if [[ -n $EXTRA ]]; then GB1=$(best_gw h1); GB2=$(best_gw h2c); fi
+GW1=(gateway-${GW_T[$GB1]}t "${GW_PIDS[$GB1]}" "http://127.0.0.1:${P_GWS[$GB1]}/echo" "${GW_HDRS[@]}")
+GW2=(gateway-${GW_T[$GB2]}t "${GW_PIDS[$GB2]}" "http://127.0.0.1:${P_GWS[$GB2]}/echo" "${GW_HDRS[@]}")
+if has_extra open; then
+  NGINX_CAP=$(median_rps h1 nginx)
+  for l in "${OPEN_L[@]}"; do OPEN_RATE[$l]=$(python3 -c 'import sys; print(max(1, round(float(sys.argv[1]) * int(sys.argv[2]) / 100)))' "$NGINX_CAP" "$l"); done
+  log "open loop at ${OPEN_L[*]} % of nginx's HTTP/1.1 median ($NGINX_CAP req/s): $(for l in "${OPEN_L[@]}"; do printf '%s req/s ' "${OPEN_RATE[$l]}"; done)on direct, nginx, ${GW1[0]}"
+  for round in $(seq 1 "$EXTRA_ROUNDS"); do
+    for l in "${OPEN_L[@]}"; do
+      alive
+      run_arm "open$l" "$round" direct "$WK_PID"       "http://127.0.0.1:$P_WK/echo" "NVCF-FUNCTION-VERSION-ID: $VID"
+      run_arm "open$l" "$round" nginx  "$NGINX_WORKER" "http://127.0.0.1:$P_NG1/echo"
+      run_arm "open$l" "$round" "${GW1[@]}"
+    done
+  done
+fi
+if has_extra 1mib; then
+  for round in $(seq 1 "$EXTRA_ROUNDS"); do
+    alive
+    run_arm mib "$round" direct "$WK_PID"       "http://127.0.0.1:$P_WK/echo" "NVCF-FUNCTION-VERSION-ID: $VID"
+    run_arm mib "$round" nginx  "$NGINX_WORKER" "http://127.0.0.1:$P_NG1/echo"
+    run_arm mib "$round" "${GW1[@]}"
+  done
+fi
+if has_extra streams; then
+  for round in $(seq 1 "$EXTRA_ROUNDS"); do
+    alive
+    run_arm h2c-1x64 "$round" "${GW2[@]}"
+    run_arm h2c-8x16 "$round" "${GW2[@]}"
+  done
+fi
+if has_extra h3; then
+  read -r -a LT_MORE <<<"$(tls_trust "$GB2")"
+  for round in $(seq 1 "$EXTRA_ROUNDS"); do
+    alive
+    run_arm tls-h2 "$round" "${GW2[0]}" "${GW2[1]}" "https://127.0.0.1:${P_TLS[$GB2]}/echo" "${GW_HDRS[@]}"
+    run_arm tls-h3 "$round" "${GW2[0]}" "${GW2[1]}" "https://127.0.0.1:${P_TLS[$GB2]}/echo" "${GW_HDRS[@]}"
+  done
+  LT_MORE=()
+fi
+EXTRA_ELAPSED=$(( $(date -u +%s) - XSTART ))
 
 # ---------------------------------------------------------------- report
 export RESULTS ROUNDS DURATION WARMUP BODY_SIZE H1_CONNS H2_CONNS H2_STREAMS GW_THREADS NOTE ELAPSED WRITE_DOC DOC
+export REUSE EXTRA EXTRA_ROUNDS EXTRA_DURATION EXTRA_WARMUP OPEN_LOADS MIB_SIZE MIB_CONNS TLS_CONNS TLS_STREAMS EXTRA_ELAPSED
+export NGINX_CAP=${NGINX_CAP:-}
 export NGINX_VERSION=$("$NGINX_BIN" -v 2>&1 | sed 's/.*\///')
 export MACHINE="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || echo unknown)), $(uname -r)"
 python3 - <<'EOF'
@@ -387,6 +586,10 @@ def agg(proto, arm):
         "worker_cpu": med([r["worker_cpu_us"] for r in rs if r["worker_cpu_us"] is not None]),
         "errors": sum(r["errors"] for r in rs),
         "non2xx": sum(r["requests"] - r["ok"] for r in rs),
+        "mb_s": med([r["mb_s"] for r in rs if r.get("mb_s") is not None]),
+        "rate": rs[0].get("rate") if rs else None,
+        "late": sum(r.get("late") or 0 for r in rs),
+        "n": len(rs),
     }
 GWS = [f"gateway-{t}t" for t in os.environ["GW_THREADS"].split()]
 ARMS = ["direct", "nginx"] + GWS
@@ -422,11 +625,94 @@ extra = {
     "h2c_cpu_per_req_vs_nginx": r(A[("h2c", "gateway")]["proxy_cpu"] / A[("h2c", "nginx")]["proxy_cpu"]),
     "nginx_added_p50_ms": r((A[("h1", "nginx")]["p50"] - A[("h1", "direct")]["p50"]) / 1000),
 }
+# ---- extras (absent kinds are skipped): rows of (kind, arm) actually run
+EXTRA = [x for x in E.get("EXTRA", "").split(",") if x]
+kinds = {(r["proto"], r["arm"]) for r in rows}
+X = lambda k, a: agg(k, a) if (k, a) in kinds else None
+def ratio(num, den):
+    return r(num / den) if den and den > 0 and num == num and den == den else None
+gw_arm = lambda k: next((a for (kk, a) in sorted(kinds) if kk == k and a.startswith("gateway")), None)
+xlines = ["| Run | Arm | req/s (median) | resp MB/s | p50 | p99 | p50 − direct | p99 − direct | proxy CPU µs/req | req/s per run | errors / non-2xx / late sends |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+def xrow(label, k, a, base=None):
+    x = X(k, a)
+    if x is None:
+        return
+    d = lambda f: "—" if base is None or a == "direct" else f"{(x[f] - base[f]) / 1000:+.2f} ms"
+    cpu = "—" if a == "direct" else f"{x['proxy_cpu']:.1f}"
+    xlines.append(f"| {label} | {a} | {x['rps']:,.0f} | {x['mb_s']:,.1f} | {x['p50']/1000:.2f} ms | {x['p99']/1000:.2f} ms | "
+                  f"{d('p50')} | {d('p99')} | {cpu} | " + ", ".join(f"{v/1000:.1f}k" for v in x["runs"])
+                  + f" | {x['errors']} / {x['non2xx']} / {x['late']} |")
+xprose = []
+for l in E.get("OPEN_LOADS", "").split():
+    k = f"open{l}"
+    g = gw_arm(k)
+    d, n = X(k, "direct"), X(k, "nginx")
+    if not (g and d and n):
+        continue
+    G = X(k, g)
+    label = f"open loop {l}% ({d['rate']:,.0f} req/s), HTTP/1.1 -c {E['H1_CONNS']}"
+    for a in ("direct", "nginx", g):
+        xrow(label, k, a, d)
+    summary[f"open{l}_added_p50_ms"] = r((G["p50"] - d["p50"]) / 1000)
+    summary[f"open{l}_nginx_added_p50_ms"] = r((n["p50"] - d["p50"]) / 1000)
+    summary[f"open{l}_p99_added_vs_nginx"] = ratio(G["p99"] - d["p99"], n["p99"] - d["p99"])
+    xprose.append(f"open loop at {l}% of nginx's capacity ({d['rate']:,.0f} req/s): added p50 over direct gateway "
+                  f"**{summary[f'open{l}_added_p50_ms']} ms**, nginx {summary[f'open{l}_nginx_added_p50_ms']} ms; "
+                  f"added p99 gateway ÷ nginx **{summary[f'open{l}_p99_added_vs_nginx']}** "
+                  f"({(G['p99'] - d['p99'])/1000:+.2f} ms vs {(n['p99'] - d['p99'])/1000:+.2f} ms)")
+g = gw_arm("mib")
+if g and X("mib", "direct") and X("mib", "nginx"):
+    d, n, G = X("mib", "direct"), X("mib", "nginx"), X("mib", g)
+    for a in ("direct", "nginx", g):
+        xrow(f"{int(E['MIB_SIZE']):,}-byte echo, HTTP/1.1 -c {E['MIB_CONNS']}", "mib", a, d)
+    summary["mib_vs_direct"] = ratio(G["mb_s"], d["mb_s"])
+    xprose.append(f"{int(E['MIB_SIZE']):,}-byte responses: gateway ÷ direct MB/s **{summary['mib_vs_direct']}**, "
+                  f"nginx ÷ direct {ratio(n['mb_s'], d['mb_s'])}")
+g = gw_arm("h2c-1x64")
+if g and X("h2c-8x16", g):
+    xrow("h2c -c 1 -m 64", "h2c-1x64", g)
+    xrow("h2c -c 8 -m 16", "h2c-8x16", g)
+    summary["h2_1x64_vs_8x16"] = ratio(X("h2c-1x64", g)["rps"], X("h2c-8x16", g)["rps"])
+    xprose.append(f"h2c on one connection × 64 streams ÷ 8 × 16 ({g}): **{summary['h2_1x64_vs_8x16']}**")
+g = gw_arm("tls-h3")
+if g and X("tls-h2", g):
+    xrow(f"HTTP/2 over TLS -c {E['TLS_CONNS']} -m {E['TLS_STREAMS']}", "tls-h2", g)
+    xrow(f"HTTP/3 -c {E['TLS_CONNS']} -m {E['TLS_STREAMS']}", "tls-h3", g)
+    summary["h3_vs_h2"] = ratio(X("tls-h3", g)["rps"], X("tls-h2", g)["rps"])
+    xprose.append(f"HTTP/3 ÷ HTTP/2 over TLS ({g}, host-routed): **{summary['h3_vs_h2']}**")
+reuse = {}
+if os.path.exists(E.get("REUSE", "")):
+    for l in open(E["REUSE"]):
+        if l.strip():
+            x = json.loads(l)
+            reuse[x["arm"]] = None if x["requests"] <= 0 else round(1 - x["opened"] / x["requests"], 6)
+            xprose.append(f"upstream connection reuse over the closed-loop rounds, {x['arm']}: "
+                          f"{x['opened']} worker connections opened for {x['requests']:,} function requests → "
+                          f"**{reuse[x['arm']]}**")
+    if reuse:
+        summary["upstream_reuse"] = reuse.get(best["h1"], min((v for v in reuse.values() if v is not None), default=None))
+xtable = "\n".join(xlines) if len(xlines) > 2 else ""
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 threads = " and ".join(E["GW_THREADS"].split())
 params = (f"`ROUNDS={E['ROUNDS']} DURATION={E['DURATION']} WARMUP={E['WARMUP']} BODY_SIZE={E['BODY_SIZE']} "
           f"H1_CONNS={E['H1_CONNS']} H2_CONNS={E['H2_CONNS']} H2_STREAMS={E['H2_STREAMS']} "
-          f"GW_THREADS=\"{E['GW_THREADS']}\" scripts/compare.sh`")
+          f"GW_THREADS=\"{E['GW_THREADS']}\" EXTRA={E['EXTRA'] or 'none'}"
+          + (f" EXTRA_ROUNDS={E['EXTRA_ROUNDS']} EXTRA_DURATION={E['EXTRA_DURATION']} EXTRA_WARMUP={E['EXTRA_WARMUP']}"
+             f" OPEN_LOADS=\"{E['OPEN_LOADS']}\" MIB_SIZE={E['MIB_SIZE']} MIB_CONNS={E['MIB_CONNS']}"
+             f" TLS_CONNS={E['TLS_CONNS']} TLS_STREAMS={E['TLS_STREAMS']}" if EXTRA else "")
+          + " scripts/compare.sh`")
+xsection = "" if not (xtable or xprose) else f"""
+Extras ({E['EXTRA_ELAPSED']} s of runs; {E['EXTRA_ROUNDS']} rounds of {E['EXTRA_DURATION']} after {E['EXTRA_WARMUP']} warm-up,
+interleaved; medians; on the better gateway arm: {best['h1']} for the HTTP/1.1 runs, {best['h2c']} for h2c, h2 and h3).
+Open loop: `loadtest --rate` at the given share of nginx's closed-loop HTTP/1.1 median ({E['NGINX_CAP'] or '—'} req/s),
+latency from each request's intended send time; "late sends" counts sends the client itself could not make on time.
+Host-routed gateway calls over TLS (h2) and QUIC (h3) go to the dataplane's TLS/QUIC port with the same `Host`
+header (no SNI: the URL's host is 127.0.0.1).
+
+{xtable}
+
+""" + ";\n".join(xprose) + ("." if xprose else "") + "\n"
 section = f"""
 ### {now}{' — ' + E['NOTE'] if E['NOTE'] else ''}
 
@@ -444,12 +730,17 @@ HTTP/1.1 gateway ÷ nginx **{summary['h1_vs_nginx']}**, ÷ direct **{summary['h1
 CPU per request ÷ nginx **{summary['cpu_per_req_vs_nginx']}**; added p50 over direct **{summary['added_p50_ms']} ms**
 (nginx: {extra['nginx_added_p50_ms']} ms); h2c gateway ÷ direct **{summary['h2c_vs_direct']}**, ÷ nginx {extra['h2c_vs_nginx']},
 h2c CPU per request ÷ nginx {extra['h2c_cpu_per_req_vs_nginx']}.
-
+{xsection}
 `{json.dumps(summary)}`
 """
 print()
 print(table)
 print()
+if xtable:
+    print(xtable)
+    print()
+for l in xprose:
+    print(l)
 if E["WRITE_DOC"] == "1":
     doc = E["DOC"]
     text = open(doc).read() if os.path.exists(doc) else ""

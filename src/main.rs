@@ -8,6 +8,12 @@ use nvcf_gateway::config::{self, FileConfig};
 use nvcf_gateway::launcher::{self, Role};
 use std::path::PathBuf;
 
+/// mimalloc instead of glibc's malloc: the request path allocates and frees many small, short-lived
+/// buffers (headers, frames, futures) across threads, where glibc's arenas spend measurably more
+/// (see docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     version,
@@ -53,17 +59,13 @@ fn check_config(files: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging(cfg: &FileConfig) {
+/// Installs the log subscriber (`RUST_LOG`, else the config's `log`, else `info`).
+fn init_logging(cfg: &FileConfig) -> nvcf_gateway::logging::FlushGuard {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .or_else(|| cfg.log.clone())
         .unwrap_or_else(|| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+    nvcf_gateway::logging::init(&filter)
 }
 
 async fn shutdown_signal() {
@@ -95,7 +97,7 @@ async fn serve(cli: Cli, role: Role) -> anyhow::Result<()> {
         |p| p.display().to_string(),
     );
     cfg.validate_all(&name)?;
-    init_logging(&cfg);
+    let _log_guard = init_logging(&cfg);
     let metrics = nvcf_gateway::admin::install_recorder()
         .map_err(anyhow::Error::msg)
         .context("metrics recorder")?;

@@ -82,7 +82,7 @@ async fn the_access_line_names_the_routed_version() {
         "status=200".to_owned(),
         "method=POST".to_owned(),
         format!("path={path}"),
-        "outcome=\"complete\"".to_owned(),
+        "outcome=complete".to_owned(),
     ] {
         assert!(line.contains(&want), "{want} missing in: {line}");
     }

@@ -345,25 +345,57 @@ pub(crate) fn set_feed_lag(lag: Duration, revisions_behind: u64) {
 }
 
 /// Counts one routed invocation.
-pub(crate) fn record_function_request(function_id: String, version_id: String) {
-    metrics::counter!(
-        FUNCTION_REQUEST,
-        "function_id" => function_id,
-        "function_version_id" => version_id,
-        "nca_id" => model::NCA_ID
-    )
-    .increment(1);
+/// One version's `function_request` and `function_request_latency` handles, registered once per
+/// routing snapshot so that an invocation records without building and hashing its labels.
+#[derive(Clone)]
+pub struct VersionMetrics {
+    request: metrics::Counter,
+    latency: metrics::Histogram,
 }
 
-/// Records the time to the worker's response head.
-pub(crate) fn record_function_latency(function_id: String, version_id: String, elapsed: Duration) {
-    metrics::histogram!(
-        FUNCTION_REQUEST_LATENCY,
-        "function_id" => function_id,
-        "function_version_id" => version_id
-    )
-    .record(elapsed.as_secs_f64());
+impl VersionMetrics {
+    pub(crate) fn new(function_id: uuid::Uuid, version_id: uuid::Uuid) -> Self {
+        let (fid, vid) = (function_id.to_string(), version_id.to_string());
+        Self {
+            request: metrics::counter!(
+                FUNCTION_REQUEST,
+                "function_id" => fid.clone(),
+                "function_version_id" => vid.clone(),
+                "nca_id" => model::NCA_ID
+            ),
+            latency: metrics::histogram!(
+                FUNCTION_REQUEST_LATENCY,
+                "function_id" => fid,
+                "function_version_id" => vid
+            ),
+        }
+    }
+
+    /// Counts one invocation routed to the version.
+    pub(crate) fn record_request(&self) {
+        self.request.increment(1);
+    }
+
+    /// Records the time to the worker's response head.
+    pub(crate) fn record_latency(&self, elapsed: Duration) {
+        self.latency.record(elapsed.as_secs_f64());
+    }
 }
+
+impl std::fmt::Debug for VersionMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("VersionMetrics")
+    }
+}
+
+/// Handles carry no state of the route: two routes are equal whatever their handles.
+impl PartialEq for VersionMetrics {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for VersionMetrics {}
 
 /// Counts one invocation error (`499` for a client that went away).
 pub(crate) fn record_invocation_error(status: &'static str, function_id: String) {

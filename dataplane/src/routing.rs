@@ -34,6 +34,34 @@ pub struct VersionRoute {
     pub inference_url: String,
     /// Workers with a ready instance of this version, on READY workers, ordered by worker id.
     pub targets: Vec<WorkerTarget>,
+    /// The `NVCF-*` values every request to this version carries, built once per snapshot.
+    pub headers: RouteHeaders,
+    /// The version's metric handles, registered once per snapshot.
+    pub metrics: crate::metrics::VersionMetrics,
+}
+
+/// Header values of a version, prebuilt so that dispatch clones (a reference count) instead of
+/// formatting per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteHeaders {
+    pub function_id: http::HeaderValue,
+    pub version_id: http::HeaderValue,
+    /// `None` when the name is not a valid header value (it is then not sent).
+    pub name: Option<http::HeaderValue>,
+}
+
+impl RouteHeaders {
+    pub fn new(function_id: Uuid, version_id: Uuid, name: &str) -> Self {
+        let id = |u: Uuid| {
+            http::HeaderValue::from_str(&u.hyphenated().to_string())
+                .unwrap_or_else(|_| http::HeaderValue::from_static(""))
+        };
+        Self {
+            function_id: id(function_id),
+            version_id: id(version_id),
+            name: http::HeaderValue::from_str(name).ok(),
+        }
+    }
 }
 
 impl VersionRoute {
@@ -99,6 +127,8 @@ impl RoutingSnapshot {
                 .entry(f.id)
                 .or_default()
                 .push(Arc::new(VersionRoute {
+                    headers: RouteHeaders::new(f.id, f.version_id, &f.name),
+                    metrics: crate::metrics::VersionMetrics::new(f.id, f.version_id),
                     function_id: f.id,
                     version_id: f.version_id,
                     name: f.name.clone(),

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use http::Uri;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -18,7 +18,6 @@ use uuid::Uuid;
 
 use crate::body::Body;
 use crate::classify::InvocationKind;
-use crate::headers::remove_hop_by_hop;
 use crate::invoke::upstream::CountingConnector;
 use crate::routing::{VersionRoute, WorkerTarget};
 
@@ -186,40 +185,62 @@ pub(crate) struct Owned<'a> {
     pub(crate) poll_seconds: u64,
 }
 
-/// Rewrites a client's request headers for the worker.
-pub(crate) fn prepare_headers(headers: &mut HeaderMap, owned: &Owned<'_>) {
-    remove_hop_by_hop(headers);
-    // The caller's credential never reaches a worker (nvcf-api.md §2.1).
-    headers.remove(header::AUTHORIZATION);
-    // The worker request carries its authority in the URI (h2 `:authority`).
-    headers.remove(header::HOST);
-    // `Expect: 100-continue` is answered by the gateway's own server when the body is first read;
-    // it is about the client's hop, not the worker's.
-    headers.remove(header::EXPECT);
-    // Passthrough selectors are the gateway's business, not the container's.
-    headers.remove(crate::invoke::target::FUNCTION_ID_HEADER);
-    headers.remove(crate::invoke::target::FUNCTION_VERSION_ID_HEADER);
-    for name in WORKER_OWNED {
-        headers.remove(*name);
+/// True for a client header that must not reach the worker (besides the hop-by-hop ones): the caller's
+/// credential (nvcf-api.md §2.1), `Host` (the worker request carries its authority in the URI),
+/// `Expect` (answered by the gateway's own server; it is about the client's hop), the passthrough
+/// selectors (the gateway's business), and client copies of worker-owned `NVCF-*` headers.
+fn not_forwarded(name: &HeaderName) -> bool {
+    let s = name.as_str();
+    match s {
+        "authorization"
+        | "host"
+        | "expect"
+        | crate::invoke::target::FUNCTION_ID_HEADER
+        | crate::invoke::target::FUNCTION_VERSION_ID_HEADER => true,
+        _ => s.starts_with("nvcf-") && WORKER_OWNED.contains(&s),
     }
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(HeaderName::from_static(name), v);
-        }
-    };
-    set("nvcf-reqid", owned.request_id.to_string());
-    set("nvcf-function-id", owned.route.function_id.to_string());
-    set(
-        "nvcf-function-version-id",
-        owned.route.version_id.to_string(),
-    );
-    set("nvcf-ncaid", model::NCA_ID.to_owned());
-    set("nvcf-function-name", owned.route.name.clone());
-    set("nvcf-poll-seconds", owned.poll_seconds.to_string());
-    headers.insert(
-        HeaderName::from_static("nvcf-invocation-region"),
-        owned.region.clone(),
-    );
+}
+
+/// Rewrites a client's request headers for the worker. One pass over what the client sent finds
+/// what to drop (usually just `Host` and `Authorization`), rather than one hashed removal per name
+/// that might be there; the values the gateway sets are prebuilt per route.
+pub(crate) fn prepare_headers(headers: &mut HeaderMap, owned: &Owned<'_>) {
+    // Hop-by-hop headers, including those `Connection` names, go first (one pass of their own).
+    crate::headers::remove_hop_by_hop(headers);
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| not_forwarded(name))
+        .cloned()
+        .collect();
+    for name in dropped {
+        headers.remove(name);
+    }
+    let route = &owned.route.headers;
+    headers.insert(NVCF_REQID, uuid_value(owned.request_id));
+    headers.insert(NVCF_FUNCTION_ID, route.function_id.clone());
+    headers.insert(NVCF_FUNCTION_VERSION_ID, route.version_id.clone());
+    headers.insert(NVCF_NCAID, HeaderValue::from_static(model::NCA_ID));
+    if let Some(name) = &route.name {
+        headers.insert(NVCF_FUNCTION_NAME, name.clone());
+    }
+    headers.insert(NVCF_POLL_SECONDS, HeaderValue::from(owned.poll_seconds));
+    headers.insert(NVCF_INVOCATION_REGION, owned.region.clone());
+}
+
+const NVCF_REQID: HeaderName = HeaderName::from_static("nvcf-reqid");
+const NVCF_FUNCTION_ID: HeaderName = HeaderName::from_static("nvcf-function-id");
+const NVCF_FUNCTION_VERSION_ID: HeaderName = HeaderName::from_static("nvcf-function-version-id");
+const NVCF_NCAID: HeaderName = HeaderName::from_static("nvcf-ncaid");
+const NVCF_FUNCTION_NAME: HeaderName = HeaderName::from_static("nvcf-function-name");
+const NVCF_POLL_SECONDS: HeaderName = HeaderName::from_static("nvcf-poll-seconds");
+const NVCF_INVOCATION_REGION: HeaderName = HeaderName::from_static("nvcf-invocation-region");
+
+/// A UUID as a header value, hyphenated lower case, formatted without a heap `String`.
+pub(crate) fn uuid_value(id: Uuid) -> HeaderValue {
+    let mut buf = Uuid::encode_buffer();
+    let text = id.hyphenated().encode_lower(&mut buf);
+    // A hyphenated UUID is always a valid header value.
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 #[cfg(test)]
@@ -304,9 +325,12 @@ mod tests {
         );
         assert!(worker_uri("nope", "/x").is_err());
 
+        let (fid, vid) = (Uuid::new_v4(), Uuid::new_v4());
         let route = VersionRoute {
-            function_id: Uuid::new_v4(),
-            version_id: Uuid::new_v4(),
+            headers: crate::routing::RouteHeaders::new(fid, vid, "echo-fn"),
+            metrics: crate::metrics::VersionMetrics::new(fid, vid),
+            function_id: fid,
+            version_id: vid,
             name: "echo-fn".into(),
             status: FunctionStatus::Active,
             inference_url: "/echo".into(),

@@ -189,10 +189,7 @@ impl Invoker {
             function_id: ctx.route.function_id,
             version_id: ctx.route.version_id,
         });
-        crate::metrics::record_function_request(
-            ctx.route.function_id.to_string(),
-            ctx.route.version_id.to_string(),
-        );
+        ctx.route.metrics.record_request();
 
         let slot = self
             .admission
@@ -282,17 +279,13 @@ impl Invoker {
     ) -> impl Future<Output = Result<Response<Incoming>, GatewayError>> + Send + 'static {
         let sent = self.client.request(request);
         let (id, start) = (ctx.request_id, ctx.start);
-        let (fid, vid) = (ctx.route.function_id, ctx.route.version_id);
+        let route = Arc::clone(&ctx.route);
         async move {
             let response = sent.await.map_err(|e| GatewayError::WorkerUnreachable {
                 request_id: id,
                 detail: error_chain(&e),
             })?;
-            crate::metrics::record_function_latency(
-                fid.to_string(),
-                vid.to_string(),
-                start.elapsed(),
-            );
+            route.metrics.record_latency(start.elapsed());
             Ok(response)
         }
     }
