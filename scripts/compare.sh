@@ -37,6 +37,12 @@
 #              TLS_STREAMS (default H2_CONNS, H2_STREAMS), host-routed; h3_vs_h2 = h3 req/s / h2 req/s
 #     reuse    reads the dataplanes' /metrics (admin listener) before and after the closed-loop rounds:
 #              upstream_reuse = 1 - delta(gateway_worker_connections_opened_total) / delta(sum function_request)
+#   OPEN_LOADS="25 50" MIB_SIZE=1048576 MIB_CONNS=8 TLS_CONNS=$H2_CONNS TLS_STREAMS=$H2_STREAMS
+#   NGINX_BUFFERING=0                 nginx streams bodies (proxy_request_buffering off, proxy_buffering
+#                                     off) instead of its default of spooling big ones to temp files
+#                                     (client_max_body_size 0 is always set, for the 1 MiB bodies)
+#   EXTRA_GW=<n>                      run the extras on gateway-<n>t (one of GW_THREADS) instead of the
+#                                     better closed-loop arm
 #   EXTRA_ROUNDS=3 EXTRA_DURATION=5s EXTRA_WARMUP=1s   rounds, measured time and warm-up of each extra run
 #                                     (EXTRA_DURATION=10s EXTRA_WARMUP=2s follows the method to the letter
 #                                     and adds about 4 minutes)
@@ -72,7 +78,7 @@ DOC=${DOC:-docs/performance.md}
 NOTE=${NOTE:-}
 KEEP_TMP=${KEEP_TMP:-0}
 EXTRA=${EXTRA-open,1mib,streams,h3,reuse}
-[[ $EXTRA == none ]] && EXTRA=
+[[ $EXTRA == none || -n ${PROFILE:-} ]] && EXTRA=   # PROFILE: the stack as before, no extras
 for x in ${EXTRA//,/ }; do
   [[ $x =~ ^(open|1mib|streams|h3|reuse)$ ]] || { echo "EXTRA: unknown item $x (open,1mib,streams,h3,reuse)" >&2; exit 2; }
 done
@@ -87,6 +93,10 @@ MIB_SIZE=${MIB_SIZE:-1048576}
 MIB_CONNS=${MIB_CONNS:-8}
 TLS_CONNS=${TLS_CONNS:-$H2_CONNS}
 TLS_STREAMS=${TLS_STREAMS:-$H2_STREAMS}
+NGINX_BUFFERING=${NGINX_BUFFERING:-1}
+EXTRA_GW=${EXTRA_GW:-}
+[[ -z $EXTRA_GW || " ${GW_T[*]} " == *" $EXTRA_GW "* ]] || { echo "EXTRA_GW: not one of GW_THREADS ($GW_THREADS)" >&2; exit 2; }
+[[ $NGINX_BUFFERING =~ ^[01]$ ]] || { echo "NGINX_BUFFERING: 0 or 1" >&2; exit 2; }
 
 GATEWAY_BIN=$ROOT/target/release/nvcf-gateway
 LOADTEST_BIN=$ROOT/target/release/loadtest
@@ -294,6 +304,7 @@ http {
   access_log off;
   keepalive_requests 1000000;
   client_max_body_size 0;
+$([[ $NGINX_BUFFERING == 0 ]] && printf '  proxy_request_buffering off;\n  proxy_buffering off;\n' || true)
   client_body_temp_path $TMP/nginx/tmp/body;
   proxy_temp_path $TMP/nginx/tmp/proxy;
   fastcgi_temp_path $TMP/nginx/tmp/fastcgi;
@@ -400,7 +411,8 @@ print(v/1000 if u=="ms" else v*60 if u=="m" else v)' "$1"; }
 WARMUP_S=$(to_secs "$WARMUP")
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { # utime + stime of a pid (fields 14, 15 of /proc/pid/stat; comm may hold spaces)
-  local s; s=$(<"/proc/$1/stat"); s=${s##*) }
+  local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || die "process $1 went away (stopped from outside the script?)"
+  s=${s##*) }
   # shellcheck disable=SC2086
   set -- $s
   echo $(( ${12} + ${13} ))
@@ -522,11 +534,15 @@ fi
 # ---------------------------------------------------------------- extras (on the better gateway arm)
 XSTART=$(date -u +%s)
 GB1=0; GB2=0
-if [[ -n $EXTRA ]]; then GB1=$(best_gw h1); GB2=$(best_gw h2c); fi
+if [[ -n $EXTRA_GW ]]; then
+  for i in "${!GW_T[@]}"; do [[ ${GW_T[$i]} == "$EXTRA_GW" ]] && { GB1=$i; GB2=$i; }; done
+elif [[ -n $EXTRA ]]; then
+  GB1=$(best_gw h1); GB2=$(best_gw h2c)
+fi
 GW1=(gateway-${GW_T[$GB1]}t "${GW_PIDS[$GB1]}" "http://127.0.0.1:${P_GWS[$GB1]}/echo" "${GW_HDRS[@]}")
 GW2=(gateway-${GW_T[$GB2]}t "${GW_PIDS[$GB2]}" "http://127.0.0.1:${P_GWS[$GB2]}/echo" "${GW_HDRS[@]}")
 if has_extra open; then
-  NGINX_CAP=$(median_rps h1 nginx)
+  NGINX_CAP=$(median_rps h1 nginx | cut -d. -f1)
   for l in "${OPEN_L[@]}"; do OPEN_RATE[$l]=$(python3 -c 'import sys; print(max(1, round(float(sys.argv[1]) * int(sys.argv[2]) / 100)))' "$NGINX_CAP" "$l"); done
   log "open loop at ${OPEN_L[*]} % of nginx's HTTP/1.1 median ($NGINX_CAP req/s): $(for l in "${OPEN_L[@]}"; do printf '%s req/s ' "${OPEN_RATE[$l]}"; done)on direct, nginx, ${GW1[0]}"
   for round in $(seq 1 "$EXTRA_ROUNDS"); do
@@ -567,7 +583,7 @@ EXTRA_ELAPSED=$(( $(date -u +%s) - XSTART ))
 # ---------------------------------------------------------------- report
 export RESULTS ROUNDS DURATION WARMUP BODY_SIZE H1_CONNS H2_CONNS H2_STREAMS GW_THREADS NOTE ELAPSED WRITE_DOC DOC
 export REUSE EXTRA EXTRA_ROUNDS EXTRA_DURATION EXTRA_WARMUP OPEN_LOADS MIB_SIZE MIB_CONNS TLS_CONNS TLS_STREAMS EXTRA_ELAPSED
-export NGINX_CAP=${NGINX_CAP:-}
+export NGINX_CAP=${NGINX_CAP:-} NGINX_BUFFERING EXTRA_GW
 export NGINX_VERSION=$("$NGINX_BIN" -v 2>&1 | sed 's/.*\///')
 export MACHINE="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || echo unknown)), $(uname -r)"
 python3 - <<'EOF'
@@ -659,7 +675,7 @@ for l in E.get("OPEN_LOADS", "").split():
     summary[f"open{l}_p99_added_vs_nginx"] = ratio(G["p99"] - d["p99"], n["p99"] - d["p99"])
     xprose.append(f"open loop at {l}% of nginx's capacity ({d['rate']:,.0f} req/s): added p50 over direct gateway "
                   f"**{summary[f'open{l}_added_p50_ms']} ms**, nginx {summary[f'open{l}_nginx_added_p50_ms']} ms; "
-                  f"added p99 gateway ÷ nginx **{summary[f'open{l}_p99_added_vs_nginx']}** "
+                  f"added p99 gateway ÷ nginx **{summary[f'open{l}_p99_added_vs_nginx'] if summary[f'open{l}_p99_added_vs_nginx'] is not None else 'n/a'}** "
                   f"({(G['p99'] - d['p99'])/1000:+.2f} ms vs {(n['p99'] - d['p99'])/1000:+.2f} ms)")
 g = gw_arm("mib")
 if g and X("mib", "direct") and X("mib", "nginx"):
@@ -668,7 +684,9 @@ if g and X("mib", "direct") and X("mib", "nginx"):
         xrow(f"{int(E['MIB_SIZE']):,}-byte echo, HTTP/1.1 -c {E['MIB_CONNS']}", "mib", a, d)
     summary["mib_vs_direct"] = ratio(G["mb_s"], d["mb_s"])
     xprose.append(f"{int(E['MIB_SIZE']):,}-byte responses: gateway ÷ direct MB/s **{summary['mib_vs_direct']}**, "
-                  f"nginx ÷ direct {ratio(n['mb_s'], d['mb_s'])}")
+                  f"nginx ÷ direct {ratio(n['mb_s'], d['mb_s'])} (nginx "
+                  + ("with its default buffering: bodies over its buffers spooled to temp files" if E["NGINX_BUFFERING"] == "1"
+                     else "with proxy_request_buffering and proxy_buffering off") + ")")
 g = gw_arm("h2c-1x64")
 if g and X("h2c-8x16", g):
     xrow("h2c -c 1 -m 64", "h2c-1x64", g)
@@ -701,10 +719,12 @@ params = (f"`ROUNDS={E['ROUNDS']} DURATION={E['DURATION']} WARMUP={E['WARMUP']} 
           + (f" EXTRA_ROUNDS={E['EXTRA_ROUNDS']} EXTRA_DURATION={E['EXTRA_DURATION']} EXTRA_WARMUP={E['EXTRA_WARMUP']}"
              f" OPEN_LOADS=\"{E['OPEN_LOADS']}\" MIB_SIZE={E['MIB_SIZE']} MIB_CONNS={E['MIB_CONNS']}"
              f" TLS_CONNS={E['TLS_CONNS']} TLS_STREAMS={E['TLS_STREAMS']}" if EXTRA else "")
+          + (" NGINX_BUFFERING=0" if E["NGINX_BUFFERING"] == "0" else "")
+          + (f" EXTRA_GW={E['EXTRA_GW']}" if E["EXTRA_GW"] and EXTRA else "")
           + " scripts/compare.sh`")
 xsection = "" if not (xtable or xprose) else f"""
-Extras ({E['EXTRA_ELAPSED']} s of runs; {E['EXTRA_ROUNDS']} rounds of {E['EXTRA_DURATION']} after {E['EXTRA_WARMUP']} warm-up,
-interleaved; medians; on the better gateway arm: {best['h1']} for the HTTP/1.1 runs, {best['h2c']} for h2c, h2 and h3).
+Extras ({E['EXTRA_ELAPSED']} s of runs; rounds: {E['EXTRA_ROUNDS']}, each run {E['EXTRA_DURATION']} after {E['EXTRA_WARMUP']} warm-up,
+interleaved; medians; on {f"gateway-{E['EXTRA_GW']}t (EXTRA_GW)" if E['EXTRA_GW'] else f"the better gateway arm: {best['h1']} for the HTTP/1.1 runs, {best['h2c']} for h2c, h2 and h3"}).
 Open loop: `loadtest --rate` at the given share of nginx's closed-loop HTTP/1.1 median ({E['NGINX_CAP'] or '—'} req/s),
 latency from each request's intended send time; "late sends" counts sends the client itself could not make on time.
 Host-routed gateway calls over TLS (h2) and QUIC (h3) go to the dataplane's TLS/QUIC port with the same `Host`
