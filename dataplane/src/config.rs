@@ -57,6 +57,9 @@ pub struct DataplaneFile {
     /// Longest wait in a version's queue before 429 (never longer than the request's poll window).
     #[serde(with = "humantime_serde")]
     pub queue_timeout: Duration,
+    /// How the gateway talks to workers: `h2` (h2c, every invocation of a worker multiplexed on one
+    /// connection) or `http1` (a pool of keep-alive connections, one per invocation in flight).
+    pub worker_protocol: WorkerProtocol,
     /// How often the gateway reports its queue depths to the control plane
     /// (`/v2/nvcf/queues/...`).
     #[serde(with = "humantime_serde")]
@@ -129,6 +132,9 @@ impl Default for DataplaneFile {
             // Reports go out only when depths change (or to refresh a standing queue), so a short
             // interval is free when idle and keeps `queueDepth` within a quarter second under load.
             queue_report_interval: Duration::from_millis(250),
+            // One multiplexed connection per worker: the fewest sockets and no head-of-line
+            // blocking; `http1` trades that for cheaper framing on both ends (docs/performance.md).
+            worker_protocol: WorkerProtocol::H2,
             region: "local".to_owned(),
             // NVCF keeps its request-to-function mapping for 1 h (`max_age`), so a client polls
             // for at most that long.
@@ -164,6 +170,16 @@ impl Default for DataplaneFile {
     }
 }
 
+/// The protocol of gateway → worker requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkerProtocol {
+    /// HTTP/2 with prior knowledge (h2c).
+    H2,
+    /// HTTP/1.1 keep-alive.
+    Http1,
+}
+
 /// The validated dataplane configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataplaneConfig {
@@ -193,6 +209,8 @@ pub struct DataplaneConfig {
     pub queue_timeout: Duration,
     /// See [`DataplaneFile::queue_report_interval`]; non-zero.
     pub queue_report_interval: Duration,
+    /// See [`DataplaneFile::worker_protocol`].
+    pub worker_protocol: WorkerProtocol,
     /// See [`DataplaneFile::region`]; a valid, non-empty header value.
     pub region: String,
     /// See [`DataplaneFile::data_dir`]; parked results spill under `data_dir/pending`.
@@ -358,6 +376,7 @@ impl DataplaneFile {
             max_queued_per_version: self.max_queued_per_version,
             queue_timeout: self.queue_timeout,
             queue_report_interval: self.queue_report_interval,
+            worker_protocol: self.worker_protocol,
             region: self.region.clone(),
             tls,
             quic,

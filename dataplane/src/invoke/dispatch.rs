@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::body::Body;
 use crate::classify::InvocationKind;
+use crate::config::WorkerProtocol;
 use crate::invoke::upstream::CountingConnector;
 use crate::routing::{VersionRoute, WorkerTarget};
 
@@ -80,20 +81,35 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The client every invocation uses.
 pub(crate) type WorkerClient = Client<CountingConnector, Body>;
 
-/// Builds the shared worker client: HTTP/2 only with prior knowledge (h2c), so concurrent
-/// invocations of one worker multiplex onto one pooled connection.
-pub(crate) fn worker_client() -> WorkerClient {
+/// Builds the shared worker client. `WorkerProtocol::H2`: HTTP/2 only with prior knowledge (h2c),
+/// so concurrent invocations of one worker multiplex onto one pooled connection.
+/// `WorkerProtocol::Http1`: pooled HTTP/1.1 keep-alive connections, one per invocation in flight,
+/// as nginx does upstream; a cancelled invocation closes its connection instead of resetting a
+/// stream.
+pub(crate) fn worker_client(protocol: WorkerProtocol) -> WorkerClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-        .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-        .build(CountingConnector::new(connector))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT);
+    if protocol == WorkerProtocol::H2 {
+        builder
+            .http2_only(true)
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+    }
+    builder.build(CountingConnector::new(connector))
+}
+
+/// The HTTP version of a worker request.
+pub(crate) fn worker_version(protocol: WorkerProtocol) -> http::Version {
+    match protocol {
+        WorkerProtocol::H2 => http::Version::HTTP_2,
+        WorkerProtocol::Http1 => http::Version::HTTP_11,
+    }
 }
 
 /// Outstanding requests per worker, for power-of-two-choices.

@@ -57,6 +57,8 @@ pub(crate) struct Invoker {
     admission: Admission,
     balancer: Balancer,
     client: WorkerClient,
+    /// The HTTP version worker requests are sent with (`dataplane.worker-protocol`).
+    worker_version: http::Version,
     region: HeaderValue,
     pending: Arc<PendingStore>,
 }
@@ -100,7 +102,8 @@ impl Invoker {
                 },
             ),
             balancer: Balancer::default(),
-            client: dispatch::worker_client(),
+            client: dispatch::worker_client(config.worker_protocol),
+            worker_version: dispatch::worker_version(config.worker_protocol),
             // Validated as a header value by the config.
             region: HeaderValue::from_str(&config.region)
                 .unwrap_or(HeaderValue::from_static("local")),
@@ -250,7 +253,7 @@ impl Invoker {
                 .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
         };
         parts.uri = self.uri(ctx, address, &path)?;
-        parts.version = http::Version::HTTP_2;
+        parts.version = self.worker_version;
         dispatch::prepare_headers(&mut parts.headers, &self.owned(ctx));
         if ctx.target.endpoint == Endpoint::Pexec
             && !parts.headers.contains_key(header::CONTENT_TYPE)
@@ -311,7 +314,7 @@ impl Invoker {
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
         parts.method = Method::POST;
         parts.uri = self.uri(ctx, address, &ctx.route.inference_url)?;
-        parts.version = http::Version::HTTP_2;
+        parts.version = self.worker_version;
         dispatch::prepare_headers(&mut parts.headers, &self.owned(ctx));
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.insert(

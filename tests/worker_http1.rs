@@ -1,0 +1,114 @@
+//! `dataplane.worker-protocol = "http1"`: the gateway reaches workers over pooled HTTP/1.1
+//! keep-alive connections instead of h2c. The invocation path behaves the same: pexec and
+//! host-routed calls answer with their NVCF headers, a large body streams through, connections are
+//! reused, and a client that goes away frees the worker (its connection is closed).
+
+mod support;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use nvcf_gateway::launcher::{self, Role};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invocations_over_http1_to_the_worker() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = test_config(dir.path());
+    cfg.dataplane.worker_protocol = dataplane::config::WorkerProtocol::Http1;
+    let stack = launcher::start(&cfg, Role::Up, None)
+        .await
+        .expect("start");
+    let gw = Gw::new(stack.gateway.expect("gateway"));
+    let admin = admin_token(&gw).await;
+    wait_for_worker(&gw, &admin).await;
+    let all = json!([{"id": "*", "type": "account-functions"}]);
+    let (key, _) = api_key(&gw, &["invoke_function"], all).await;
+    let (echo, _) = deploy(&gw, &admin, "echo", "builtin/echo", 8).await;
+    let (lt, _) = deploy(&gw, &admin, "lt", "builtin/load-tester", 1).await;
+    wait_invocable(&gw, &key, &echo, "{}").await;
+    wait_invocable(&gw, &key, &lt, r#"{"message":"x"}"#).await;
+    let auth = format!("Bearer {key}");
+    let auth = auth.as_str();
+    let json_ct = ("content-type", "application/json");
+
+    // pexec and host-routed, over HTTP/1.1 and h2c from the client.
+    for h2 in [false, true] {
+        let req = gw.request(
+            Method::POST,
+            "invocation.",
+            &format!("/v2/nvcf/pexec/functions/{echo}"),
+            &[("authorization", auth), json_ct],
+            Bytes::from_static(br#"{"over":"http1"}"#),
+        );
+        let a = gw.send(h2, req).await;
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+        assert_eq!(&a.body[..], br#"{"over":"http1"}"#);
+        assert_eq!(a.header("nvcf-status"), "fulfilled");
+        assert_eq!(a.header("nvcf-reqid").len(), 36);
+        let req = gw.request(
+            Method::PUT,
+            &format!("{echo}.invocation."),
+            "/any/path?x=1",
+            &[("authorization", auth), ("content-type", "text/plain")],
+            Bytes::from_static(b"routed"),
+        );
+        let a = gw.send(h2, req).await;
+        assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
+        assert_eq!(&a.body[..], b"routed");
+    }
+
+    // 8 MiB through echo and back.
+    let big: Bytes = (0..8 * 1024 * 1024)
+        .map(|i: usize| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let req = gw.request(
+        Method::POST,
+        "invocation.",
+        &format!("/v2/nvcf/pexec/functions/{echo}"),
+        &[
+            ("authorization", auth),
+            ("content-type", "application/octet-stream"),
+        ],
+        big.clone(),
+    );
+    let a = gw.send(false, req).await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert!(a.body == big, "body changed on the way");
+
+    // A client that goes away mid-call frees the worker's only place long before the 2 s delay.
+    let lt_path = format!("/v2/nvcf/pexec/functions/{lt}");
+    let started = Instant::now();
+    let gone = {
+        let req = gw.request(
+            Method::POST,
+            "invocation.",
+            &lt_path,
+            &[("authorization", auth), json_ct],
+            Bytes::from_static(br#"{"message":"abandoned","delay":2}"#),
+        );
+        let client = gw.h1.clone();
+        tokio::spawn(async move { client.request(req).await.map(|r| r.status()) })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gone.abort();
+    let _ = gone.await;
+    eventually("the abandoned place to be free", Duration::from_secs(1), || async {
+        gw.call(
+            Method::POST,
+            "invocation.",
+            &lt_path,
+            &[("authorization", auth), json_ct],
+            r#"{"message":"next"}"#,
+        )
+        .await
+        .status
+            == StatusCode::OK
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_millis(1800), "{:?}", started.elapsed());
+    stack.shutdown().await.expect("shutdown");
+}
