@@ -18,9 +18,7 @@ async fn invocations_over_http1_to_the_worker() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut cfg = test_config(dir.path());
     cfg.dataplane.worker_protocol = dataplane::config::WorkerProtocol::Http1;
-    let stack = launcher::start(&cfg, Role::Up, None)
-        .await
-        .expect("start");
+    let stack = launcher::start(&cfg, Role::Up, None).await.expect("start");
     let gw = Gw::new(stack.gateway.expect("gateway"));
     let admin = admin_token(&gw).await;
     wait_for_worker(&gw, &admin).await;
@@ -96,19 +94,27 @@ async fn invocations_over_http1_to_the_worker() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     gone.abort();
     let _ = gone.await;
-    eventually("the abandoned place to be free", Duration::from_secs(1), || async {
-        gw.call(
-            Method::POST,
-            "invocation.",
-            &lt_path,
-            &[("authorization", auth), json_ct],
-            r#"{"message":"next"}"#,
-        )
-        .await
-        .status
-            == StatusCode::OK
-    })
+    eventually(
+        "the abandoned place to be free",
+        Duration::from_secs(1),
+        || async {
+            gw.call(
+                Method::POST,
+                "invocation.",
+                &lt_path,
+                &[("authorization", auth), json_ct],
+                r#"{"message":"next"}"#,
+            )
+            .await
+            .status
+                == StatusCode::OK
+        },
+    )
     .await;
-    assert!(started.elapsed() < Duration::from_millis(1800), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1800),
+        "{:?}",
+        started.elapsed()
+    );
     stack.shutdown().await.expect("shutdown");
 }

@@ -1,17 +1,19 @@
-//! The access log (the `finish` phase's log line): one structured `tracing` event per finished
-//! request, target [`TARGET`] at info level, emitted from [`crate::server`] for every route
-//! (invocations, proxied management and key calls, health, errors, CORS preflights).
+//! The access log (the `finish` phase's log line): one `tracing` event per finished request,
+//! target [`TARGET`] at info level, emitted from [`crate::server`] for every route (invocations,
+//! proxied management and key calls, health, errors, CORS preflights). Its message is
+//! `request key=value …` in a fixed order, formatted in one pass (cheaper than a dozen structured
+//! fields; values never contain spaces, so the line splits on them).
 //!
 //! The line is written when the response body ends (or fails, or the client goes away before the
 //! end), so it carries the whole latency and the bytes sent. Nothing is captured, allocated or
 //! wrapped when `dataplane.access-log` is off or the `access` target is filtered out.
 //!
-//! Fields: `method`, `path` (no query: query values may carry secrets), `protocol`
+//! Keys, in order: `method`, `path` (no query: query values may carry secrets), `protocol`
 //! (`h1`|`h2`|`h3`), `status`, `latency_us` (request head to the end of the response body, in
 //! µs), `ttfb_us` (to the response head), `request_id` (`NVCF-REQID` when the answer has one),
 //! `function_id` and `version_id` (the version the call was routed to; as the request names them
-//! when it never got that far), `bytes_received` (the request's
-//! `Content-Length`, when it has one), `bytes_sent` (response body bytes handed to the listener),
+//! when it never got that far), `bytes_received` (the request's `Content-Length`; these four only
+//! when known), `bytes_sent` (response body bytes handed to the listener),
 //! `client` (peer address), and `outcome` (`complete`, `aborted`: the client went away first,
 //! `error`: the upstream body failed).
 
@@ -201,28 +203,57 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// One access line's fields in a fixed `key=value` layout, formatted in one pass: a single
+/// `Display` message costs a fraction of a dozen separately visited, escaped `tracing` fields (the
+/// profile put the structured form at 8% of the gateway's CPU).
+struct Fields<'a> {
+    line: &'a Line,
+    sent: u64,
+    outcome: &'static str,
+}
+
+impl std::fmt::Display for Fields<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (line, e) = (self.line, &self.line.entry);
+        write!(
+            f,
+            "method={} path={} protocol={} status={} latency_us={} ttfb_us={}",
+            e.method,
+            e.path,
+            e.protocol,
+            line.status.as_u16(),
+            micros(e.start.elapsed()),
+            micros(line.ttfb),
+        )?;
+        if let Some(id) = line.request_id.as_ref().and_then(|v| v.to_str().ok()) {
+            write!(f, " request_id={id}")?;
+        }
+        if let Some(id) = e.function_id {
+            write!(f, " function_id={id}")?;
+        }
+        if let Some(id) = e.version_id {
+            write!(f, " version_id={id}")?;
+        }
+        if let Some(n) = e.bytes_received {
+            write!(f, " bytes_received={n}")?;
+        }
+        write!(
+            f,
+            " bytes_sent={} client={} outcome={}",
+            self.sent, e.client, self.outcome
+        )
+    }
+}
+
 fn emit(line: &Line, sent: u64, outcome: &'static str) {
-    let e = &line.entry;
     tracing::info!(
         target: "access",
-        method = %e.method,
-        path = %e.path,
-        protocol = e.protocol,
-        status = line.status.as_u16(),
-        latency_us = micros(e.start.elapsed()),
-        ttfb_us = micros(line.ttfb),
-        request_id = line
-            .request_id
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .map(tracing::field::display),
-        function_id = e.function_id.as_ref().map(tracing::field::display),
-        version_id = e.version_id.as_ref().map(tracing::field::display),
-        bytes_received = e.bytes_received,
-        bytes_sent = sent,
-        client = %e.client,
-        outcome = %outcome,
-        "request"
+        "request {}",
+        Fields {
+            line,
+            sent,
+            outcome
+        }
     );
 }
 
@@ -320,7 +351,7 @@ mod tests {
             " access: request ",
             "method=POST",
             &format!("path=/v2/nvcf/pexec/functions/{FID} "),
-            "protocol=\"h2\"",
+            "protocol=h2",
             "status=200",
             "latency_us=",
             "ttfb_us=",
@@ -353,7 +384,7 @@ mod tests {
         let text = buffer.text();
         assert!(text.contains("outcome=aborted"), "{text}");
         assert!(text.contains("bytes_sent=0"), "{text}");
-        assert!(text.contains("protocol=\"h1\""), "{text}");
+        assert!(text.contains("protocol=h1"), "{text}");
         assert!(!text.contains("function_id"), "{text}");
     }
 

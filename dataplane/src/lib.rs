@@ -8,6 +8,8 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+#[doc(hidden)]
+pub mod bench;
 mod body;
 pub mod classify;
 pub mod config;

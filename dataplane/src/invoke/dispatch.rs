@@ -232,6 +232,8 @@ pub(crate) fn prepare_headers(headers: &mut HeaderMap, owned: &Owned<'_>) {
         headers.remove(name);
     }
     let route = &owned.route.headers;
+    // Room for the seven below at once, rather than a rehash partway through.
+    headers.reserve(7);
     headers.insert(NVCF_REQID, uuid_value(owned.request_id));
     headers.insert(NVCF_FUNCTION_ID, route.function_id.clone());
     headers.insert(NVCF_FUNCTION_VERSION_ID, route.version_id.clone());
