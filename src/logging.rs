@@ -31,7 +31,8 @@ impl Shared {
         if buf.is_empty() {
             return;
         }
-        let data = std::mem::take(&mut *buf);
+        // The next batch starts with room for a whole batch: no regrowth line by line.
+        let data = std::mem::replace(&mut *buf, Vec::with_capacity(BATCH_BYTES + 4096));
         let mut out = io::stdout().lock();
         drop(buf);
         // Nowhere to report a failed log write.

@@ -214,34 +214,43 @@ struct Fields<'a> {
 
 impl std::fmt::Display for Fields<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Pieces written straight to the formatter: integers through `itoa`, UUIDs encoded on the
+        // stack; only the peer address goes through `fmt` machinery.
         let (line, e) = (self.line, &self.line.entry);
-        write!(
-            f,
-            "method={} path={} protocol={} status={} latency_us={} ttfb_us={}",
-            e.method,
-            e.path,
-            e.protocol,
-            line.status.as_u16(),
-            micros(e.start.elapsed()),
-            micros(line.ttfb),
-        )?;
+        let mut ints = itoa::Buffer::new();
+        let mut int = |f: &mut std::fmt::Formatter<'_>, key: &str, n: u64| {
+            f.write_str(key)?;
+            f.write_str(ints.format(n))
+        };
+        f.write_str("method=")?;
+        f.write_str(e.method.as_str())?;
+        f.write_str(" path=")?;
+        f.write_str(&e.path)?;
+        f.write_str(" protocol=")?;
+        f.write_str(e.protocol)?;
+        int(f, " status=", u64::from(line.status.as_u16()))?;
+        int(f, " latency_us=", micros(e.start.elapsed()))?;
+        int(f, " ttfb_us=", micros(line.ttfb))?;
         if let Some(id) = line.request_id.as_ref().and_then(|v| v.to_str().ok()) {
-            write!(f, " request_id={id}")?;
+            f.write_str(" request_id=")?;
+            f.write_str(id)?;
         }
+        let mut uuid = uuid::Uuid::encode_buffer();
         if let Some(id) = e.function_id {
-            write!(f, " function_id={id}")?;
+            f.write_str(" function_id=")?;
+            f.write_str(id.hyphenated().encode_lower(&mut uuid))?;
         }
         if let Some(id) = e.version_id {
-            write!(f, " version_id={id}")?;
+            f.write_str(" version_id=")?;
+            f.write_str(id.hyphenated().encode_lower(&mut uuid))?;
         }
         if let Some(n) = e.bytes_received {
-            write!(f, " bytes_received={n}")?;
+            int(f, " bytes_received=", n)?;
         }
-        write!(
-            f,
-            " bytes_sent={} client={} outcome={}",
-            self.sent, e.client, self.outcome
-        )
+        int(f, " bytes_sent=", self.sent)?;
+        write!(f, " client={}", e.client)?;
+        f.write_str(" outcome=")?;
+        f.write_str(self.outcome)
     }
 }
 
