@@ -25,7 +25,7 @@
 #                                     value) under `perf record -g` of the dataplane, and the perf
 #                                     report (self and children, by symbol) written to <dir>
 # Extra measurements, after the closed-loop rounds, on the better gateway arm (by closed-loop median):
-#   EXTRA=open,1mib,streams,h3,reuse  which ones (default: all; EXTRA= or EXTRA=none for none)
+#   EXTRA=open,1mib,streams,h3,reuse,stall  which ones (default: all; EXTRA= or EXTRA=none for none)
 #     open     open loop (`loadtest --rate`), HTTP/1.1 -c H1_CONNS, at OPEN_LOADS (default "25 50") % of
 #              nginx's closed-loop HTTP/1.1 median req/s: direct, nginx, gateway; p50/p99 and the
 #              latency added over direct; p99_added_vs_nginx = (gw p99 - direct p99) / (nginx p99 - direct p99)
@@ -37,7 +37,10 @@
 #              TLS_STREAMS (default H2_CONNS, H2_STREAMS), host-routed; h3_vs_h2 = h3 req/s / h2 req/s
 #     reuse    reads the dataplanes' /metrics (admin listener) before and after the closed-loop rounds:
 #              upstream_reuse = 1 - delta(gateway_worker_connections_opened_total) / delta(sum function_request)
+#     stall    on every dataplane: STALL_N (4) connections POST a STALL_SIZE (100 MiB) echo body and never
+#              read the response; dataplane VmRSS growth / STALL_N = stall_mib_per_download
 #   OPEN_LOADS="25 50" MIB_SIZE=1048576 MIB_CONNS=8 TLS_CONNS=$H2_CONNS TLS_STREAMS=$H2_STREAMS
+#   STALL_N=4 STALL_SIZE=104857600
 #   NGINX_BUFFERING=0                 nginx streams bodies (proxy_request_buffering off, proxy_buffering
 #                                     off) instead of its default of spooling big ones to temp files
 #                                     (client_max_body_size 0 is always set, for the 1 MiB bodies)
@@ -77,10 +80,10 @@ WRITE_DOC=${WRITE_DOC:-1}
 DOC=${DOC:-docs/performance.md}
 NOTE=${NOTE:-}
 KEEP_TMP=${KEEP_TMP:-0}
-EXTRA=${EXTRA-open,1mib,streams,h3,reuse}
+EXTRA=${EXTRA-open,1mib,streams,h3,reuse,stall}
 [[ $EXTRA == none || -n ${PROFILE:-} ]] && EXTRA=   # PROFILE: the stack as before, no extras
 for x in ${EXTRA//,/ }; do
-  [[ $x =~ ^(open|1mib|streams|h3|reuse)$ ]] || { echo "EXTRA: unknown item $x (open,1mib,streams,h3,reuse)" >&2; exit 2; }
+  [[ $x =~ ^(open|1mib|streams|h3|reuse|stall)$ ]] || { echo "EXTRA: unknown item $x (open,1mib,streams,h3,reuse,stall)" >&2; exit 2; }
 done
 has_extra() { [[ ,$EXTRA, == *,$1,* ]]; }
 EXTRA_ROUNDS=${EXTRA_ROUNDS:-3}
@@ -91,6 +94,8 @@ read -r -a OPEN_L <<<"$OPEN_LOADS"
 for l in "${OPEN_L[@]}"; do [[ $l =~ ^[1-9][0-9]?$ ]] || { echo "OPEN_LOADS: percentages 1-99, got $l" >&2; exit 2; }; done
 MIB_SIZE=${MIB_SIZE:-1048576}
 MIB_CONNS=${MIB_CONNS:-8}
+STALL_N=${STALL_N:-4}
+STALL_SIZE=${STALL_SIZE:-104857600}
 TLS_CONNS=${TLS_CONNS:-$H2_CONNS}
 TLS_STREAMS=${TLS_STREAMS:-$H2_STREAMS}
 NGINX_BUFFERING=${NGINX_BUFFERING:-1}
@@ -578,12 +583,63 @@ if has_extra h3; then
   done
   LT_MORE=()
 fi
+STALL=$TMP/stall.jsonl
+: >"$STALL"
+if has_extra stall; then # STALL_N downloads of a STALL_SIZE echo whose responses are never read
+  for i in "${!GW_T[@]}"; do
+    alive
+    python3 - "$FID" "$NVCF_API_KEY" "${P_GWS[$i]}" "${GW_PIDS[$i]}" "$STALL_N" "$STALL_SIZE" "gateway-${GW_T[$i]}t" >>"$STALL" <<'PY'
+import json, socket, sys, time
+fid, key, port, pid, n, size, arm = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
+def rss_kib():
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+before = rss_kib()
+socks = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # the client reads nothing
+    s.sendall((f"POST /stall HTTP/1.1\r\nHost: {fid}.invocation.127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+               f"Content-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n").encode())
+    s.setblocking(False)
+    socks.append([s, 0, None])
+chunk = b"x" * 65536
+deadline = time.time() + 60
+while time.time() < deadline:
+    busy = False
+    for st in socks:
+        s, sent, since = st
+        if sent >= size or (since is not None and time.time() - since > 2):
+            continue
+        busy = True
+        try:
+            st[1] += s.send(chunk[: size - sent])
+            st[2] = None
+        except BlockingIOError:
+            st[2] = st[2] or time.time()
+        except OSError:
+            st[1] = size  # the gateway gave up on it
+    if not busy:
+        break
+    time.sleep(0.001)
+time.sleep(1)
+after = rss_kib()
+for st in socks:
+    st[0].close()
+print(json.dumps({"arm": arm, "downloads": n, "sent_mib": round(sum(st[1] for st in socks) / n / 1048576, 1),
+                  "rss_before_kib": before, "rss_after_kib": after,
+                  "per_download_kib": round((after - before) / n, 1)}))
+PY
+    log "stalled downloads on gateway-${GW_T[$i]}t: $(tail -n 1 "$STALL")"
+  done
+fi
 EXTRA_ELAPSED=$(( $(date -u +%s) - XSTART ))
 
 # ---------------------------------------------------------------- report
 export RESULTS ROUNDS DURATION WARMUP BODY_SIZE H1_CONNS H2_CONNS H2_STREAMS GW_THREADS NOTE ELAPSED WRITE_DOC DOC
-export REUSE EXTRA EXTRA_ROUNDS EXTRA_DURATION EXTRA_WARMUP OPEN_LOADS MIB_SIZE MIB_CONNS TLS_CONNS TLS_STREAMS EXTRA_ELAPSED
-export NGINX_CAP=${NGINX_CAP:-} NGINX_BUFFERING EXTRA_GW
+export REUSE STALL EXTRA EXTRA_ROUNDS EXTRA_DURATION EXTRA_WARMUP OPEN_LOADS MIB_SIZE MIB_CONNS TLS_CONNS TLS_STREAMS EXTRA_ELAPSED
+export NGINX_CAP=${NGINX_CAP:-} NGINX_BUFFERING EXTRA_GW STALL_SIZE
 export NGINX_VERSION=$("$NGINX_BIN" -v 2>&1 | sed 's/.*\///')
 export MACHINE="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || echo unknown)), $(uname -r)"
 python3 - <<'EOF'
@@ -710,6 +766,19 @@ if os.path.exists(E.get("REUSE", "")):
                           f"**{reuse[x['arm']]}**")
     if reuse:
         summary["upstream_reuse"] = reuse.get(best["h1"], min((v for v in reuse.values() if v is not None), default=None))
+if os.path.exists(E.get("STALL", "")):
+    stalls = {}
+    for l in open(E["STALL"]):
+        if l.strip():
+            x = json.loads(l)
+            stalls[x["arm"]] = x
+            xprose.append(f"{x['downloads']} stalled downloads of a {int(E['STALL_SIZE']):,}-byte echo on {x['arm']} "
+                          f"(responses never read; {x['sent_mib']} MiB of each body got in before flow control stopped it): "
+                          f"dataplane RSS {x['rss_before_kib'] / 1024:.1f} → {x['rss_after_kib'] / 1024:.1f} MiB, "
+                          f"**{x['per_download_kib'] / 1024:.2f} MiB per stalled download**")
+    if stalls:
+        pick = stalls.get(best["h1"]) or next(iter(stalls.values()))
+        summary["stall_mib_per_download"] = round(pick["per_download_kib"] / 1024, 3)
 xtable = "\n".join(xlines) if len(xlines) > 2 else ""
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 threads = " and ".join(E["GW_THREADS"].split())

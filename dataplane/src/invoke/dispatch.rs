@@ -78,6 +78,15 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Per-stream receive window towards a worker (hyper's default is 2 MiB): bounds the response
+/// bytes buffered for a client that stopped reading. Loopback and LAN round trips are far below
+/// what 256 KiB sustains at full speed.
+const STREAM_WINDOW: u32 = 256 * 1024;
+/// Request body bytes queued per stream before the client is made to wait.
+const SEND_BUFFER: usize = 256 * 1024;
+/// Receive window of a whole worker connection, all streams together.
+const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+
 /// The client every invocation uses.
 pub(crate) type WorkerClient = Client<CountingConnector, Body>;
 
@@ -99,7 +108,13 @@ pub(crate) fn worker_client(protocol: WorkerProtocol) -> WorkerClient {
         builder
             .http2_only(true)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT);
+            .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            // What one call can make the gateway hold when its client stops reading: the worker
+            // may run this far ahead on a response, and we queue this much of a request body.
+            .http2_initial_stream_window_size(STREAM_WINDOW)
+            .http2_max_send_buf_size(SEND_BUFFER)
+            // Shared by every call to the worker: room for many streams in flight at once.
+            .http2_initial_connection_window_size(CONNECTION_WINDOW);
     }
     builder.build(CountingConnector::new(connector))
 }
