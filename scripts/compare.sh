@@ -12,7 +12,7 @@
 #   ROUNDS=5 DURATION=10s WARMUP=2s   rounds per arm, measured time and warm-up per run (defaults)
 #   BODY_SIZE=256                     request body bytes (octet-stream)
 #   H1_CONNS=64 H2_CONNS=8 H2_STREAMS=16
-#   GW_THREADS="<nproc> 1"            tokio worker threads of the dataplane (TOKIO_WORKER_THREADS),
+#   GW_THREADS="<nproc> 1"            the dataplane's `runtime-threads` (1: a single-threaded runtime),
 #                                     one gateway arm (and one dataplane process) per value, at most 3;
 #                                     the summary takes the better arm (performance.md: "try the proxy
 #                                     with 1 and 2 runtime threads and report the better"; nginx runs
@@ -201,6 +201,7 @@ for i in "${!GW_T[@]}"; do
   cat >"$TMP/dataplane$i.toml" <<EOF
 log = "info"
 internal-token = "$TOKEN"
+runtime-threads = ${GW_T[$i]}
 [admin]
 listen = "127.0.0.1:${P_GWA[$i]}"
 [dataplane]
@@ -231,7 +232,7 @@ PIDS+=($!); CP_PID=$!
 PIDS+=($!); WK_PID=$!
 GW_PIDS=()
 for i in "${!GW_T[@]}"; do
-  TOKIO_WORKER_THREADS=${GW_T[$i]} "$GATEWAY_BIN" dataplane --config "$TMP/dataplane$i.toml" >"$TMP/dataplane$i.log" 2>&1 &
+  "$GATEWAY_BIN" dataplane --config "$TMP/dataplane$i.toml" >"$TMP/dataplane$i.log" 2>&1 &
   PIDS+=($!); GW_PIDS+=($!)
 done
 
@@ -806,7 +807,7 @@ section = f"""
 ### {now}{' — ' + E['NOTE'] if E['NOTE'] else ''}
 
 Machine: {E['MACHINE']}; nothing pinned; loadtest, nginx {E['NGINX_VERSION']} (`worker_processes 1`), the
-dataplane (one process per tokio worker-thread count: {threads}; arm `gateway-Nt`), the worker (CPU backend, `builtin/echo`) and the control plane
+dataplane (one process per `runtime-threads` value: {threads}, where 1 is the single-threaded runtime; arm `gateway-Nt`), the worker (CPU backend, `builtin/echo`) and the control plane
 all share the machine. Command: {params} ({E['ELAPSED']} s of runs). Closed loop, {E['BODY_SIZE']}-byte POSTs
 to `/echo`, rounds of direct → nginx → gateway arm(s) interleaved; medians over the rounds. Latency here is
 closed-loop (not for latency goals). Proxy CPU = Δ(utime+stime) of nginx's worker process / the dataplane

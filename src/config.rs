@@ -26,6 +26,11 @@ pub struct FileConfig {
     /// forwarded client address. Empty: `up` generates one per run; the single-role commands need
     /// the same value in every process's file.
     pub internal_token: String,
+    /// Threads of the async runtime: 0 (default) one per core (tokio's multi-thread scheduler;
+    /// `TOKIO_WORKER_THREADS` overrides the count), 1 a single-threaded scheduler for the whole
+    /// process, like an nginx worker process (cheapest per request for a lone dataplane on a small
+    /// box, see docs/performance.md; the wrong choice for `up`, which runs every role), N that many.
+    pub runtime_threads: usize,
     pub admin: AdminFile,
     pub controlplane: ControlplaneFile,
     pub dataplane: DataplaneFile,
@@ -223,6 +228,7 @@ mod tests {
         cfg.validate_all("local").expect("valid");
         assert_eq!(cfg.dataplane.listen, "127.0.0.1:8080");
         assert_eq!(cfg.admin.listen, "127.0.0.1:9464");
+        assert_eq!(cfg.runtime_threads, 0, "one thread per core unless asked");
     }
 
     #[test]
@@ -234,10 +240,12 @@ mod tests {
                 ("NVCF__DATAPLANE__LISTEN", "127.0.0.1:9999"),
                 ("NVCF__WORKER__CAPACITY", "3"),
                 ("NVCF__CONTROLPLANE__MAX_FUNCTIONS", "7"),
+                ("NVCF__RUNTIME_THREADS", "1"),
                 ("OTHER__X", "ignored"),
             ]),
         )
         .expect("parse");
+        assert_eq!(cfg.runtime_threads, 1);
         assert_eq!(cfg.dataplane.listen, "127.0.0.1:9999");
         assert_eq!(cfg.worker.capacity, 3);
         assert_eq!(cfg.controlplane.max_functions, 7);

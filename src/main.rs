@@ -90,8 +90,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn serve(cli: Cli, role: Role) -> anyhow::Result<()> {
-    let cfg = config::load(cli.config.as_deref(), &config::process_env())?;
+async fn serve(cli: Cli, cfg: FileConfig, role: Role) -> anyhow::Result<()> {
     let name = cli.config.as_ref().map_or_else(
         || "embedded config/local.toml".to_owned(),
         |p| p.display().to_string(),
@@ -133,8 +132,18 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Controlplane) => Role::Controlplane,
         Some(Command::Worker) => Role::Worker,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(serve(cli, role))
+    let cfg = config::load(cli.config.as_deref(), &config::process_env())?;
+    let rt = match cfg.runtime_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        0 => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+    };
+    rt.block_on(serve(cli, cfg, role))
 }
