@@ -322,51 +322,7 @@ async fn invocation_path_end_to_end() {
 
     // A client that goes away cancels its invocation: the gateway's slot and the worker's stream
     // (hence its concurrency permit) are released long before the 2 s delay would have ended.
-    let started = Instant::now();
-    let gone = {
-        let req = gw.request(
-            Method::POST,
-            "invocation.",
-            &lt_path,
-            &[("authorization", auth), json_ct],
-            Bytes::from_static(br#"{"message":"abandoned","delay":2}"#),
-        );
-        let addr = gw.addr;
-        tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .expect("handshake");
-            tokio::spawn(conn);
-            sender.send_request(req).await.map(|r| r.status())
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    gone.abort();
-    let _ = gone.await;
-    eventually(
-        "the abandoned slot to be free",
-        Duration::from_secs(1),
-        || async {
-            gw.call(
-                Method::POST,
-                "invocation.",
-                &lt_path,
-                &[("authorization", auth), json_ct],
-                r#"{"message":"next"}"#,
-            )
-            .await
-            .status
-                == StatusCode::OK
-        },
-    )
-    .await;
-    assert!(
-        started.elapsed() < Duration::from_millis(1800),
-        "{:?}",
-        started.elapsed()
-    );
+    abandoned_call_frees_the_place(&gw, auth, &lt_path).await;
 
     // 504: host-routed, a 1 s window and a 5 s delay.
     let started = Instant::now();

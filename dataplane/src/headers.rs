@@ -12,6 +12,14 @@ const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 /// One hop-by-hop list for the whole installation (the worker's passthrough uses it too).
 pub(crate) use model::headers::remove_hop_by_hop;
 
+/// A UUID as a header value, hyphenated lower case, formatted without a heap `String`.
+pub(crate) fn uuid_value(id: uuid::Uuid) -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let text = id.hyphenated().encode_lower(&mut buf);
+    // A hyphenated UUID is always a valid header value.
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 /// Rewrites a client request's headers for the control plane: hop-by-hop headers go, client
 /// copies of the gateway's trusted headers are replaced, the client address is recorded, and
 /// split `cookie` headers (allowed in h2) are joined as HTTP/1.1 requires.

@@ -52,13 +52,9 @@ pub struct RouteHeaders {
 
 impl RouteHeaders {
     pub fn new(function_id: Uuid, version_id: Uuid, name: &str) -> Self {
-        let id = |u: Uuid| {
-            http::HeaderValue::from_str(&u.hyphenated().to_string())
-                .unwrap_or_else(|_| http::HeaderValue::from_static(""))
-        };
         Self {
-            function_id: id(function_id),
-            version_id: id(version_id),
+            function_id: crate::headers::uuid_value(function_id),
+            version_id: crate::headers::uuid_value(version_id),
             name: http::HeaderValue::from_str(name).ok(),
         }
     }

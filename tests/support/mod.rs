@@ -409,3 +409,55 @@ pub async fn start_container() -> SocketAddr {
     });
     addr
 }
+
+/// Sends a 2 s load-tester call to `path` on its own connection, drops that connection after
+/// 300 ms, and asserts that the function's only place (maxRequestConcurrency 1) is free again
+/// well before the 2 s are up: the gateway released its slot and the worker cancelled the work.
+pub async fn abandoned_call_frees_the_place(gw: &Gw, auth: &str, path: &str) {
+    let json_ct = ("content-type", "application/json");
+    let started = Instant::now();
+    let gone = {
+        let req = gw.request(
+            Method::POST,
+            "invocation.",
+            path,
+            &[("authorization", auth), json_ct],
+            Bytes::from_static(br#"{"message":"abandoned","delay":2}"#),
+        );
+        let addr = gw.addr;
+        tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .expect("handshake");
+            tokio::spawn(conn);
+            sender.send_request(req).await.map(|r| r.status())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gone.abort();
+    let _ = gone.await;
+    eventually(
+        "the abandoned slot to be free",
+        Duration::from_secs(1),
+        || async {
+            gw.call(
+                Method::POST,
+                "invocation.",
+                path,
+                &[("authorization", auth), json_ct],
+                r#"{"message":"next"}"#,
+            )
+            .await
+            .status
+                == StatusCode::OK
+        },
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1800),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -249,7 +249,7 @@ pub(crate) fn prepare_headers(headers: &mut HeaderMap, owned: &Owned<'_>) {
     let route = &owned.route.headers;
     // Room for the seven below at once, rather than a rehash partway through.
     headers.reserve(7);
-    headers.insert(NVCF_REQID, uuid_value(owned.request_id));
+    headers.insert(NVCF_REQID, crate::headers::uuid_value(owned.request_id));
     headers.insert(NVCF_FUNCTION_ID, route.function_id.clone());
     headers.insert(NVCF_FUNCTION_VERSION_ID, route.version_id.clone());
     headers.insert(NVCF_NCAID, HeaderValue::from_static(model::NCA_ID));
@@ -267,14 +267,6 @@ const NVCF_NCAID: HeaderName = HeaderName::from_static("nvcf-ncaid");
 const NVCF_FUNCTION_NAME: HeaderName = HeaderName::from_static("nvcf-function-name");
 const NVCF_POLL_SECONDS: HeaderName = HeaderName::from_static("nvcf-poll-seconds");
 const NVCF_INVOCATION_REGION: HeaderName = HeaderName::from_static("nvcf-invocation-region");
-
-/// A UUID as a header value, hyphenated lower case, formatted without a heap `String`.
-pub(crate) fn uuid_value(id: Uuid) -> HeaderValue {
-    let mut buf = Uuid::encode_buffer();
-    let text = id.hyphenated().encode_lower(&mut buf);
-    // A hyphenated UUID is always a valid header value.
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
 
 #[cfg(test)]
 mod tests {

@@ -75,9 +75,10 @@ pub(crate) fn nvcf_status(status: StatusCode) -> &'static str {
 /// Adds `NVCF-REQID`, `NVCF-STATUS` for `status`, and `nvcf-reqid` to the exposed headers (kept
 /// beside whatever the worker exposed).
 pub(crate) fn mark(headers: &mut HeaderMap, request_id: Uuid, status: StatusCode) {
-    if let Ok(id) = HeaderValue::from_str(&request_id.to_string()) {
-        headers.insert(HeaderName::from_static(model::headers::NVCF_REQID), id);
-    }
+    headers.insert(
+        HeaderName::from_static(model::headers::NVCF_REQID),
+        crate::headers::uuid_value(request_id),
+    );
     headers.insert(
         HeaderName::from_static("nvcf-status"),
         HeaderValue::from_static(nvcf_status(status)),
