@@ -503,6 +503,24 @@ if [[ -n ${PROFILE:-} ]]; then
   perf report -i "$PROFILE/perf.data" --no-children --sort symbol --stdio -g none >"$PROFILE/self.txt" 2>/dev/null || true
   perf report -i "$PROFILE/perf.data" --children --sort symbol --stdio -g none >"$PROFILE/children.txt" 2>/dev/null || true
   log "perf reports in $PROFILE (self.txt, children.txt); raw data $PROFILE/perf.data"
+  # Syscalls per request, the gateway's and nginx's worker's, each over one more run.
+  for arm in gateway nginx; do
+    if [[ $arm == gateway ]]; then pid=${GW_PIDS[0]}; else pid=$NGINX_WORKER; fi
+    perf trace -s -o "$PROFILE/syscalls-$arm.txt" -p "$pid" 2>/dev/null &
+    PERF_PID=$!
+    if [[ $arm == gateway ]]; then
+      run_arm h1 2 "gateway-${GW_T[0]}t" "$pid" "http://127.0.0.1:${P_GWS[0]}/echo" \
+        "Host: $FID.invocation.127.0.0.1" "Authorization: Bearer $NVCF_API_KEY"
+    else
+      run_arm h1 2 nginx "$pid" "http://127.0.0.1:$P_NG1/echo"
+    fi
+    kill -INT "$PERF_PID"; wait "$PERF_PID" || true
+    n=$(tail -n 1 "$RESULTS" | jq -r .requests)
+    awk -v n="$n" '$1 ~ /^[a-z_0-9]+$/ && $2 ~ /^[0-9]+$/ { t += $2; printf "%-16s %8.3f per request\n", $1, $2 / n }
+      END { printf "%-16s %8.3f per request (%d requests)\n", "all", t / n, n }' "$PROFILE/syscalls-$arm.txt" \
+      >"$PROFILE/syscalls-$arm-per-request.txt"
+    log "$arm syscalls per request: $(tail -n 1 "$PROFILE/syscalls-$arm-per-request.txt")"
+  done
   exit 0
 fi
 

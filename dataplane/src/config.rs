@@ -57,8 +57,9 @@ pub struct DataplaneFile {
     /// Longest wait in a version's queue before 429 (never longer than the request's poll window).
     #[serde(with = "humantime_serde")]
     pub queue_timeout: Duration,
-    /// How the gateway talks to workers: `h2` (h2c, every invocation of a worker multiplexed on one
-    /// connection) or `http1` (a pool of keep-alive connections, one per invocation in flight).
+    /// How the gateway talks to workers: `http1` (a pool of keep-alive connections, one per
+    /// invocation in flight, the default) or `h2` (h2c, every invocation of a worker multiplexed
+    /// on one connection).
     pub worker_protocol: WorkerProtocol,
     /// How often the gateway reports its queue depths to the control plane
     /// (`/v2/nvcf/queues/...`).
@@ -132,9 +133,9 @@ impl Default for DataplaneFile {
             // Reports go out only when depths change (or to refresh a standing queue), so a short
             // interval is free when idle and keeps `queueDepth` within a quarter second under load.
             queue_report_interval: Duration::from_millis(250),
-            // One multiplexed connection per worker: the fewest sockets and no head-of-line
-            // blocking; `http1` trades that for cheaper framing on both ends (docs/performance.md).
-            worker_protocol: WorkerProtocol::H2,
+            // Keep-alive HTTP/1.1 driven on the calling task: the cheapest per request on both
+            // ends (docs/performance.md); `h2` uses one multiplexed connection per worker instead.
+            worker_protocol: WorkerProtocol::Http1,
             region: "local".to_owned(),
             // NVCF keeps its request-to-function mapping for 1 h (`max_age`), so a client polls
             // for at most that long.

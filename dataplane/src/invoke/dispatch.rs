@@ -5,20 +5,28 @@
 //! pooled connection per worker authority.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Uri;
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use uuid::Uuid;
 
-use crate::body::Body;
+use hyper::body::Incoming;
+
+use crate::body::{Body, BoxError};
 use crate::classify::InvocationKind;
 use crate::config::WorkerProtocol;
+use crate::invoke::h1;
 use crate::invoke::upstream::CountingConnector;
 use crate::routing::{VersionRoute, WorkerTarget};
 
@@ -87,36 +95,99 @@ const SEND_BUFFER: usize = 256 * 1024;
 /// Receive window of a whole worker connection, all streams together.
 const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 
-/// The client every invocation uses.
-pub(crate) type WorkerClient = Client<CountingConnector, Body>;
+/// The client every invocation uses (`dataplane.worker-protocol`).
+#[derive(Debug)]
+pub(crate) enum WorkerClient {
+    /// HTTP/2 only with prior knowledge (h2c): concurrent invocations of one worker multiplex
+    /// onto one pooled connection, driven by its own task.
+    H2(Box<Client<CountingConnector, Body>>),
+    /// HTTP/1.1 keep-alive connections, one per invocation in flight, as nginx does upstream,
+    /// driven on the calling task; a cancelled invocation closes its connection.
+    Http1(Arc<h1::Client>),
+}
 
-/// Builds the shared worker client. `WorkerProtocol::H2`: HTTP/2 only with prior knowledge (h2c),
-/// so concurrent invocations of one worker multiplex onto one pooled connection.
-/// `WorkerProtocol::Http1`: pooled HTTP/1.1 keep-alive connections, one per invocation in flight,
-/// as nginx does upstream; a cancelled invocation closes its connection instead of resetting a
-/// stream.
-pub(crate) fn worker_client(protocol: WorkerProtocol) -> WorkerClient {
+/// A worker's response body, from either client.
+#[derive(Debug)]
+pub(crate) enum WorkerBody {
+    H2(Incoming),
+    Http1(h1::ResponseBody),
+}
+
+impl http_body::Body for WorkerBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Http1(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::H2(b) => b.is_end_stream(),
+            Self::Http1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::H2(b) => b.size_hint(),
+            Self::Http1(b) => b.size_hint(),
+        }
+    }
+}
+
+impl WorkerClient {
+    /// Builds the shared worker client. Needs a Tokio runtime.
+    pub(crate) fn new(protocol: WorkerProtocol) -> Self {
+        match protocol {
+            WorkerProtocol::H2 => Self::H2(Box::new(h2_client())),
+            WorkerProtocol::Http1 => Self::Http1(h1::Client::new()),
+        }
+    }
+
+    /// Sends `request` to the worker; answers the response head, the body streaming.
+    pub(crate) fn request(
+        &self,
+        request: Request<Body>,
+    ) -> impl Future<Output = Result<Response<WorkerBody>, BoxError>> + Send + 'static {
+        match self {
+            Self::H2(client) => Either::Left(client.request(request).map(|r| {
+                r.map(|response| response.map(WorkerBody::H2))
+                    .map_err(Into::into)
+            })),
+            Self::Http1(client) => Either::Right(
+                client
+                    .request(request)
+                    .map(|r| r.map(|response| response.map(WorkerBody::Http1))),
+            ),
+        }
+    }
+}
+
+fn h2_client() -> Client<CountingConnector, Body> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
+    Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT);
-    if protocol == WorkerProtocol::H2 {
-        builder
-            .http2_only(true)
-            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            // What one call can make the gateway hold when its client stops reading: the worker
-            // may run this far ahead on a response, and we queue this much of a request body.
-            .http2_initial_stream_window_size(STREAM_WINDOW)
-            .http2_max_send_buf_size(SEND_BUFFER)
-            // Shared by every call to the worker: room for many streams in flight at once.
-            .http2_initial_connection_window_size(CONNECTION_WINDOW);
-    }
-    builder.build(CountingConnector::new(connector))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .http2_only(true)
+        .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+        .http2_keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+        // What one call can make the gateway hold when its client stops reading: the worker
+        // may run this far ahead on a response, and we queue this much of a request body.
+        .http2_initial_stream_window_size(STREAM_WINDOW)
+        .http2_max_send_buf_size(SEND_BUFFER)
+        // Shared by every call to the worker: room for many streams in flight at once.
+        .http2_initial_connection_window_size(CONNECTION_WINDOW)
+        .build(CountingConnector::new(connector))
 }
 
 /// The HTTP version of a worker request.

@@ -18,6 +18,7 @@ pub(crate) mod admit;
 pub(crate) mod dispatch;
 pub(crate) mod exec;
 pub(crate) mod finish;
+mod h1;
 pub(crate) mod park;
 pub(crate) mod respond;
 pub(crate) mod target;
@@ -31,7 +32,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use model::time::Timestamp;
 use uuid::Uuid;
@@ -46,7 +46,7 @@ use crate::pending::Limits;
 use crate::pending::store::PendingStore;
 use crate::routing::VersionRoute;
 use admit::{Admission, QueuePolicy};
-use dispatch::{Balancer, Owned, WorkerClient};
+use dispatch::{Balancer, Owned, WorkerBody, WorkerClient};
 use finish::{Finish, Held, Routed, Tracked};
 use target::{Endpoint, Resolved, Target};
 
@@ -102,7 +102,7 @@ impl Invoker {
                 },
             ),
             balancer: Balancer::default(),
-            client: dispatch::worker_client(config.worker_protocol),
+            client: WorkerClient::new(config.worker_protocol),
             worker_version: dispatch::worker_version(config.worker_protocol),
             // Validated as a header value by the config.
             region: HeaderValue::from_str(&config.region)
@@ -279,14 +279,14 @@ impl Invoker {
         &self,
         ctx: &Ctx,
         request: Request<Body>,
-    ) -> impl Future<Output = Result<Response<Incoming>, GatewayError>> + Send + 'static {
+    ) -> impl Future<Output = Result<Response<WorkerBody>, GatewayError>> + Send + 'static {
         let sent = self.client.request(request);
         let (id, start) = (ctx.request_id, ctx.start);
         let route = Arc::clone(&ctx.route);
         async move {
             let response = sent.await.map_err(|e| GatewayError::WorkerUnreachable {
                 request_id: id,
-                detail: error_chain(&e),
+                detail: error_chain(&*e),
             })?;
             route.metrics.record_latency(start.elapsed());
             Ok(response)
@@ -367,7 +367,7 @@ impl Invoker {
         &self,
         ctx: &Ctx,
         request: Request<Body>,
-    ) -> Result<Response<Incoming>, GatewayError> {
+    ) -> Result<Response<WorkerBody>, GatewayError> {
         let waited = ctx.poll + respond::GRACE;
         let deadline = tokio::time::Instant::from_std(ctx.start) + waited;
         tokio::time::timeout_at(deadline, self.request_worker(ctx, request))

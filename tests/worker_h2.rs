@@ -1,7 +1,8 @@
-//! `dataplane.worker-protocol = "http1"`: the gateway reaches workers over pooled HTTP/1.1
-//! keep-alive connections instead of h2c. The invocation path behaves the same: pexec and
+//! `dataplane.worker-protocol = "h2"`: the gateway reaches workers over one multiplexed h2c
+//! connection instead of pooled HTTP/1.1 keep-alive connections (the default, which every other
+//! suite exercises). The invocation path behaves the same: pexec and
 //! host-routed calls answer with their NVCF headers, a large body streams through, connections are
-//! reused, and a client that goes away frees the worker (its connection is closed).
+//! reused, and a client that goes away frees the worker (its stream is reset).
 
 mod support;
 
@@ -13,10 +14,10 @@ use serde_json::json;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invocations_over_http1_to_the_worker() {
+async fn invocations_over_h2c_to_the_worker() {
     let dir = tempfile::tempdir().expect("tmp");
     let mut cfg = test_config(dir.path());
-    cfg.dataplane.worker_protocol = dataplane::config::WorkerProtocol::Http1;
+    cfg.dataplane.worker_protocol = dataplane::config::WorkerProtocol::H2;
     let stack = launcher::start(&cfg, Role::Up, None).await.expect("start");
     let gw = Gw::new(stack.gateway.expect("gateway"));
     let admin = admin_token(&gw).await;
@@ -38,11 +39,11 @@ async fn invocations_over_http1_to_the_worker() {
             "invocation.",
             &format!("/v2/nvcf/pexec/functions/{echo}"),
             &[("authorization", auth), json_ct],
-            Bytes::from_static(br#"{"over":"http1"}"#),
+            Bytes::from_static(br#"{"over":"h2c"}"#),
         );
         let a = gw.send(h2, req).await;
         assert_eq!(a.status, StatusCode::OK, "{:?}", a.body);
-        assert_eq!(&a.body[..], br#"{"over":"http1"}"#);
+        assert_eq!(&a.body[..], br#"{"over":"h2c"}"#);
         assert_eq!(a.header("nvcf-status"), "fulfilled");
         assert_eq!(a.header("nvcf-reqid").len(), 36);
         let req = gw.request(
@@ -77,7 +78,7 @@ async fn invocations_over_http1_to_the_worker() {
     assert!(a.body == big, "body changed on the way");
 
     // A client that goes away mid-call frees the worker's only place long before the 2 s delay
-    // (over HTTP/1.1 the gateway closes the worker connection instead of resetting a stream).
+    // (over h2c the gateway resets the worker stream).
     abandoned_call_frees_the_place(&gw, auth, &format!("/v2/nvcf/pexec/functions/{lt}")).await;
     stack.shutdown().await.expect("shutdown");
 }

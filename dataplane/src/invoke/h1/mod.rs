@@ -1,0 +1,322 @@
+//! The HTTP/1.1 worker client (`dataplane.worker-protocol = "http1"`, the default): nginx's
+//! upstream shape, driven on the task of the client's request rather than on connection tasks of
+//! its own.
+//!
+//! A call takes an idle keep-alive connection to the worker (or opens one), writes the request
+//! head and body, and reads the response head; the returned [`ResponseBody`] owns the connection
+//! and reads the body as the client's side polls it, then puts the connection back. Nothing is
+//! spawned and no channel is crossed per request: the exchange runs wherever the caller polls
+//! it, which for HTTP/1.1 and HTTP/2 clients is the client connection's task. A call dropped
+//! midway closes its connection, which cancels the work on the worker.
+
+mod body;
+pub(crate) mod codec;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use http::{Request, Response, Version};
+use http_body::Body as _;
+use tokio::net::TcpStream;
+
+use crate::body::{Body, BoxError};
+pub(crate) use body::ResponseBody;
+use body::{Pump, ReadOutcome};
+use codec::RequestFraming;
+
+/// Connects that do not complete in this long fail the call (workers are on the same host or
+/// network; a black-holed address should not eat the whole poll window).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle connections older than this are closed rather than reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per worker; more are closed as they come back.
+const MAX_IDLE_PER_WORKER: usize = 1024;
+/// How often idle connections are swept (expired, or closed by the worker).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The HTTP/1.1 worker client: keep-alive connections pooled per worker authority.
+#[derive(Debug, Default)]
+pub(crate) struct Client {
+    workers: Mutex<HashMap<Box<str>, Arc<WorkerPool>>>,
+}
+
+/// Idle connections to one worker, the most recently used last (reused first: it is the one
+/// least likely to have been closed, and its buffers are warm).
+#[derive(Debug, Default)]
+pub(crate) struct WorkerPool {
+    idle: Mutex<Vec<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// One connection to a worker, counted open until dropped.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    io: TcpStream,
+    /// Bytes read and not yet consumed.
+    read_buf: BytesMut,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        crate::metrics::record_worker_connection_closed();
+    }
+}
+
+impl Client {
+    /// A client whose idle connections are swept every [`SWEEP_INTERVAL`] by a task that ends
+    /// with the client. Needs a Tokio runtime.
+    pub(crate) fn new() -> Arc<Self> {
+        let client = Arc::new(Self::default());
+        let weak = Arc::downgrade(&client);
+        tokio::spawn(sweep(weak));
+        client
+    }
+
+    fn worker(&self, authority: &str) -> Arc<WorkerPool> {
+        let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(pool) = workers.get(authority) {
+            return Arc::clone(pool);
+        }
+        let pool = Arc::new(WorkerPool::default());
+        workers.insert(authority.into(), Arc::clone(&pool));
+        pool
+    }
+
+    /// Sends `request` (an absolute `http://` URI) and answers the response head, its body
+    /// streaming from the connection.
+    pub(crate) fn request(
+        self: &Arc<Self>,
+        request: Request<Body>,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static {
+        let client = Arc::clone(self);
+        async move {
+            let (parts, body) = request.into_parts();
+            if parts.uri.scheme_str().is_some_and(|s| s != "http") {
+                return Err(format!("worker URI {}: only http is supported", parts.uri).into());
+            }
+            let authority = parts
+                .uri
+                .authority()
+                .ok_or_else(|| format!("worker URI {} names no host", parts.uri))?
+                .as_str();
+            let pool = client.worker(authority);
+            let conn = match pool.checkout() {
+                Some(conn) => conn,
+                None => connect(authority).await?,
+            };
+            let framing = if body.is_end_stream() {
+                RequestFraming::Empty
+            } else if let Some(n) = body.size_hint().exact() {
+                RequestFraming::Length(n)
+            } else {
+                RequestFraming::Chunked
+            };
+            let mut head = BytesMut::new();
+            let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            codec::encode_request_head(
+                &mut head,
+                &parts.method,
+                path,
+                authority,
+                &parts.headers,
+                framing,
+            );
+            let mut exchange = Exchange {
+                conn: Some(conn),
+                pump: Pump::new(head.freeze(), body, framing),
+                method: parts.method,
+            };
+            let head = std::future::poll_fn(|cx| exchange.poll_head(cx)).await?;
+            let conn = exchange
+                .conn
+                .take()
+                .ok_or("the exchange lost its connection")?;
+            let mut response = Response::new(ResponseBody::new(
+                conn,
+                exchange.pump,
+                head.framing,
+                head.keep_alive,
+                pool,
+            ));
+            *response.status_mut() = head.status;
+            *response.headers_mut() = head.headers;
+            *response.version_mut() = Version::HTTP_11;
+            Ok(response)
+        }
+    }
+
+    /// Closes idle connections that expired or that their worker closed, and forgets workers
+    /// with none left.
+    fn sweep(&self) {
+        let pools: Vec<(Box<str>, Arc<WorkerPool>)> = self
+            .workers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(v)))
+            .collect();
+        let now = Instant::now();
+        for (authority, pool) in pools {
+            let closed: Vec<Idle> = {
+                let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                let (keep, closed) = std::mem::take(&mut *idle)
+                    .into_iter()
+                    .partition(|i| now.duration_since(i.since) < IDLE_TIMEOUT && i.conn.is_idle());
+                *idle = keep;
+                closed
+            };
+            drop(closed);
+            let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
+            // Only this sweep and `workers` itself hold the pool: nobody is using it.
+            if Arc::strong_count(&pool) == 2
+                && pool
+                    .idle
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .is_empty()
+            {
+                workers.remove(&authority);
+            }
+        }
+    }
+}
+
+async fn sweep(client: Weak<Client>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(client) = client.upgrade() else {
+            return;
+        };
+        client.sweep();
+    }
+}
+
+impl WorkerPool {
+    /// The most recently used idle connection that is still open.
+    fn checkout(&self) -> Option<Conn> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(candidate) = idle.pop() {
+            if now.duration_since(candidate.since) >= IDLE_TIMEOUT {
+                // The rest are older still.
+                let stale = std::mem::take(&mut *idle);
+                drop(idle);
+                drop(stale);
+                return None;
+            }
+            if candidate.conn.is_idle() {
+                return Some(candidate.conn);
+            }
+        }
+        None
+    }
+
+    /// Puts a connection whose exchange completed back for the next call.
+    fn checkin(&self, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE_PER_WORKER {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Idle connections held (tests).
+    #[cfg(test)]
+    fn idle_len(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+impl Conn {
+    /// False when the worker closed the connection (or sent bytes nobody asked for) while it was
+    /// idle. Costs no syscall unless the reactor saw the socket become readable.
+    fn is_idle(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(self.io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
+async fn connect(authority: &str) -> Result<Conn, BoxError> {
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(authority)).await;
+    let io = match connected {
+        Ok(Ok(io)) => io,
+        Ok(Err(e)) => {
+            crate::metrics::record_worker_connect_failure();
+            return Err(format!("connecting to {authority}: {e}").into());
+        }
+        Err(_) => {
+            crate::metrics::record_worker_connect_failure();
+            return Err(
+                format!("connecting to {authority}: timed out after {CONNECT_TIMEOUT:?}").into(),
+            );
+        }
+    };
+    io.set_nodelay(true)?;
+    crate::metrics::record_worker_connection_opened();
+    Ok(Conn {
+        io,
+        read_buf: BytesMut::new(),
+    })
+}
+
+/// A request on its way: the body is pumped while the response head is awaited (a worker may
+/// answer before it has read the whole body).
+struct Exchange {
+    conn: Option<Conn>,
+    pump: Pump,
+    method: http::Method,
+}
+
+impl Exchange {
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<codec::ResponseHead, BoxError>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Err("the exchange lost its connection".into()));
+        };
+        if let Poll::Ready(Err(e)) = self.pump.poll_send(&mut conn.io, cx) {
+            return Poll::Ready(Err(e));
+        }
+        loop {
+            if let Some(head) = codec::parse_response_head(&mut conn.read_buf, &self.method)? {
+                return Poll::Ready(Ok(head));
+            }
+            match conn.poll_read(cx) {
+                Poll::Ready(Ok(ReadOutcome::Data)) => {}
+                Poll::Ready(Ok(ReadOutcome::Eof)) => {
+                    return Poll::Ready(Err(
+                        "the worker closed the connection before answering".into()
+                    ));
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
