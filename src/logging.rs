@@ -43,6 +43,15 @@ impl Shared {
     fn flush(&self) {
         Self::write_out(self.lock());
     }
+
+    /// Adds whole lines to the batch, writing it out when full.
+    fn append(&self, bytes: &[u8]) {
+        let mut buf = self.lock();
+        buf.extend_from_slice(bytes);
+        if buf.len() >= BATCH_BYTES {
+            Self::write_out(buf);
+        }
+    }
 }
 
 /// The `MakeWriter` of the subscriber.
@@ -59,11 +68,7 @@ pub struct Line<'a> {
 
 impl Write for Line<'_> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        let mut buf = self.shared.lock();
-        buf.extend_from_slice(bytes);
-        if buf.len() >= BATCH_BYTES {
-            Shared::write_out(buf);
-        }
+        self.shared.append(bytes);
         Ok(bytes.len())
     }
 
@@ -111,10 +116,16 @@ pub fn init(filter: &str) -> FlushGuard {
                 std::thread::sleep(FLUSH_EVERY);
             }
         });
+    let ansi = io::stdout().is_terminal();
+    if !ansi {
+        // Access lines skip the formatter (same text; a terminal gets tracing's colours instead).
+        let sink = Arc::clone(&shared);
+        dataplane::access::set_sink(Box::new(move |line| sink.append(line)));
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi(io::stdout().is_terminal())
+        .with_ansi(ansi)
         .with_writer(writer)
         .init();
     FlushGuard { shared }

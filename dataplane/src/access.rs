@@ -1,5 +1,6 @@
-//! The access log (the `finish` phase's log line): one `tracing` event per finished request,
-//! target [`TARGET`] at info level, emitted from [`crate::server`] for every route (invocations,
+//! The access log (the `finish` phase's log line): one line per finished request, filtered as
+//! `tracing` target [`TARGET`] at info level and written through the binary's [`Sink`] (or as a
+//! `tracing` event when none is set), emitted from [`crate::server`] for every route (invocations,
 //! proxied management and key calls, health, errors, CORS preflights). Its message is
 //! `request key=value …` in a fixed order, formatted in one pass (cheaper than a dozen structured
 //! fields; values never contain spaces, so the line splits on them).
@@ -17,10 +18,12 @@
 //! `client` (peer address), and `outcome` (`complete`, `aborted`: the client went away first,
 //! `error`: the upstream body failed).
 
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
@@ -208,6 +211,8 @@ fn micros(d: Duration) -> u64 {
 /// profile put the structured form at 8% of the gateway's CPU).
 struct Fields<'a> {
     line: &'a Line,
+    /// Taken once, so that every rendering of the line says the same.
+    latency: Duration,
     sent: u64,
     outcome: &'static str,
 }
@@ -229,7 +234,7 @@ impl std::fmt::Display for Fields<'_> {
         f.write_str(" protocol=")?;
         f.write_str(e.protocol)?;
         int(f, " status=", u64::from(line.status.as_u16()))?;
-        int(f, " latency_us=", micros(e.start.elapsed()))?;
+        int(f, " latency_us=", micros(self.latency))?;
         int(f, " ttfb_us=", micros(line.ttfb))?;
         if let Some(id) = line.request_id.as_ref().and_then(|v| v.to_str().ok()) {
             f.write_str(" request_id=")?;
@@ -254,15 +259,52 @@ impl std::fmt::Display for Fields<'_> {
     }
 }
 
+/// Where access lines go instead of `tracing`'s formatter, once the binary has set one (its
+/// batched log buffer): the line is the same, without the per-character escaping and the
+/// event dispatch (about 3% of the gateway's CPU in the profile).
+pub type Sink = Box<dyn Fn(&[u8]) + Send + Sync>;
+
+static SINK: OnceLock<Sink> = OnceLock::new();
+
+/// Sends every later access line to `sink`, formatted as `tracing`'s full format writes it
+/// without target and colours. Whether a line is written still follows the `access` filter.
+/// False when a sink was already set (it stays).
+pub fn set_sink(sink: Sink) -> bool {
+    SINK.set(sink).is_ok()
+}
+
+thread_local! {
+    /// Each thread formats its lines in one reused buffer.
+    static LINE_BUF: RefCell<String> = RefCell::new(String::with_capacity(512));
+}
+
 fn emit(line: &Line, sent: u64, outcome: &'static str) {
-    tracing::info!(
-        target: "access",
-        "request {}",
-        Fields {
-            line,
-            sent,
-            outcome
-        }
+    let fields = Fields {
+        line,
+        latency: line.entry.start.elapsed(),
+        sent,
+        outcome,
+    };
+    if let Some(sink) = SINK.get() {
+        LINE_BUF.with_borrow_mut(|buf| {
+            buf.clear();
+            write_line(buf, SystemTime::now(), &fields);
+            sink(buf.as_bytes());
+        });
+        return;
+    }
+    tracing::info!(target: "access", "request {}", fields);
+}
+
+/// One line as the binary's `tracing` subscriber would write it: RFC 3339 time in µs, the level
+/// padded to five, the message.
+fn write_line(buf: &mut String, now: SystemTime, fields: &Fields<'_>) {
+    use std::fmt::Write;
+    // Writing to a `String` cannot fail.
+    let _ = writeln!(
+        buf,
+        "{}  INFO request {fields}",
+        humantime::format_rfc3339_micros(now)
     );
 }
 
@@ -395,6 +437,48 @@ mod tests {
         assert!(text.contains("bytes_sent=0"), "{text}");
         assert!(text.contains("protocol=h1"), "{text}");
         assert!(!text.contains("function_id"), "{text}");
+    }
+
+    #[test]
+    fn the_sink_line_is_what_tracing_would_write() {
+        let buffer = Buffer::default();
+        let production = tracing_subscriber::fmt()
+            .with_writer(buffer.clone())
+            .with_ansi(false)
+            .with_target(false)
+            .with_env_filter(tracing_subscriber::EnvFilter::new("access=info"))
+            .finish();
+        let _guard = tracing::subscriber::set_default(production);
+        let req = request();
+        let line = Line {
+            entry: Entry::new(
+                Instant::now(),
+                &req,
+                Route::Invocation(InvocationKind::Path),
+                None,
+                "10.0.0.1:5".parse().expect("addr"),
+            ),
+            status: StatusCode::OK,
+            request_id: Some(HeaderValue::from_static(REQID)),
+            ttfb: Duration::from_micros(7),
+        };
+        let fields = Fields {
+            line: &line,
+            latency: Duration::from_micros(1234),
+            sent: 11,
+            outcome: "complete",
+        };
+        tracing::info!(target: "access", "request {}", fields);
+        let mut direct = String::new();
+        write_line(&mut direct, SystemTime::now(), &fields);
+        let traced = buffer.text();
+        // Equal after the timestamps (which differ by the time between the two).
+        let (t1, rest1) = traced.split_once(' ').expect("timestamp");
+        let (t2, rest2) = direct.split_once(' ').expect("timestamp");
+        assert_eq!(rest1, rest2);
+        assert_eq!(t1.len(), t2.len(), "{t1} vs {t2}");
+        assert!(t2.ends_with('Z') && t2.contains('T'), "{t2}");
+        assert!(direct.contains(" latency_us=1234 ttfb_us=7 "), "{direct}");
     }
 
     #[test]
