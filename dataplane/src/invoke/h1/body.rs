@@ -21,8 +21,10 @@ use crate::body::{Body, BoxError};
 
 /// Request bytes queued for the socket before the body is no longer polled (backpressure).
 const HIGH_WATER: usize = 64 * 1024;
-/// Read buffer room asked for before each read.
-const READ_CHUNK: usize = 16 * 1024;
+/// Read buffer room asked for before each read, at first; doubled up to [`MAX_READ`] while
+/// reads fill it.
+pub(super) const READ_CHUNK: usize = 16 * 1024;
+const MAX_READ: usize = 256 * 1024;
 /// The most pieces handed to one vectored write.
 const MAX_IOVECS: usize = 16;
 
@@ -34,20 +36,27 @@ pub(super) enum ReadOutcome {
 
 impl Conn {
     /// Reads what the socket has into the read buffer.
+    /// Through `AsyncRead`, whose short reads clear the socket's readiness: the next read waits
+    /// for the reactor instead of costing a `recv` that answers `EAGAIN`.
     pub(super) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<ReadOutcome>> {
-        loop {
-            ready!(self.io.poll_read_ready(cx))?;
-            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
-                self.read_buf.reserve(READ_CHUNK);
-            }
-            match self.io.try_read_buf(&mut self.read_buf) {
-                Ok(0) => return Poll::Ready(Ok(ReadOutcome::Eof)),
-                Ok(_) => return Poll::Ready(Ok(ReadOutcome::Data)),
-                // Readiness was stale; `try_read_buf` cleared it, so the next poll waits.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        if self.read_buf.capacity() - self.read_buf.len() < self.read_size / 4 {
+            self.read_buf.reserve(self.read_size);
         }
+        let room = self.read_buf.capacity() - self.read_buf.len();
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.read_buf
+        ))?;
+        // A read that filled the room: a large body is coming, read it in bigger pieces.
+        if n == room {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        }
+        Poll::Ready(Ok(if n == 0 {
+            ReadOutcome::Eof
+        } else {
+            ReadOutcome::Data
+        }))
     }
 }
 
@@ -61,23 +70,48 @@ pub(super) struct Pump {
     owed: u64,
     out: VecDeque<Bytes>,
     queued: usize,
+    /// Everything queued so far, while it fits in [`HIGH_WATER`]: on a reused connection that
+    /// turns out to be closed, a request that ended within it is sent again on a new one.
+    replay: Option<Vec<Bytes>>,
 }
 
 impl Pump {
-    pub(super) fn new(head: Bytes, body: Body, framing: RequestFraming) -> Self {
-        let queued = head.len();
-        let mut out = VecDeque::with_capacity(4);
-        out.push_back(head);
-        Self {
+    /// `replayable`: keep what is sent for [`Pump::take_replay`].
+    pub(super) fn new(head: Bytes, body: Body, framing: RequestFraming, replayable: bool) -> Self {
+        let mut pump = Self {
             body: (framing != RequestFraming::Empty).then_some(body),
             framing,
             owed: match framing {
                 RequestFraming::Length(n) => n,
                 _ => 0,
             },
-            out,
+            out: VecDeque::with_capacity(4),
+            queued: 0,
+            replay: replayable.then(Vec::new),
+        };
+        pump.queue(head);
+        pump
+    }
+
+    /// A pump that sends `pieces` again (a whole request, body ended).
+    pub(super) fn replaying(pieces: Vec<Bytes>) -> Self {
+        let queued = pieces.iter().map(Bytes::len).sum();
+        Self {
+            body: None,
+            framing: RequestFraming::Empty,
+            owed: 0,
+            out: pieces.into(),
             queued,
+            replay: None,
         }
+    }
+
+    /// The whole request as sent, when it ended within the replay bound.
+    pub(super) fn take_replay(&mut self) -> Option<Vec<Bytes>> {
+        if self.body.is_some() {
+            return None;
+        }
+        self.replay.take()
     }
 
     /// Whether the whole request is on the wire.
@@ -87,6 +121,14 @@ impl Pump {
 
     fn queue(&mut self, bytes: Bytes) {
         self.queued += bytes.len();
+        if let Some(replay) = &mut self.replay {
+            let kept: usize = replay.iter().map(Bytes::len).sum();
+            if kept + bytes.len() <= HIGH_WATER {
+                replay.push(bytes.clone());
+            } else {
+                self.replay = None;
+            }
+        }
         self.out.push_back(bytes);
     }
 

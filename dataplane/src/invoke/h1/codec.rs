@@ -9,7 +9,7 @@ use http::{Method, StatusCode};
 /// The most a worker's response head (or a chunked body's trailers) may take.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// The most header lines in a worker's response head.
-const MAX_HEADERS: usize = 128;
+const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line (hex size plus extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4096;
 
@@ -154,8 +154,8 @@ pub(crate) fn parse_response_head(
 ) -> Result<Option<ResponseHead>, ParseError> {
     loop {
         // (name, value) byte ranges into `buf`, so that the values can be shared, not copied.
-        let mut ranges = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-        let (len, code, minor, count) = {
+        let mut ranges: Vec<(usize, usize, usize, usize)> = Vec::new();
+        let (len, code, minor) = {
             let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut response = httparse::Response::new(&mut slots);
             let len = match response.parse(buf) {
@@ -172,16 +172,16 @@ pub(crate) fn parse_response_head(
                 Err(e) => return Err(ParseError::Head(e)),
             };
             let base = buf.as_ptr() as usize;
-            for (range, h) in ranges.iter_mut().zip(response.headers.iter()) {
+            ranges.reserve_exact(response.headers.len());
+            for h in response.headers.iter() {
                 let name = h.name.as_ptr() as usize - base;
                 let value = h.value.as_ptr() as usize - base;
-                *range = (name, name + h.name.len(), value, value + h.value.len());
+                ranges.push((name, name + h.name.len(), value, value + h.value.len()));
             }
             (
                 len,
                 response.code.unwrap_or(0),
                 response.version.unwrap_or(1),
-                response.headers.len(),
             )
         };
         let head = buf.split_to(len).freeze();
@@ -193,8 +193,8 @@ pub(crate) fn parse_response_head(
         if status.is_informational() {
             continue;
         }
-        let mut headers = HeaderMap::with_capacity(count + 4);
-        for &(ns, ne, vs, ve) in &ranges[..count] {
+        let mut headers = HeaderMap::with_capacity(ranges.len() + 4);
+        for &(ns, ne, vs, ve) in &ranges {
             let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| {
                 ParseError::Header(String::from_utf8_lossy(&head[ns..ne]).into_owned())
             })?;

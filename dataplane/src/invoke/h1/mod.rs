@@ -36,6 +36,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per worker; more are closed as they come back.
 const MAX_IDLE_PER_WORKER: usize = 1024;
+/// Connections idle longer than this are checked for a close by the worker before reuse.
+const PROBE_AFTER: Duration = Duration::from_secs(1);
 /// How often idle connections are swept (expired, or closed by the worker).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -64,6 +66,8 @@ pub(crate) struct Conn {
     io: TcpStream,
     /// Bytes read and not yet consumed.
     read_buf: BytesMut,
+    /// Room asked for before each read (grows while reads fill it).
+    read_size: usize,
 }
 
 impl Drop for Conn {
@@ -110,9 +114,9 @@ impl Client {
                 .ok_or_else(|| format!("worker URI {} names no host", parts.uri))?
                 .as_str();
             let pool = client.worker(authority);
-            let conn = match pool.checkout() {
-                Some(conn) => conn,
-                None => connect(authority).await?,
+            let (conn, reused) = match pool.checkout() {
+                Some(conn) => (conn, true),
+                None => (connect(authority).await?, false),
             };
             let framing = if body.is_end_stream() {
                 RequestFraming::Empty
@@ -133,10 +137,24 @@ impl Client {
             );
             let mut exchange = Exchange {
                 conn: Some(conn),
-                pump: Pump::new(head.freeze(), body, framing),
+                pump: Pump::new(head.freeze(), body, framing, reused),
                 method: parts.method,
+                received: false,
             };
-            let head = std::future::poll_fn(|cx| exchange.poll_head(cx)).await?;
+            let head = match std::future::poll_fn(|cx| exchange.poll_head(cx)).await {
+                Ok(head) => head,
+                // A reused connection the worker had closed (it answered nothing): the same
+                // request once more on a new connection, when it is whole in hand.
+                Err(e) if !exchange.received => {
+                    let Some(pieces) = exchange.pump.take_replay() else {
+                        return Err(e);
+                    };
+                    exchange.conn = Some(connect(authority).await?);
+                    exchange.pump = Pump::replaying(pieces);
+                    std::future::poll_fn(|cx| exchange.poll_head(cx)).await?
+                }
+                Err(e) => return Err(e),
+            };
             let conn = exchange
                 .conn
                 .take()
@@ -217,15 +235,22 @@ impl WorkerPool {
                 drop(stale);
                 return None;
             }
-            if candidate.conn.is_idle() {
+            // A connection back from a call moments ago is taken as is: the probe would cost a
+            // syscall per call, and a worker closing it in between is answered by a replay.
+            if now.duration_since(candidate.since) < PROBE_AFTER || candidate.conn.is_idle() {
                 return Some(candidate.conn);
             }
         }
         None
     }
 
-    /// Puts a connection whose exchange completed back for the next call.
-    fn checkin(&self, conn: Conn) {
+    /// Puts a connection whose exchange completed back for the next call, without the read room
+    /// a large body made it take.
+    fn checkin(&self, mut conn: Conn) {
+        if conn.read_size > body::READ_CHUNK {
+            conn.read_size = body::READ_CHUNK;
+            conn.read_buf = BytesMut::new();
+        }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE_PER_WORKER {
             idle.push(Idle {
@@ -281,6 +306,7 @@ async fn connect(authority: &str) -> Result<Conn, BoxError> {
     Ok(Conn {
         io,
         read_buf: BytesMut::new(),
+        read_size: body::READ_CHUNK,
     })
 }
 
@@ -290,6 +316,8 @@ struct Exchange {
     conn: Option<Conn>,
     pump: Pump,
     method: http::Method,
+    /// Whether the worker sent anything on this connection.
+    received: bool,
 }
 
 impl Exchange {
@@ -305,7 +333,7 @@ impl Exchange {
                 return Poll::Ready(Ok(head));
             }
             match conn.poll_read(cx) {
-                Poll::Ready(Ok(ReadOutcome::Data)) => {}
+                Poll::Ready(Ok(ReadOutcome::Data)) => self.received = true,
                 Poll::Ready(Ok(ReadOutcome::Eof)) => {
                     return Poll::Ready(Err(
                         "the worker closed the connection before answering".into()

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -200,18 +201,55 @@ async fn chunked_and_close_delimited_responses_are_read_whole() {
 }
 
 #[tokio::test]
-async fn a_connection_the_worker_closed_while_idle_is_not_reused() {
+async fn a_connection_the_worker_closed_while_idle_is_replaced() {
     let (addr, accepted) = worker(|seen| Reply::SendAndClose(ok(&seen.body))).await;
     let client = Client::new();
     let (_, _, body) = call(&client, post(&addr, b"one")).await;
     assert_eq!(&body[..], b"one");
     assert_eq!(pool_idle(&client, &addr), 1);
-    // Let the worker's FIN reach the reactor.
+    // Let the worker's FIN reach the reactor. Taken again at once, the connection is used as is:
+    // the worker answers nothing and the request goes again on a new connection.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (status, _, body) = call(&client, post(&addr, b"two")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&body[..], b"two");
-    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the replay's connection"
+    );
+    // Idle for longer than PROBE_AFTER, it is found closed before use: no replay.
+    tokio::time::sleep(PROBE_AFTER + Duration::from_millis(100)).await;
+    let (status, _, body) = call(&client, post(&addr, b"three")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"three");
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_streamed_body_is_not_replayed() {
+    let (addr, accepted) = worker(|seen| Reply::SendAndClose(ok(&seen.body))).await;
+    let client = Client::new();
+    let _ = call(&client, post(&addr, b"one")).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A body still open when the connection fails cannot be sent again.
+    let never_ends = StreamBody::new(
+        futures_util::stream::iter([Ok::<_, BoxError>(http_body::Frame::data(
+            Bytes::from_static(b"start"),
+        ))])
+        .chain(futures_util::stream::pending()),
+    );
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(format!("{addr}/echo"))
+        .body(crate::body::stream(never_ends))
+        .expect("request");
+    let e = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+        .await
+        .expect("fails, does not hang")
+        .expect_err("not replayed");
+    assert!(e.to_string().contains("closed the connection"), "{e}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]
