@@ -416,6 +416,9 @@ v=float(m.group(1)); u=m.group(2) or "s"
 print(v/1000 if u=="ms" else v*60 if u=="m" else v)' "$1"; }
 WARMUP_S=$(to_secs "$WARMUP")
 CLK_TCK=$(getconf CLK_TCK)
+ctx_switches() { # voluntary + involuntary context switches of all threads of a pid
+  cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { s += $2 } END { print s + 0 }'
+}
 cpu_ticks() { # utime + stime of a pid (fields 14, 15 of /proc/pid/stat; comm may hold spaces)
   local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || die "process $1 went away (stopped from outside the script?)"
   s=${s##*) }
@@ -453,20 +456,21 @@ run_arm() { # kind round arm proxy_pid url [headers...]
   local lt=$!
   LT_PID=$lt
   sleep "$wus"
-  local p0 w0 p1 w1
-  p0=$(cpu_ticks "$ppid"); w0=$(cpu_ticks "$WK_PID")
+  local p0 w0 p1 w1 c0 c1
+  p0=$(cpu_ticks "$ppid"); w0=$(cpu_ticks "$WK_PID"); c0=$(ctx_switches "$ppid")
   wait "$lt" || die "loadtest failed ($kind $arm): $(tail -n 5 "$TMP/loadtest.err")"
   LT_PID=
-  p1=$(cpu_ticks "$ppid"); w1=$(cpu_ticks "$WK_PID")
+  p1=$(cpu_ticks "$ppid"); w1=$(cpu_ticks "$WK_PID"); c1=$(ctx_switches "$ppid")
   jq -c --arg proto "$kind" --arg arm "$arm" --argjson round "$round" \
-     --argjson pt $((p1 - p0)) --argjson wt $((w1 - w0)) --argjson tck "$CLK_TCK" \
+     --argjson pt $((p1 - p0)) --argjson wt $((w1 - w0)) --argjson tck "$CLK_TCK" --argjson cs $((c1 - c0)) \
      '{proto: $proto, arm: $arm, round: $round, rps: .throughput.req_per_s, mb_s: .throughput.resp_mb_per_s,
        rate: .target_rate, late: (.open_loop.client_late_sends // null),
        p50: .latency_us.p50, p99: .latency_us.p99, requests, ok, errors,
        proxy_cpu_us: (if .requests > 0 then $pt * 1e6 / $tck / .requests else null end),
-       worker_cpu_us: (if .requests > 0 then $wt * 1e6 / $tck / .requests else null end)}' \
+       worker_cpu_us: (if .requests > 0 then $wt * 1e6 / $tck / .requests else null end),
+       proxy_cs: (if .requests > 0 then $cs / .requests else null end)}' \
      "$out" >>"$RESULTS"
-  log "$(tail -n 1 "$RESULTS" | jq -r '"\(.proto) round \(.round) \(.arm): \(.rps|floor) req/s\(if .rate then " (target \(.rate))" else "" end)\(if .proto == "mib" then ", \(.mb_s|floor) MB/s" else "" end), p50 \(.p50) µs, p99 \(.p99) µs, ok \(.ok)/\(.requests), errors \(.errors), proxy \(.proxy_cpu_us|tostring|.[0:5]) µs/req, worker \(.worker_cpu_us|tostring|.[0:5]) µs/req"')"
+  log "$(tail -n 1 "$RESULTS" | jq -r '"\(.proto) round \(.round) \(.arm): \(.rps|floor) req/s\(if .rate then " (target \(.rate))" else "" end)\(if .proto == "mib" then ", \(.mb_s|floor) MB/s" else "" end), p50 \(.p50) µs, p99 \(.p99) µs, ok \(.ok)/\(.requests), errors \(.errors), proxy \(.proxy_cpu_us|tostring|.[0:5]) µs/req (\(.proxy_cs|tostring|.[0:4]) context switches), worker \(.worker_cpu_us|tostring|.[0:5]) µs/req"')"
 }
 median_rps() { # kind arm → the median req/s of its runs so far
   python3 - "$RESULTS" "$1" "$2" <<'EOF'
@@ -503,6 +507,15 @@ if [[ -n ${PROFILE:-} ]]; then
   perf report -i "$PROFILE/perf.data" --no-children --sort symbol --stdio -g none >"$PROFILE/self.txt" 2>/dev/null || true
   perf report -i "$PROFILE/perf.data" --children --sort symbol --stdio -g none >"$PROFILE/children.txt" 2>/dev/null || true
   log "perf reports in $PROFILE (self.txt, children.txt); raw data $PROFILE/perf.data"
+  # The yardstick's profile under the same load: where nginx's CPU goes (kernel share).
+  perf record -F 2000 -g -o "$PROFILE/perf-nginx.data" -p "$NGINX_WORKER" 2>>"$PROFILE/perf-record.log" &
+  PERF_PID=$!
+  run_arm h1 1 nginx "$NGINX_WORKER" "http://127.0.0.1:$P_NG1/echo"
+  kill -INT "$PERF_PID"; wait "$PERF_PID" || true
+  perf report -i "$PROFILE/perf-nginx.data" --no-children --sort symbol --stdio -g none >"$PROFILE/self-nginx.txt" 2>/dev/null || true
+  for f in self self-nginx; do
+    log "$f: $(grep -E '^ +[0-9]' "$PROFILE/$f.txt" | awk '{ v = $1; sub("%", "", v); s[$2] += v } END { printf "kernel %.1f%%, user %.1f%%", s["[k]"], s["[.]"] }')"
+  done
   # Syscalls per request, the gateway's and nginx's worker's, each over one more run.
   for arm in gateway nginx; do
     if [[ $arm == gateway ]]; then pid=${GW_PIDS[0]}; else pid=$NGINX_WORKER; fi

@@ -31,6 +31,20 @@ pub enum InvocationKind {
 }
 
 impl Route {
+    /// How many metric labels there are ([`Route::index`] is below it).
+    pub(crate) const COUNT: usize = 5;
+
+    /// The position of this route's label among the [`Route::COUNT`].
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Self::KeyService => 0,
+            Self::Management => 1,
+            Self::Invocation(_) => 2,
+            Self::Health => 3,
+            Self::NotFound => 4,
+        }
+    }
+
     /// The bounded metric label for this route.
     pub fn label(self) -> &'static str {
         match self {

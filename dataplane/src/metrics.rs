@@ -1,10 +1,13 @@
 //! The gateway's metric table (names, units, descriptions) and the helpers that record them. The
 //! binary installs the recorder; without one these calls are no-ops.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::StatusCode;
-use metrics::Unit;
+use metrics::{Counter, Histogram, Unit};
+
+use crate::classify::Route;
 
 /// Every request the gateway answered, by route, status class and protocol.
 pub const REQUESTS_TOTAL: &str = "gateway_requests_total";
@@ -93,7 +96,7 @@ const TABLE: &[MetricDef] = &[
         name: REQUESTS_TOTAL,
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Requests answered by the gateway. Labels: route (key_service|management|invocation|health|not_found), status_class (1xx..5xx), protocol (http1|h2|h3).",
+        help: "Requests answered by the gateway. Labels: route (key_service|management|invocation|health|not_found), status_class (1xx..5xx), protocol (h1|h2|h3).",
     },
     MetricDef {
         name: REQUEST_DURATION_SECONDS,
@@ -213,7 +216,7 @@ const TABLE: &[MetricDef] = &[
         name: WORKER_STREAMS_RESET_TOTAL,
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Worker streams reset by the gateway because the client went away before the response ended (the work is cancelled).",
+        help: "Worker requests the gateway cancelled because the client went away before the response ended: the h2 stream reset, or the HTTP/1.1 connection closed.",
     },
     MetricDef {
         name: INVOCATIONS_QUEUED,
@@ -282,21 +285,76 @@ pub fn describe_metrics() {
     }
 }
 
-/// Counts one answered request and records its latency.
-pub(crate) fn record_request(
-    route: &'static str,
-    status: StatusCode,
-    protocol: &'static str,
-    elapsed: Duration,
-) {
-    metrics::counter!(
-        REQUESTS_TOTAL,
-        "route" => route,
-        "status_class" => status_class(status),
-        "protocol" => protocol
-    )
-    .increment(1);
-    metrics::histogram!(REQUEST_DURATION_SECONDS, "route" => route).record(elapsed.as_secs_f64());
+/// Handles of the per-request series (`gateway_requests_total`, `gateway_request_duration_seconds`),
+/// each registered on its first use: recording through a handle skips building a labelled key and
+/// looking it up in the registry on every request. Built when the server starts, after the
+/// recorder is installed, so no handle is the no-op one of a process without a recorder.
+pub(crate) struct RequestMetrics {
+    requests: [OnceLock<Counter>; ROUTES * CLASSES * PROTOCOLS],
+    durations: [OnceLock<Histogram>; ROUTES],
+}
+
+const ROUTES: usize = Route::COUNT;
+const CLASSES: usize = 5;
+const PROTOCOLS: usize = 3;
+const CLASS_LABELS: [&str; CLASSES] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const PROTOCOL_LABELS: [&str; PROTOCOLS] = ["h1", "h2", "h3"];
+
+impl RequestMetrics {
+    pub(crate) fn new() -> Self {
+        Self {
+            requests: std::array::from_fn(|_| OnceLock::new()),
+            durations: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// Counts one answered request of `route` over `protocol` (`h1`, `h2` or `h3`) and its
+    /// duration to the response head.
+    pub(crate) fn record(
+        &self,
+        route: Route,
+        status: StatusCode,
+        protocol: &'static str,
+        elapsed: Duration,
+    ) {
+        let r = route.index();
+        let c = match status.as_u16() {
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            _ => 4,
+        };
+        let p = PROTOCOL_LABELS
+            .iter()
+            .position(|l| *l == protocol)
+            .unwrap_or(0);
+        if let Some(counter) = self.requests.get((r * CLASSES + c) * PROTOCOLS + p) {
+            counter
+                .get_or_init(|| {
+                    metrics::counter!(
+                        REQUESTS_TOTAL,
+                        "route" => route.label(),
+                        "status_class" => CLASS_LABELS[c],
+                        "protocol" => PROTOCOL_LABELS[p]
+                    )
+                })
+                .increment(1);
+        }
+        if let Some(histogram) = self.durations.get(r) {
+            histogram
+                .get_or_init(
+                    || metrics::histogram!(REQUEST_DURATION_SECONDS, "route" => route.label()),
+                )
+                .record(elapsed.as_secs_f64());
+        }
+    }
+}
+
+impl std::fmt::Debug for RequestMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequestMetrics")
+    }
 }
 
 /// Counts one failed TLS handshake.
@@ -414,7 +472,12 @@ pub(crate) fn add_invocations_in_flight(delta: f64) {
 
 /// Counts one credential check by its result.
 pub(crate) fn record_key_lookup(result: &'static str) {
-    metrics::counter!(KEY_LOOKUPS_TOTAL, "result" => result).increment(1);
+    key_lookup_counter(result).increment(1);
+}
+
+/// The handle of one credential check result's counter.
+pub(crate) fn key_lookup_counter(result: &'static str) -> Counter {
+    metrics::counter!(KEY_LOOKUPS_TOTAL, "result" => result)
 }
 
 /// Counts a new worker connection.

@@ -43,6 +43,7 @@ pub(crate) struct State {
     alt_svc: Option<HeaderValue>,
     /// `dataplane.access-log`: one [`crate::access`] line per finished request.
     access_log: bool,
+    metrics: crate::metrics::RequestMetrics,
 }
 
 /// The sockets the gateway serves on, bound by the caller.
@@ -136,6 +137,7 @@ pub async fn serve_all(
         invoker: Invoker::new(&config, snapshot),
         alt_svc,
         access_log: config.access_log,
+        metrics: crate::metrics::RequestMetrics::new(),
     });
     let reporter = {
         let state = Arc::clone(&state);
@@ -352,12 +354,9 @@ async fn answer(
         .then(|| req.headers().get(header::ORIGIN).cloned())
         .flatten();
     if cors && let Some(preflight) = crate::cors::preflight(req.method(), req.headers()) {
-        crate::metrics::record_request(
-            route.label(),
-            preflight.status(),
-            protocol,
-            start.elapsed(),
-        );
+        state
+            .metrics
+            .record(route, preflight.status(), protocol, start.elapsed());
         return crate::access::attach(access, preflight);
     }
 
@@ -378,7 +377,9 @@ async fn answer(
     let mut response = result.unwrap_or_else(|e| e.into_response(&path));
     crate::cors::decorate(origin, &mut response);
     debug!(%peer, route = route.label(), status = %response.status(), path, "request");
-    crate::metrics::record_request(route.label(), response.status(), protocol, start.elapsed());
+    state
+        .metrics
+        .record(route, response.status(), protocol, start.elapsed());
     crate::access::attach(access, response)
 }
 

@@ -30,7 +30,7 @@ pub(crate) struct Routed {
 #[derive(Debug)]
 pub(crate) struct Finish {
     /// Label for the metrics; set once the target is known.
-    pub(crate) function_id: Option<String>,
+    pub(crate) function_id: Option<uuid::Uuid>,
     /// The function and version the request was routed to (for the access log).
     pub(crate) routed: Option<Routed>,
     // Atomic only so the body that owns it stays `Sync`.
@@ -48,8 +48,7 @@ impl Finish {
 
     fn label(&self) -> String {
         self.function_id
-            .clone()
-            .unwrap_or_else(|| "unknown".to_owned())
+            .map_or_else(|| "unknown".to_owned(), |id| id.to_string())
     }
 
     /// The invocation completed (its response ended).
@@ -73,7 +72,8 @@ impl Drop for Finish {
         if !self.done.load(Ordering::Acquire) {
             crate::metrics::record_invocation_error("499", self.label());
             if self.routed.is_some() {
-                // The worker request dropped with this invocation resets its stream.
+                // The worker request dropped with this invocation is cancelled: its h2 stream is
+                // reset, or its HTTP/1.1 connection closed.
                 crate::metrics::record_worker_stream_reset();
             }
             tracing::debug!(function_id = %self.label(), "client went away before the response finished");
@@ -162,7 +162,7 @@ mod tests {
     async fn a_body_read_to_the_end_is_done() {
         let body = crate::body::full(Bytes::from_static(b"abc"));
         let mut f = Finish::new();
-        f.function_id = Some("f".into());
+        f.function_id = Some(uuid::Uuid::nil());
         let t = Tracked::new(body, f, None);
         let bytes = t.collect().await.expect("collect").to_bytes();
         assert_eq!(&bytes[..], b"abc");

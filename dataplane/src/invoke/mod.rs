@@ -61,6 +61,8 @@ pub(crate) struct Invoker {
     worker_version: http::Version,
     region: HeaderValue,
     pending: Arc<PendingStore>,
+    /// `gateway_key_lookups_total{result="hit"}`, counted on nearly every call.
+    key_hits: metrics::Counter,
 }
 
 /// A pexec/exec call's work from sending to the worker up to the client's response (the head for
@@ -102,6 +104,7 @@ impl Invoker {
                 },
             ),
             balancer: Balancer::default(),
+            key_hits: crate::metrics::key_lookup_counter("hit"),
             client: WorkerClient::new(config.worker_protocol),
             worker_version: dispatch::worker_version(config.worker_protocol),
             // Validated as a header value by the config.
@@ -154,7 +157,7 @@ impl Invoker {
                     .map(HeaderValue::as_bytes),
                 Timestamp::now(),
             )
-            .inspect(|_| crate::metrics::record_key_lookup("hit"))
+            .inspect(|_| self.key_hits.increment(1))
             .map_err(|e| {
                 crate::metrics::record_key_lookup(e.lookup_label());
                 GatewayError::Unauthorized(e)
@@ -163,7 +166,7 @@ impl Invoker {
             Resolved::Invoke(t) => t,
             Resolved::Status(id) => {
                 let (id, owner) = self.poll_owner(&id)?;
-                finish.function_id = Some(owner.function_id.to_string());
+                finish.function_id = Some(owner.function_id);
                 authorize_invoke(grants, owner.function_id, Some(owner.version_id))
                     .map_err(GatewayError::Forbidden)?;
                 let window = respond::poll_seconds(req.headers(), Endpoint::Pexec)?;
@@ -172,7 +175,7 @@ impl Invoker {
                 return Ok((response, None));
             }
         };
-        finish.function_id = Some(target.function_id.to_string());
+        finish.function_id = Some(target.function_id);
         authorize_invoke(grants, target.function_id, target.version_id)
             .map_err(GatewayError::Forbidden)?;
         let poll = respond::poll_seconds(req.headers(), target.endpoint)?;
