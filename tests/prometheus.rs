@@ -78,7 +78,16 @@ async fn metrics_through_the_stack() {
     assert!(
         sample(&text, "gateway_key_lookups_total{result=\"unknown\"}").is_some_and(|n| n >= 1.0)
     );
-    // One pooled h2c connection carries every call to the worker.
+    // Over both protocols the calls used.
+    let answered: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("gateway_requests_total{route=\"invocation\",status_class=\"2xx\",")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(answered >= 200.0, "{answered}");
+    // One pooled keep-alive connection carries every (sequential) call to the worker.
     let opened = sample(&text, "gateway_worker_connections_opened_total").expect("opened");
     assert!(
         (1.0..=2.0).contains(&opened),

@@ -96,7 +96,7 @@ const TABLE: &[MetricDef] = &[
         name: REQUESTS_TOTAL,
         kind: Kind::Counter,
         unit: Unit::Count,
-        help: "Requests answered by the gateway. Labels: route (key_service|management|invocation|health|not_found), status_class (1xx..5xx), protocol (h1|h2|h3).",
+        help: "Requests answered by the gateway. Labels: route (key_service|management|invocation|health|not_found), status_class (1xx..5xx), protocol (http1|h2|h3).",
     },
     MetricDef {
         name: REQUEST_DURATION_SECONDS,
@@ -298,7 +298,7 @@ const ROUTES: usize = Route::COUNT;
 const CLASSES: usize = 5;
 const PROTOCOLS: usize = 3;
 const CLASS_LABELS: [&str; CLASSES] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
-const PROTOCOL_LABELS: [&str; PROTOCOLS] = ["h1", "h2", "h3"];
+const PROTOCOL_LABELS: [&str; PROTOCOLS] = ["http1", "h2", "h3"];
 
 impl RequestMetrics {
     pub(crate) fn new() -> Self {
@@ -308,7 +308,7 @@ impl RequestMetrics {
         }
     }
 
-    /// Counts one answered request of `route` over `protocol` (`h1`, `h2` or `h3`) and its
+    /// Counts one answered request of `route` over `protocol` (`http1`, `h2` or `h3`) and its
     /// duration to the response head.
     pub(crate) fn record(
         &self,
@@ -594,7 +594,14 @@ mod tests {
     #[test]
     fn describe_without_recorder_is_a_no_op() {
         describe_metrics();
-        record_request("health", StatusCode::OK, "http1", Duration::from_millis(1));
+        let requests = RequestMetrics::new();
+        requests.record(
+            Route::Health,
+            StatusCode::OK,
+            "http1",
+            Duration::from_millis(1),
+        );
+        requests.record(Route::NotFound, StatusCode::NOT_FOUND, "h3", Duration::ZERO);
         record_error("client", StatusCode::NOT_FOUND);
     }
 }

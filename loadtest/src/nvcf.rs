@@ -199,7 +199,8 @@ pub fn default_body(image: &str, size: Option<usize>) -> (Bytes, &'static str) {
     }
 }
 
-/// Mints the credentials, creates and deploys the function and waits for `ACTIVE`.
+/// Mints the credentials, creates and deploys the function, waits for `ACTIVE` and for the gateway
+/// to route it.
 pub async fn setup(api: &Api, args: &NvcfArgs, log: bool) -> Result<Setup, ClientError> {
     let say = |m: String| {
         if log {
@@ -360,6 +361,31 @@ pub async fn setup(api: &Api, args: &NvcfArgs, log: bool) -> Result<Setup, Clien
         }
     }
     say("ACTIVE".into());
+    // ACTIVE is the control plane's word; the gateway learns it from its feed a moment later
+    // (until then it answers 404, or 503 while no worker is ready). One small call shows when.
+    let invoke = format!("Bearer {}", setup.api_key);
+    let path = format!("/v2/nvcf/pexec/functions/{}", setup.function_id);
+    loop {
+        let (status, v) = api
+            .call(
+                Method::POST,
+                "",
+                &path,
+                &[("authorization", &invoke), ("nvcf-poll-seconds", "5")],
+                Some(&serde_json::json!({})),
+            )
+            .await?;
+        if status != StatusCode::NOT_FOUND && status != StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(setup_err(
+                "deploy",
+                format!("ACTIVE, but the gateway still answers {status}: {v}"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     Ok(setup)
 }
 
