@@ -10,10 +10,12 @@ use std::hint::black_box;
 
 fn targets(n: usize) -> Vec<WorkerTarget> {
     (0..n)
-        .map(|i| WorkerTarget {
-            worker_id: format!("worker-{i:04}-{}", "0".repeat(24)),
-            address: format!("http://10.0.0.{i}:9000"),
-            max_concurrency: 8,
+        .map(|i| {
+            WorkerTarget::new(
+                format!("worker-{i:04}-{}", "0".repeat(24)),
+                format!("http://10.0.0.{i}:9000"),
+                8,
+            )
         })
         .collect()
 }

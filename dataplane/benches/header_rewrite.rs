@@ -60,11 +60,11 @@ const RESPONSE: &[(&str, &str)] = &[
 ];
 
 fn bench(c: &mut Criterion) {
-    let targets = vec![WorkerTarget {
-        worker_id: "w0".into(),
-        address: "http://127.0.0.1:9000".into(),
-        max_concurrency: 8,
-    }];
+    let targets = vec![WorkerTarget::new(
+        "w0".into(),
+        "http://127.0.0.1:9000".into(),
+        8,
+    )];
     let route = route(Uuid::new_v4(), Uuid::new_v4(), "bench-fn", targets);
     let region = HeaderValue::from_static("local");
     let id = Uuid::new_v4();

@@ -465,9 +465,9 @@ pub(crate) fn record_invocation_error(status: &'static str, function_id: String)
     .increment(1);
 }
 
-/// Moves the in-flight invocation gauge.
-pub(crate) fn add_invocations_in_flight(delta: f64) {
-    metrics::gauge!(INVOCATIONS_IN_FLIGHT).increment(delta);
+/// The in-flight invocation gauge's handle.
+pub(crate) fn invocations_in_flight() -> metrics::Gauge {
+    metrics::gauge!(INVOCATIONS_IN_FLIGHT)
 }
 
 /// Counts one credential check by its result.

@@ -6,6 +6,8 @@
 //! DEGRADED one is a 400, anything else (unknown, INACTIVE, DEPLOYING, ERROR) a 404. Without a
 //! pinned version one invocable version is picked at random.
 
+use http::Uri;
+use http::uri::{Authority, PathAndQuery, Scheme};
 use model::feed::FeedState;
 use model::function::FunctionStatus;
 use model::worker::{InstanceStatus, WorkerStatus};
@@ -21,6 +23,64 @@ pub struct WorkerTarget {
     pub address: String,
     /// The deployment's `maxRequestConcurrency` on this worker.
     pub max_concurrency: u32,
+    /// `address` parsed once, when the snapshot is built (not on every request), or why it
+    /// cannot be used.
+    origin: Result<Origin, String>,
+}
+
+/// Scheme, authority and path prefix of a worker's base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
+    scheme: Scheme,
+    authority: Authority,
+    /// The base URL's path without its trailing `/` (usually empty).
+    prefix: String,
+}
+
+impl WorkerTarget {
+    pub fn new(worker_id: String, address: String, max_concurrency: u32) -> Self {
+        let origin = Origin::parse(&address);
+        Self {
+            worker_id,
+            address,
+            max_concurrency,
+            origin,
+        }
+    }
+
+    /// The URI of `path_and_query` on this worker.
+    pub fn uri(&self, path_and_query: &str) -> Result<Uri, String> {
+        let origin = self.origin.as_ref().map_err(Clone::clone)?;
+        let slash = if path_and_query.starts_with('/') { "" } else { "/" };
+        let path = if origin.prefix.is_empty() && slash.is_empty() {
+            PathAndQuery::try_from(path_and_query)
+        } else {
+            PathAndQuery::try_from(format!("{}{slash}{path_and_query}", origin.prefix))
+        }
+        .map_err(|e| format!("path '{path_and_query}' on worker {}: {e}", self.address))?;
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(origin.scheme.clone());
+        parts.authority = Some(origin.authority.clone());
+        parts.path_and_query = Some(path);
+        Uri::from_parts(parts).map_err(|e| format!("worker address '{}': {e}", self.address))
+    }
+}
+
+impl Origin {
+    fn parse(address: &str) -> Result<Self, String> {
+        let uri: Uri = address
+            .trim_end_matches('/')
+            .parse()
+            .map_err(|e| format!("worker address '{address}': {e}"))?;
+        let (Some(scheme), Some(authority)) = (uri.scheme(), uri.authority()) else {
+            return Err(format!("worker address '{address}' names no host"));
+        };
+        Ok(Self {
+            scheme: scheme.clone(),
+            authority: authority.clone(),
+            prefix: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
 }
 
 /// Everything the invocation path needs of one function version.
@@ -109,11 +169,11 @@ impl RoutingSnapshot {
             targets
                 .entry(i.function_version_id)
                 .or_default()
-                .push(WorkerTarget {
-                    worker_id: i.worker_id.clone(),
-                    address: w.registration.address.clone(),
-                    max_concurrency: i.max_request_concurrency,
-                });
+                .push(WorkerTarget::new(
+                    i.worker_id.clone(),
+                    w.registration.address.clone(),
+                    i.max_request_concurrency,
+                ));
         }
         let mut by_function: HashMap<Uuid, Vec<Arc<VersionRoute>>> = HashMap::new();
         for f in state.functions.values() {

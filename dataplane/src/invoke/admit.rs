@@ -30,11 +30,26 @@ pub(crate) struct QueuePolicy {
 /// Admission counters for the whole gateway.
 #[derive(Debug)]
 pub(crate) struct Admission {
-    global: Arc<AtomicU64>,
+    global: Arc<InFlight>,
     max_global: u64,
     queue: QueuePolicy,
     /// One gate per version ever invoked; bounded by the number of versions, and tiny.
     per_version: Mutex<HashMap<Uuid, Arc<Gate>>>,
+}
+
+/// Invocations in flight in the whole gateway, and the gauge that shows them (a handle kept,
+/// not looked up twice per call).
+struct InFlight {
+    count: AtomicU64,
+    gauge: metrics::Gauge,
+}
+
+impl std::fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlight")
+            .field("count", &self.count)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One version's places and waiters.
@@ -90,15 +105,15 @@ impl GateState {
 /// One admitted invocation's places; dropping it releases them.
 #[derive(Debug)]
 pub(crate) struct Slot {
-    global: Arc<AtomicU64>,
+    global: Arc<InFlight>,
     gate: Arc<Gate>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.gate.lock().release();
-        self.global.fetch_sub(1, Ordering::AcqRel);
-        crate::metrics::add_invocations_in_flight(-1.0);
+        self.global.count.fetch_sub(1, Ordering::AcqRel);
+        self.global.gauge.decrement(1.0);
     }
 }
 
@@ -147,7 +162,10 @@ enum Entry {
 impl Admission {
     pub(crate) fn new(max_global: u64, queue: QueuePolicy) -> Self {
         Self {
-            global: Arc::new(AtomicU64::new(0)),
+            global: Arc::new(InFlight {
+                count: AtomicU64::new(0),
+                gauge: crate::metrics::invocations_in_flight(),
+            }),
             max_global,
             queue,
             per_version: Mutex::new(HashMap::new()),
@@ -220,11 +238,11 @@ impl Admission {
             }
             queued.taken = true;
         }
-        if !take(&self.global, self.max_global) {
+        if !take(&self.global.count, self.max_global) {
             gate.lock().release();
             return Err(GatewayError::GatewayFull(self.max_global));
         }
-        crate::metrics::add_invocations_in_flight(1.0);
+        self.global.gauge.increment(1.0);
         Ok(Slot {
             global: Arc::clone(&self.global),
             gate,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use futures_util::future::Either;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -260,23 +260,6 @@ impl Balancer {
     }
 }
 
-/// The URI of `path_and_query` on the worker whose registered base URL is `address`.
-pub(crate) fn worker_uri(address: &str, path_and_query: &str) -> Result<Uri, String> {
-    let base = address.trim_end_matches('/');
-    let path = if path_and_query.starts_with('/') {
-        path_and_query.to_owned()
-    } else {
-        format!("/{path_and_query}")
-    };
-    let uri: Uri = format!("{base}{path}")
-        .parse()
-        .map_err(|e| format!("worker address '{address}': {e}"))?;
-    if uri.authority().is_none() {
-        return Err(format!("worker address '{address}' names no host"));
-    }
-    Ok(uri)
-}
-
 /// What the gateway tells the worker about one invocation.
 #[derive(Debug)]
 pub(crate) struct Owned<'a> {
@@ -346,11 +329,7 @@ mod tests {
 
     fn targets(n: usize) -> Vec<WorkerTarget> {
         (0..n)
-            .map(|i| WorkerTarget {
-                worker_id: format!("w{i}"),
-                address: format!("http://127.0.0.1:{}", 9000 + i),
-                max_concurrency: 4,
-            })
+            .map(|i| WorkerTarget::new(format!("w{i}"), format!("http://127.0.0.1:{}", 9000 + i), 4))
             .collect()
     }
 
@@ -409,17 +388,22 @@ mod tests {
 
     #[test]
     fn uri_and_headers() {
+        let uri = |address: &str, path: &str| {
+            WorkerTarget::new("w".into(), address.into(), 1).uri(path)
+        };
         assert_eq!(
-            worker_uri("http://127.0.0.1:9000/", "/echo?a=b")
+            uri("http://127.0.0.1:9000/", "/echo?a=b")
                 .expect("uri")
                 .to_string(),
             "http://127.0.0.1:9000/echo?a=b"
         );
+        assert_eq!(uri("http://w:1", "infer").expect("uri").path(), "/infer");
         assert_eq!(
-            worker_uri("http://w:1", "infer").expect("uri").path(),
-            "/infer"
+            uri("http://w:1/base/", "/infer?x").expect("uri").to_string(),
+            "http://w:1/base/infer?x"
         );
-        assert!(worker_uri("nope", "/x").is_err());
+        assert!(uri("nope", "/x").is_err());
+        assert!(uri("http://w:1", "/bad path").is_err());
 
         let (fid, vid) = (Uuid::new_v4(), Uuid::new_v4());
         let route = VersionRoute {

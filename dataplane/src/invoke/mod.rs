@@ -44,7 +44,7 @@ use crate::feed::SharedSnapshot;
 use crate::keys::authorize_invoke;
 use crate::pending::Limits;
 use crate::pending::store::PendingStore;
-use crate::routing::VersionRoute;
+use crate::routing::{VersionRoute, WorkerTarget};
 use admit::{Admission, QueuePolicy};
 use dispatch::{Balancer, Owned, WorkerBody, WorkerClient};
 use finish::{Finish, Held, Routed, Tracked};
@@ -210,25 +210,24 @@ impl Invoker {
             .pick(&ctx.route.targets, rand::random())
             .ok_or(GatewayError::NoHealthyWorker(ctx.route.version_id))?;
         let held = Held { slot, outstanding };
-        let address = ctx
+        let worker = ctx
             .route
             .targets
             .get(index)
-            .ok_or(GatewayError::NoHealthyWorker(ctx.route.version_id))?
-            .address
-            .clone();
+            .ok_or(GatewayError::NoHealthyWorker(ctx.route.version_id))?;
 
         if ctx.target.endpoint == Endpoint::Passthrough {
-            let request = self.dispatch(&ctx, &address, req)?;
+            let request = self.dispatch(&ctx, worker, req)?;
             let response = self.send(&ctx, request).await?;
             let response = respond::passthrough(response, ctx.request_id);
             return Ok((response.map(body::stream), Some(held)));
         }
         let mut ctx = ctx;
         let work = if ctx.target.endpoint == Endpoint::Exec {
-            self.exec(&mut ctx, &address, req).await?
+            let worker = worker.clone();
+            self.exec(&mut ctx, &worker, req).await?
         } else {
-            let request = self.dispatch(&ctx, &address, req)?;
+            let request = self.dispatch(&ctx, worker, req)?;
             self.pexec(&ctx, request)
         };
         self.answer_or_park(&ctx, work, held).await
@@ -243,19 +242,16 @@ impl Invoker {
     fn dispatch(
         &self,
         ctx: &Ctx,
-        address: &str,
+        worker: &WorkerTarget,
         req: Request<RequestBody>,
     ) -> Result<Request<Body>, GatewayError> {
         let (mut parts, incoming) = req.into_parts();
         let path = match ctx.target.endpoint {
             // pexec: the function's inferenceUrl; the client's query is not forwarded (§2.1).
-            Endpoint::Pexec | Endpoint::Exec => ctx.route.inference_url.clone(),
-            Endpoint::Passthrough => parts
-                .uri
-                .path_and_query()
-                .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned()),
+            Endpoint::Pexec | Endpoint::Exec => ctx.route.inference_url.as_str(),
+            Endpoint::Passthrough => parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
         };
-        parts.uri = self.uri(ctx, address, &path)?;
+        parts.uri = self.uri(ctx, worker, path)?;
         parts.version = self.worker_version;
         dispatch::prepare_headers(&mut parts.headers, &self.owned(ctx));
         if ctx.target.endpoint == Endpoint::Pexec
@@ -301,7 +297,7 @@ impl Invoker {
     async fn exec(
         &self,
         ctx: &mut Ctx,
-        address: &str,
+        worker: &WorkerTarget,
         req: Request<RequestBody>,
     ) -> Result<Work, GatewayError> {
         let (mut parts, incoming) = req.into_parts();
@@ -316,7 +312,7 @@ impl Invoker {
         let json = serde_json::to_vec(&wrapped.request_body)
             .map_err(|e| GatewayError::Internal(e.to_string()))?;
         parts.method = Method::POST;
-        parts.uri = self.uri(ctx, address, &ctx.route.inference_url)?;
+        parts.uri = self.uri(ctx, worker, &ctx.route.inference_url)?;
         parts.version = self.worker_version;
         dispatch::prepare_headers(&mut parts.headers, &self.owned(ctx));
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -357,8 +353,13 @@ impl Invoker {
         }
     }
 
-    fn uri(&self, ctx: &Ctx, address: &str, path: &str) -> Result<http::Uri, GatewayError> {
-        dispatch::worker_uri(address, path).map_err(|detail| GatewayError::WorkerUnreachable {
+    fn uri(
+        &self,
+        ctx: &Ctx,
+        worker: &WorkerTarget,
+        path: &str,
+    ) -> Result<http::Uri, GatewayError> {
+        worker.uri(path).map_err(|detail| GatewayError::WorkerUnreachable {
             request_id: ctx.request_id,
             detail,
         })

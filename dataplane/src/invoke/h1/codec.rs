@@ -194,48 +194,90 @@ pub(crate) fn parse_response_head(
             continue;
         }
         let mut headers = HeaderMap::with_capacity(ranges.len() + 4);
+        let mut hop = Hop::default();
         for &(ns, ne, vs, ve) in &ranges {
             let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| {
                 ParseError::Header(String::from_utf8_lossy(&head[ns..ne]).into_owned())
             })?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
                 .map_err(|_| ParseError::Header(format!("the value of {name}")))?;
-            headers.append(name, value);
+            // Hop-by-hop headers are read here and never reach the map (one pass, no removals).
+            if hop.take(&name, &value) {
+                headers.append(name, value);
+            }
         }
-        return finish_head(status, minor, headers, method).map(Some);
+        return finish_head(status, minor, headers, hop, method).map(Some);
     }
 }
 
-/// Works out the framing and reuse of a parsed head, and strips what is only about this hop.
+/// What the hop-by-hop headers of a response said.
+#[derive(Debug, Default)]
+struct Hop {
+    close: bool,
+    keep_alive: bool,
+    /// Whether `transfer-encoding` was present, and whether its last coding was `chunked`.
+    transfer_encoding: bool,
+    chunked: bool,
+    /// Other names `connection` lists (hop-by-hop too, removed after the pass).
+    named: Vec<HeaderName>,
+}
+
+impl Hop {
+    /// Notes a hop-by-hop header; false for one that is, true for an end-to-end header.
+    fn take(&mut self, name: &HeaderName, value: &HeaderValue) -> bool {
+        match name.as_str() {
+            "connection" => {
+                for token in value.to_str().unwrap_or("").split(',').map(str::trim) {
+                    if token.eq_ignore_ascii_case("close") {
+                        self.close = true;
+                    } else if token.eq_ignore_ascii_case("keep-alive") {
+                        self.keep_alive = true;
+                    } else if let Ok(named) = HeaderName::from_bytes(token.as_bytes()) {
+                        self.named.push(named);
+                    }
+                }
+                false
+            }
+            "transfer-encoding" => {
+                self.transfer_encoding = true;
+                // The last coding of the last value decides (RFC 9112 §6.3).
+                self.chunked = value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.rsplit(',').next())
+                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+                false
+            }
+            other => !model::headers::HOP_BY_HOP.contains(&other),
+        }
+    }
+}
+
+/// Works out the framing and reuse of a parsed head.
 fn finish_head(
     status: StatusCode,
     minor: u8,
     mut headers: HeaderMap,
+    hop: Hop,
     method: &Method,
 ) -> Result<ResponseHead, ParseError> {
+    for name in &hop.named {
+        headers.remove(name);
+    }
     let mut keep_alive = if minor == 0 {
-        has_token(&headers, header::CONNECTION, "keep-alive")
+        hop.keep_alive
     } else {
-        !has_token(&headers, header::CONNECTION, "close")
+        !hop.close
     };
-    let chunked = headers.contains_key(header::TRANSFER_ENCODING);
     let framing = if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
         ResponseFraming::None
-    } else if chunked {
-        // The last coding must be `chunked` for the length to be known (RFC 9112 §6.3).
-        let last = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
+    } else if hop.transfer_encoding {
         // A Content-Length beside Transfer-Encoding is ignored (and must not reach the client).
         headers.remove(header::CONTENT_LENGTH);
-        if last {
+        if hop.chunked {
             ResponseFraming::Chunked
         } else {
             ResponseFraming::UntilClose
@@ -248,22 +290,12 @@ fn finish_head(
     if framing == ResponseFraming::UntilClose {
         keep_alive = false;
     }
-    crate::headers::remove_hop_by_hop(&mut headers);
     Ok(ResponseHead {
         status,
         headers,
         framing,
         keep_alive,
     })
-}
-
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// The response's `content-length`; several values must agree.
@@ -499,6 +531,20 @@ mod tests {
         assert_eq!(h.headers["content-length"], "3");
         assert!(h.headers.get("connection").is_none());
         assert_eq!(&rest[..], b"abc");
+    }
+
+    #[test]
+    fn hop_by_hop_headers_stay_on_this_hop() {
+        let (r, _) = parse(
+            "HTTP/1.1 200 OK\r\nconnection: x-a, keep-alive\r\nx-a: 1\r\nkeep-alive: timeout=5\r\n\
+             upgrade: h2c\r\ntransfer-encoding: gzip, chunked\r\nx-b: 2\r\n\r\n",
+            &Method::GET,
+        );
+        let h = r.expect("parses").expect("complete");
+        assert_eq!(h.framing, ResponseFraming::Chunked);
+        assert!(h.keep_alive);
+        let names: Vec<&str> = h.headers.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-b"]);
     }
 
     #[test]
