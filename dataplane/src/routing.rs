@@ -51,7 +51,11 @@ impl WorkerTarget {
     /// The URI of `path_and_query` on this worker.
     pub fn uri(&self, path_and_query: &str) -> Result<Uri, String> {
         let origin = self.origin.as_ref().map_err(Clone::clone)?;
-        let slash = if path_and_query.starts_with('/') { "" } else { "/" };
+        let slash = if path_and_query.starts_with('/') {
+            ""
+        } else {
+            "/"
+        };
         let path = if origin.prefix.is_empty() && slash.is_empty() {
             PathAndQuery::try_from(path_and_query)
         } else {

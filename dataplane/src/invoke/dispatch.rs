@@ -329,7 +329,9 @@ mod tests {
 
     fn targets(n: usize) -> Vec<WorkerTarget> {
         (0..n)
-            .map(|i| WorkerTarget::new(format!("w{i}"), format!("http://127.0.0.1:{}", 9000 + i), 4))
+            .map(|i| {
+                WorkerTarget::new(format!("w{i}"), format!("http://127.0.0.1:{}", 9000 + i), 4)
+            })
             .collect()
     }
 
@@ -388,9 +390,8 @@ mod tests {
 
     #[test]
     fn uri_and_headers() {
-        let uri = |address: &str, path: &str| {
-            WorkerTarget::new("w".into(), address.into(), 1).uri(path)
-        };
+        let uri =
+            |address: &str, path: &str| WorkerTarget::new("w".into(), address.into(), 1).uri(path);
         assert_eq!(
             uri("http://127.0.0.1:9000/", "/echo?a=b")
                 .expect("uri")
@@ -399,7 +400,9 @@ mod tests {
         );
         assert_eq!(uri("http://w:1", "infer").expect("uri").path(), "/infer");
         assert_eq!(
-            uri("http://w:1/base/", "/infer?x").expect("uri").to_string(),
+            uri("http://w:1/base/", "/infer?x")
+                .expect("uri")
+                .to_string(),
             "http://w:1/base/infer?x"
         );
         assert!(uri("nope", "/x").is_err());

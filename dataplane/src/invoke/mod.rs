@@ -210,11 +210,12 @@ impl Invoker {
             .pick(&ctx.route.targets, rand::random())
             .ok_or(GatewayError::NoHealthyWorker(ctx.route.version_id))?;
         let held = Held { slot, outstanding };
-        let worker = ctx
-            .route
+        // Its own handle on the route: `ctx` is lent mutably below (exec).
+        let route = Arc::clone(&ctx.route);
+        let worker = route
             .targets
             .get(index)
-            .ok_or(GatewayError::NoHealthyWorker(ctx.route.version_id))?;
+            .ok_or(GatewayError::NoHealthyWorker(route.version_id))?;
 
         if ctx.target.endpoint == Endpoint::Passthrough {
             let request = self.dispatch(&ctx, worker, req)?;
@@ -224,8 +225,7 @@ impl Invoker {
         }
         let mut ctx = ctx;
         let work = if ctx.target.endpoint == Endpoint::Exec {
-            let worker = worker.clone();
-            self.exec(&mut ctx, &worker, req).await?
+            self.exec(&mut ctx, worker, req).await?
         } else {
             let request = self.dispatch(&ctx, worker, req)?;
             self.pexec(&ctx, request)
@@ -353,16 +353,13 @@ impl Invoker {
         }
     }
 
-    fn uri(
-        &self,
-        ctx: &Ctx,
-        worker: &WorkerTarget,
-        path: &str,
-    ) -> Result<http::Uri, GatewayError> {
-        worker.uri(path).map_err(|detail| GatewayError::WorkerUnreachable {
-            request_id: ctx.request_id,
-            detail,
-        })
+    fn uri(&self, ctx: &Ctx, worker: &WorkerTarget, path: &str) -> Result<http::Uri, GatewayError> {
+        worker
+            .uri(path)
+            .map_err(|detail| GatewayError::WorkerUnreachable {
+                request_id: ctx.request_id,
+                detail,
+            })
     }
 
     /// Sends a passthrough call to the worker, waiting for the response head until the window + grace; dropping the
