@@ -24,7 +24,7 @@ const HIGH_WATER: usize = 64 * 1024;
 /// Read buffer room asked for before each read, at first; doubled up to [`MAX_READ`] while
 /// reads fill it.
 pub(super) const READ_CHUNK: usize = 16 * 1024;
-const MAX_READ: usize = 256 * 1024;
+const MAX_READ: usize = 64 * 1024;
 /// The most pieces handed to one vectored write.
 const MAX_IOVECS: usize = 16;
 
