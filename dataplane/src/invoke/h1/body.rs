@@ -71,7 +71,8 @@ pub(super) struct Pump {
     out: VecDeque<Bytes>,
     queued: usize,
     /// Everything queued so far, while it fits in [`HIGH_WATER`]: on a reused connection that
-    /// turns out to be closed, a request that ended within it is sent again on a new one.
+    /// turns out to be closed, an idempotent request that ended within it is sent again on a new
+    /// one.
     replay: Option<Vec<Bytes>>,
 }
 

@@ -36,8 +36,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Idle connections kept per worker; more are closed as they come back.
 const MAX_IDLE_PER_WORKER: usize = 1024;
-/// Connections idle longer than this are checked for a close by the worker before reuse.
-const PROBE_AFTER: Duration = Duration::from_secs(1);
 /// How often idle connections are swept (expired, or closed by the worker).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -137,14 +135,22 @@ impl Client {
             );
             let mut exchange = Exchange {
                 conn: Some(conn),
-                pump: Pump::new(head.freeze(), body, framing, reused),
+                // Only what may be sent twice (RFC 9110 §9.2.2): a worker that closes a reused
+                // connection without answering may still have acted on the request.
+                pump: Pump::new(
+                    head.freeze(),
+                    body,
+                    framing,
+                    reused && parts.method.is_idempotent(),
+                ),
                 method: parts.method,
                 received: false,
             };
             let head = match std::future::poll_fn(|cx| exchange.poll_head(cx)).await {
                 Ok(head) => head,
-                // A reused connection the worker had closed (it answered nothing): the same
-                // request once more on a new connection, when it is whole in hand.
+                // A reused connection the worker closed as the request went out (it answered
+                // nothing): an idempotent request once more on a new connection, when it is
+                // whole in hand.
                 Err(e) if !exchange.received => {
                     let Some(pieces) = exchange.pump.take_replay() else {
                         return Err(e);
@@ -235,9 +241,7 @@ impl WorkerPool {
                 drop(stale);
                 return None;
             }
-            // A connection back from a call moments ago is taken as is: the probe would cost a
-            // syscall per call, and a worker closing it in between is answered by a replay.
-            if now.duration_since(candidate.since) < PROBE_AFTER || candidate.conn.is_idle() {
+            if candidate.conn.is_idle() {
                 return Some(candidate.conn);
             }
         }
@@ -272,7 +276,8 @@ impl WorkerPool {
 
 impl Conn {
     /// False when the worker closed the connection (or sent bytes nobody asked for) while it was
-    /// idle. Costs no syscall unless the reactor saw the socket become readable.
+    /// idle. Costs no syscall unless the reactor saw the socket become readable: the exchange's
+    /// last read was short, which cleared the readiness.
     fn is_idle(&self) -> bool {
         let mut cx = Context::from_waker(std::task::Waker::noop());
         match self.io.poll_read_ready(&mut cx) {
@@ -326,7 +331,7 @@ impl Exchange {
             return Poll::Ready(Err("the exchange lost its connection".into()));
         };
         if let Poll::Ready(Err(e)) = self.pump.poll_send(&mut conn.io, cx) {
-            return Poll::Ready(Err(e));
+            return Poll::Ready(Err(format!("sending the request to the worker: {e}").into()));
         }
         loop {
             if let Some(head) = codec::parse_response_head(&mut conn.read_buf, &self.method)? {
@@ -339,7 +344,9 @@ impl Exchange {
                         "the worker closed the connection before answering".into()
                     ));
                 }
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Err(format!("reading the worker's response: {e}").into()));
+                }
                 Poll::Pending => return Poll::Pending,
             }
         }
