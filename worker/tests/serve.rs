@@ -36,6 +36,7 @@ async fn echo_streams_bodies_back_byte_for_byte() {
     .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["content-type"], "application/x-thing");
+    assert_eq!(r.headers["content-length"], "6");
     assert_eq!(&r.body[..], "héllo".as_bytes());
 
     // 20 MiB, streamed in and out without a Content-Length; larger than max-body-bytes would allow
@@ -51,6 +52,10 @@ async fn echo_streams_bodies_back_byte_for_byte() {
     assert_eq!(r.body.len(), sent.len());
     assert!(r.body[..] == sent[..], "echoed bytes differ");
     assert!(!r.headers.contains_key("content-type"));
+    assert!(
+        !r.headers.contains_key("content-length"),
+        "streamed in, streamed out"
+    );
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
 //! `builtin/echo`: the body goes host → device → host and comes back byte for byte, with the
-//! request's `Content-Type`.
+//! request's `Content-Type`, and its `Content-Length` when the request had one.
 //!
 //! Nothing is buffered whole: the response body pulls the request body, and each pull takes one
 //! data frame plus whatever further frames have already arrived (up to [`MAX_CHUNK`]), runs them
@@ -12,7 +12,7 @@
 use super::{Body, BoxError, Ctx, Exec, Invocation, RuntimeError};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, stream};
-use http::{Request, Response, StatusCode, header};
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use std::time::Instant;
@@ -134,6 +134,9 @@ pub fn serve(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, RuntimeError> {
     let (parts, body) = req.into_parts();
+    // The echo is as long as the request: a known length goes on the response, which then needs
+    // no chunked framing (and its end is known with its last byte).
+    let length = http_body::Body::size_hint(&body).exact();
     let pump = Pump {
         body,
         exec: ctx.exec.clone(),
@@ -149,6 +152,10 @@ pub fn serve(
     *resp.status_mut() = StatusCode::OK;
     if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
         resp.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+    }
+    if let Some(n) = length {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
     Ok(resp)
 }
