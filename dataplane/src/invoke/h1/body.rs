@@ -27,6 +27,8 @@ pub(super) const READ_CHUNK: usize = 16 * 1024;
 const MAX_READ: usize = 64 * 1024;
 /// The most pieces handed to one vectored write.
 const MAX_IOVECS: usize = 16;
+/// The most pieces queued for the socket at once.
+const MAX_PIECES: usize = 256;
 
 /// What a read from the worker gave.
 pub(super) enum ReadOutcome {
@@ -74,6 +76,8 @@ pub(super) struct Pump {
     /// turns out to be closed, an idempotent request that ended within it is sent again on a new
     /// one.
     replay: Option<Vec<Bytes>>,
+    /// Bytes in `replay` (pieces are bounded too: a body of many tiny frames is not kept).
+    replay_bytes: usize,
 }
 
 impl Pump {
@@ -89,6 +93,7 @@ impl Pump {
             out: VecDeque::with_capacity(4),
             queued: 0,
             replay: replayable.then(Vec::new),
+            replay_bytes: 0,
         };
         pump.queue(head);
         pump
@@ -104,6 +109,7 @@ impl Pump {
             out: pieces.into(),
             queued,
             replay: None,
+            replay_bytes: 0,
         }
     }
 
@@ -123,8 +129,8 @@ impl Pump {
     fn queue(&mut self, bytes: Bytes) {
         self.queued += bytes.len();
         if let Some(replay) = &mut self.replay {
-            let kept: usize = replay.iter().map(Bytes::len).sum();
-            if kept + bytes.len() <= HIGH_WATER {
+            self.replay_bytes += bytes.len();
+            if self.replay_bytes <= HIGH_WATER && replay.len() < MAX_PIECES {
                 replay.push(bytes.clone());
             } else {
                 self.replay = None;
@@ -163,9 +169,10 @@ impl Pump {
         }
     }
 
-    /// Queues body frames that are ready, up to [`HIGH_WATER`].
+    /// Queues body frames that are ready, up to [`HIGH_WATER`] bytes or [`MAX_PIECES`] pieces
+    /// (a body of many tiny frames must not queue one entry per byte).
     fn fill(&mut self, cx: &mut Context<'_>) -> Result<(), BoxError> {
-        while self.queued < HIGH_WATER {
+        while self.queued < HIGH_WATER && self.out.len() < MAX_PIECES {
             let Some(body) = self.body.as_mut() else {
                 return Ok(());
             };

@@ -341,6 +341,26 @@ async fn bodies_of_unknown_length_go_chunked() {
 }
 
 #[tokio::test]
+async fn a_body_of_many_tiny_frames_arrives_whole() {
+    let (addr, _) = worker(|seen| Reply::Send(ok(&seen.body))).await;
+    let client = Client::new();
+    let sent: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let frames: Vec<Result<http_body::Frame<Bytes>, BoxError>> = sent
+        .iter()
+        .map(|b| Ok(http_body::Frame::data(Bytes::copy_from_slice(&[*b]))))
+        .collect();
+    let body = crate::body::stream(StreamBody::new(futures_util::stream::iter(frames)));
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(format!("{addr}/tiny"))
+        .body(body)
+        .expect("request");
+    let (status, _, body) = call(&client, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body[..] == sent[..], "the bytes changed on the way");
+}
+
+#[tokio::test]
 async fn a_body_dropped_midway_closes_its_connection() {
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
     let closed_tx = std::sync::Mutex::new(Some(closed_tx));
