@@ -13,11 +13,15 @@ use support::*;
 
 /// The value of the first sample line `name{labels…} value` whose name and labels start with
 /// `prefix`.
-fn sample(text: &str, prefix: &str) -> Option<f64> {
+/// The values of the samples whose line starts with `prefix`, in order.
+fn samples<'a>(text: &'a str, prefix: &'a str) -> impl Iterator<Item = f64> + 'a {
     text.lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+        .filter(move |l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    samples(text, prefix).next()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,13 +83,11 @@ async fn metrics_through_the_stack() {
         sample(&text, "gateway_key_lookups_total{result=\"unknown\"}").is_some_and(|n| n >= 1.0)
     );
     // Over both protocols the calls used.
-    let answered: f64 = text
-        .lines()
-        .filter(|l| {
-            l.starts_with("gateway_requests_total{route=\"invocation\",status_class=\"2xx\",")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let answered: f64 = samples(
+        &text,
+        "gateway_requests_total{route=\"invocation\",status_class=\"2xx\",",
+    )
+    .sum();
     assert!(answered >= 200.0, "{answered}");
     // One pooled keep-alive connection carries every (sequential) call to the worker.
     let opened = sample(&text, "gateway_worker_connections_opened_total").expect("opened");

@@ -318,13 +318,7 @@ impl RequestMetrics {
         elapsed: Duration,
     ) {
         let r = route.index();
-        let c = match status.as_u16() {
-            100..=199 => 0,
-            200..=299 => 1,
-            300..=399 => 2,
-            400..=499 => 3,
-            _ => 4,
-        };
+        let c = class_index(status);
         let p = PROTOCOL_LABELS
             .iter()
             .position(|l| *l == protocol)
@@ -550,12 +544,17 @@ pub(crate) fn record_error(cause: &'static str, status: StatusCode) {
 }
 
 fn status_class(status: StatusCode) -> &'static str {
+    CLASS_LABELS[class_index(status)]
+}
+
+/// The position of `status`'s class in [`CLASS_LABELS`].
+fn class_index(status: StatusCode) -> usize {
     match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
 }
 
