@@ -24,6 +24,12 @@
 #   PROFILE=<dir>                     instead of the rounds: one HTTP/1.1 gateway run (first GW_THREADS
 #                                     value) under `perf record -g` of the dataplane, and the perf
 #                                     report (self and children, by symbol) written to <dir>
+#   CALLGRIND=<dir>                   instead of the rounds: the gateway (one, 1 runtime thread) runs under
+#                                     valgrind's callgrind, and CG_REQUESTS (20000) HTTP/1.1 calls (-c 8,
+#                                     after CG_WARM=2000 uncounted) give its user-space instructions per
+#                                     request: a count that does not move with the machine's noise, for
+#                                     A/B checks of changes worth less than a microsecond. The annotated
+#                                     profile (inclusive, by function) is written to <dir>
 # Extra measurements, after the closed-loop rounds, on the better gateway arm (by closed-loop median):
 #   EXTRA=open,1mib,streams,h3,reuse,stall  which ones (default: all; EXTRA= or EXTRA=none for none)
 #     open     open loop (`loadtest --rate`), HTTP/1.1 -c H1_CONNS, at OPEN_LOADS (default "25 50") % of
@@ -81,7 +87,14 @@ DOC=${DOC:-docs/performance.md}
 NOTE=${NOTE:-}
 KEEP_TMP=${KEEP_TMP:-0}
 EXTRA=${EXTRA-open,1mib,streams,h3,reuse,stall}
-[[ $EXTRA == none || -n ${PROFILE:-} ]] && EXTRA=   # PROFILE: the stack as before, no extras
+[[ $EXTRA == none || -n ${PROFILE:-} || -n ${CALLGRIND:-} ]] && EXTRA=   # PROFILE, CALLGRIND: no extras
+CALLGRIND=${CALLGRIND:-}
+CG_REQUESTS=${CG_REQUESTS:-20000}
+CG_WARM=${CG_WARM:-2000}
+if [[ -n $CALLGRIND ]]; then
+  GW_T=(1)
+  command -v valgrind >/dev/null || { echo "CALLGRIND needs valgrind (apt-get install valgrind)" >&2; exit 2; }
+fi
 for x in ${EXTRA//,/ }; do
   [[ $x =~ ^(open|1mib|streams|h3|reuse|stall)$ ]] || { echo "EXTRA: unknown item $x (open,1mib,streams,h3,reuse,stall)" >&2; exit 2; }
 done
@@ -103,7 +116,7 @@ EXTRA_GW=${EXTRA_GW:-}
 [[ -z $EXTRA_GW || " ${GW_T[*]} " == *" $EXTRA_GW "* ]] || { echo "EXTRA_GW: not one of GW_THREADS ($GW_THREADS)" >&2; exit 2; }
 [[ $NGINX_BUFFERING =~ ^[01]$ ]] || { echo "NGINX_BUFFERING: 0 or 1" >&2; exit 2; }
 
-GATEWAY_BIN=$ROOT/target/release/nvcf-gateway
+GATEWAY_BIN=${GATEWAY_BIN:-$ROOT/target/release/nvcf-gateway}   # another build for A/B runs (SKIP_BUILD=1)
 LOADTEST_BIN=$ROOT/target/release/loadtest
 
 log() { printf '[compare %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
@@ -231,8 +244,14 @@ PIDS+=($!); CP_PID=$!
 "$GATEWAY_BIN" worker --config "$TMP/worker.toml" >"$TMP/worker.log" 2>&1 &
 PIDS+=($!); WK_PID=$!
 GW_PIDS=()
+GW_PREFIX=()
+if [[ -n $CALLGRIND ]]; then
+  mkdir -p "$CALLGRIND"
+  # Counting starts by hand (callgrind_control -i on) once the stack is set up and warm.
+  GW_PREFIX=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$CALLGRIND/callgrind.out")
+fi
 for i in "${!GW_T[@]}"; do
-  "$GATEWAY_BIN" dataplane --config "$TMP/dataplane$i.toml" >"$TMP/dataplane$i.log" 2>&1 &
+  "${GW_PREFIX[@]}" "$GATEWAY_BIN" dataplane --config "$TMP/dataplane$i.toml" >"$TMP/dataplane$i.log" 2>&1 &
   PIDS+=($!); GW_PIDS+=($!)
 done
 
@@ -426,6 +445,13 @@ cpu_ticks() { # utime + stime of a pid (fields 14, 15 of /proc/pid/stat; comm ma
   set -- $s
   echo $(( ${12} + ${13} ))
 }
+min_faults() { # minor page faults of a pid (field 10 of /proc/pid/stat): memory handed back and touched again
+  local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || die "process $1 went away (stopped from outside the script?)"
+  s=${s##*) }
+  # shellcheck disable=SC2086
+  set -- $s
+  echo "$8"
+}
 
 EXTRA_WARMUP_S=$(to_secs "$EXTRA_WARMUP")
 to_secs "$EXTRA_DURATION" >/dev/null
@@ -456,21 +482,22 @@ run_arm() { # kind round arm proxy_pid url [headers...]
   local lt=$!
   LT_PID=$lt
   sleep "$wus"
-  local p0 w0 p1 w1 c0 c1
-  p0=$(cpu_ticks "$ppid"); w0=$(cpu_ticks "$WK_PID"); c0=$(ctx_switches "$ppid")
+  local p0 w0 p1 w1 c0 c1 f0 f1
+  p0=$(cpu_ticks "$ppid"); w0=$(cpu_ticks "$WK_PID"); c0=$(ctx_switches "$ppid"); f0=$(min_faults "$ppid")
   wait "$lt" || die "loadtest failed ($kind $arm): $(tail -n 5 "$TMP/loadtest.err")"
   LT_PID=
-  p1=$(cpu_ticks "$ppid"); w1=$(cpu_ticks "$WK_PID"); c1=$(ctx_switches "$ppid")
+  p1=$(cpu_ticks "$ppid"); w1=$(cpu_ticks "$WK_PID"); c1=$(ctx_switches "$ppid"); f1=$(min_faults "$ppid")
   jq -c --arg proto "$kind" --arg arm "$arm" --argjson round "$round" \
-     --argjson pt $((p1 - p0)) --argjson wt $((w1 - w0)) --argjson tck "$CLK_TCK" --argjson cs $((c1 - c0)) \
+     --argjson pt $((p1 - p0)) --argjson wt $((w1 - w0)) --argjson tck "$CLK_TCK" --argjson cs $((c1 - c0)) --argjson pf $((f1 - f0)) \
      '{proto: $proto, arm: $arm, round: $round, rps: .throughput.req_per_s, mb_s: .throughput.resp_mb_per_s,
        rate: .target_rate, late: (.open_loop.client_late_sends // null),
        p50: .latency_us.p50, p99: .latency_us.p99, requests, ok, errors,
        proxy_cpu_us: (if .requests > 0 then $pt * 1e6 / $tck / .requests else null end),
        worker_cpu_us: (if .requests > 0 then $wt * 1e6 / $tck / .requests else null end),
-       proxy_cs: (if .requests > 0 then $cs / .requests else null end)}' \
+       proxy_cs: (if .requests > 0 then $cs / .requests else null end),
+       proxy_faults: (if .requests > 0 then $pf / .requests else null end)}' \
      "$out" >>"$RESULTS"
-  log "$(tail -n 1 "$RESULTS" | jq -r '"\(.proto) round \(.round) \(.arm): \(.rps|floor) req/s\(if .rate then " (target \(.rate))" else "" end)\(if .proto == "mib" then ", \(.mb_s|floor) MB/s" else "" end), p50 \(.p50) µs, p99 \(.p99) µs, ok \(.ok)/\(.requests), errors \(.errors), proxy \(.proxy_cpu_us|tostring|.[0:5]) µs/req (\(.proxy_cs|tostring|.[0:4]) context switches), worker \(.worker_cpu_us|tostring|.[0:5]) µs/req"')"
+  log "$(tail -n 1 "$RESULTS" | jq -r '"\(.proto) round \(.round) \(.arm): \(.rps|floor) req/s\(if .rate then " (target \(.rate))" else "" end)\(if .proto == "mib" then ", \(.mb_s|floor) MB/s" else "" end), p50 \(.p50) µs, p99 \(.p99) µs, ok \(.ok)/\(.requests), errors \(.errors), proxy \(.proxy_cpu_us|tostring|.[0:5]) µs/req (\(.proxy_cs|tostring|.[0:4]) context switches, \(.proxy_faults|tostring|.[0:5]) page faults), worker \(.worker_cpu_us|tostring|.[0:5]) µs/req"')"
 }
 median_rps() { # kind arm → the median req/s of its runs so far
   python3 - "$RESULTS" "$1" "$2" <<'EOF'
@@ -493,6 +520,33 @@ gw_metrics() { # index → "<gateway_worker_connections_opened_total> <Σ functi
     $1 ~ /^function_request(\{|$)/ { r += $2; seen_r = 1 }
     END { if (!seen_o || !seen_r) exit 1; printf "%.0f %.0f\n", o, r }'
 }
+
+if [[ -n $CALLGRIND ]]; then
+  pid=${GW_PIDS[0]}
+  cg_calls() { # requests → runs them through the gateway, -c 8, and checks they all succeeded
+    "$LOADTEST_BIN" --proto h1 -c 8 -n "$1" --body-size "$BODY_SIZE" --json -q \
+      -H "Host: $FID.invocation.127.0.0.1" -H "Authorization: Bearer $NVCF_API_KEY" \
+      "http://127.0.0.1:${P_GWS[0]}/echo" >"$TMP/cg.json" 2>"$TMP/loadtest.err" \
+      || die "loadtest failed under callgrind: $(tail -n 5 "$TMP/loadtest.err")"
+    [[ $(jq -r .ok "$TMP/cg.json") == "$1" ]] || die "under callgrind: $(jq -c '{ok, errors, status_counts}' "$TMP/cg.json")"
+  }
+  log "callgrind: $CG_WARM calls to warm up, then $CG_REQUESTS counted (the gateway runs about 50 times slower)"
+  cg_calls "$CG_WARM"
+  callgrind_control -i on "$pid" >/dev/null 2>&1
+  cg_calls "$CG_REQUESTS"
+  callgrind_control -i off "$pid" >/dev/null 2>&1
+  callgrind_control -d "$pid" >/dev/null 2>&1
+  sleep 1
+  out=$(ls -t "$CALLGRIND"/callgrind.out* | head -n 1)
+  callgrind_annotate --inclusive=yes "$out" >"$CALLGRIND/inclusive.txt" 2>/dev/null || true
+  callgrind_annotate "$out" >"$CALLGRIND/self.txt" 2>/dev/null || true
+  ir=$(grep -m1 -E '^ *[0-9,]+ .*PROGRAM TOTALS' "$CALLGRIND/self.txt" | awk '{ gsub(",", "", $1); print $1 }')
+  [[ -n $ir ]] || die "no totals in $out"
+  per=$(( ir / CG_REQUESTS ))
+  log "callgrind: $ir instructions over $CG_REQUESTS calls = $per per request (user space; reports in $CALLGRIND)"
+  echo "{\"instructions_per_request\": $per}"
+  exit 0
+fi
 
 if [[ -n ${PROFILE:-} ]]; then
   command -v perf >/dev/null || die "PROFILE needs perf"

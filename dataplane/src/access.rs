@@ -33,6 +33,7 @@ use uuid::Uuid;
 
 use crate::body::{Body, BoxError};
 use crate::classify::Route;
+use crate::invoke::finish::Routed;
 use crate::invoke::target::{self, Resolved};
 
 /// The `tracing` target of access lines (filter with e.g. `RUST_LOG=info,access=off`).
@@ -48,7 +49,8 @@ pub(crate) fn enabled() -> bool {
 pub(crate) struct Entry {
     start: Instant,
     method: Method,
-    path: String,
+    /// The request's URI (its bytes shared, not copied); the line takes only its path.
+    uri: http::Uri,
     protocol: &'static str,
     client: SocketAddr,
     bytes_received: Option<u64>,
@@ -77,7 +79,7 @@ impl Entry {
         Self {
             start,
             method: req.method().clone(),
-            path: req.uri().path().to_owned(),
+            uri: req.uri().clone(),
             protocol: protocol(req.version()),
             client,
             bytes_received: req
@@ -110,14 +112,19 @@ struct Line {
 }
 
 /// Hands `response` back with its body wrapped so that the access line of `entry` is written when
-/// the body ends; unchanged when there is no entry (access log off).
-pub(crate) fn attach(entry: Option<Entry>, response: Response<Body>) -> Response<Body> {
+/// the body ends; unchanged when there is no entry (access log off). `routed` names the function
+/// version that served an invocation.
+pub(crate) fn attach(
+    entry: Option<Entry>,
+    response: Response<Body>,
+    routed: Option<Routed>,
+) -> Response<Body> {
     let Some(entry) = entry else {
         return response;
     };
     let (parts, inner) = response.into_parts();
     let mut entry = entry;
-    if let Some(routed) = parts.extensions.get::<crate::invoke::finish::Routed>() {
+    if let Some(routed) = routed {
         entry.function_id = Some(routed.function_id);
         entry.version_id = Some(routed.version_id);
     }
@@ -135,8 +142,8 @@ pub(crate) fn attach(entry: Option<Entry>, response: Response<Body>) -> Response
 #[derive(Debug)]
 struct Logged {
     inner: Body,
-    /// `None` once the line is written.
-    line: Option<Box<Line>>,
+    /// `None` once the line is written (inline: the whole body is boxed once as it is).
+    line: Option<Line>,
     sent: u64,
 }
 
@@ -144,7 +151,7 @@ impl Logged {
     fn new(inner: Body, line: Line) -> Self {
         let mut logged = Self {
             inner,
-            line: Some(Box::new(line)),
+            line: Some(line),
             sent: 0,
         };
         if logged.inner.is_end_stream() {
@@ -217,45 +224,72 @@ struct Fields<'a> {
     outcome: &'static str,
 }
 
-impl std::fmt::Display for Fields<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Pieces written straight to the formatter: integers through `itoa`, UUIDs encoded on the
-        // stack; only the peer address goes through `fmt` machinery.
+impl Fields<'_> {
+    /// Appends the line's fields to `out`: straight pushes, integers through `itoa`, UUIDs and an
+    /// IPv4 peer encoded on the stack; no `fmt` machinery on the usual path.
+    fn render(&self, out: &mut String) {
         let (line, e) = (self.line, &self.line.entry);
         let mut ints = itoa::Buffer::new();
-        let mut int = |f: &mut std::fmt::Formatter<'_>, key: &str, n: u64| {
-            f.write_str(key)?;
-            f.write_str(ints.format(n))
+        let mut int = |out: &mut String, key: &str, n: u64| {
+            out.push_str(key);
+            out.push_str(ints.format(n));
         };
-        f.write_str("method=")?;
-        f.write_str(e.method.as_str())?;
-        f.write_str(" path=")?;
-        f.write_str(&e.path)?;
-        f.write_str(" protocol=")?;
-        f.write_str(e.protocol)?;
-        int(f, " status=", u64::from(line.status.as_u16()))?;
-        int(f, " latency_us=", micros(self.latency))?;
-        int(f, " ttfb_us=", micros(line.ttfb))?;
+        out.push_str("method=");
+        out.push_str(e.method.as_str());
+        out.push_str(" path=");
+        out.push_str(e.uri.path());
+        out.push_str(" protocol=");
+        out.push_str(e.protocol);
+        int(out, " status=", u64::from(line.status.as_u16()));
+        int(out, " latency_us=", micros(self.latency));
+        int(out, " ttfb_us=", micros(line.ttfb));
         if let Some(id) = line.request_id.as_ref().and_then(|v| v.to_str().ok()) {
-            f.write_str(" request_id=")?;
-            f.write_str(id)?;
+            out.push_str(" request_id=");
+            out.push_str(id);
         }
         let mut uuid = uuid::Uuid::encode_buffer();
         if let Some(id) = e.function_id {
-            f.write_str(" function_id=")?;
-            f.write_str(id.hyphenated().encode_lower(&mut uuid))?;
+            out.push_str(" function_id=");
+            out.push_str(id.hyphenated().encode_lower(&mut uuid));
         }
         if let Some(id) = e.version_id {
-            f.write_str(" version_id=")?;
-            f.write_str(id.hyphenated().encode_lower(&mut uuid))?;
+            out.push_str(" version_id=");
+            out.push_str(id.hyphenated().encode_lower(&mut uuid));
         }
         if let Some(n) = e.bytes_received {
-            int(f, " bytes_received=", n)?;
+            int(out, " bytes_received=", n);
         }
-        int(f, " bytes_sent=", self.sent)?;
-        write!(f, " client={}", e.client)?;
-        f.write_str(" outcome=")?;
-        f.write_str(self.outcome)
+        int(out, " bytes_sent=", self.sent);
+        out.push_str(" client=");
+        match e.client {
+            SocketAddr::V4(a) => {
+                let [a0, a1, a2, a3] = a.ip().octets();
+                for (i, octet) in [a0, a1, a2, a3].into_iter().enumerate() {
+                    if i > 0 {
+                        out.push('.');
+                    }
+                    out.push_str(ints.format(octet));
+                }
+                out.push(':');
+                out.push_str(ints.format(a.port()));
+            }
+            SocketAddr::V6(a) => {
+                use std::fmt::Write;
+                // Writing to a `String` cannot fail.
+                let _ = write!(out, "{a}");
+            }
+        }
+        out.push_str(" outcome=");
+        out.push_str(self.outcome);
+    }
+}
+
+impl std::fmt::Display for Fields<'_> {
+    /// The `tracing` path (no sink set): the same text as [`Fields::render`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut out = String::with_capacity(320);
+        self.render(&mut out);
+        f.write_str(&out)
     }
 }
 
@@ -301,11 +335,10 @@ fn emit(line: &Line, sent: u64, outcome: &'static str) {
 fn write_line(buf: &mut String, now: SystemTime, fields: &Fields<'_>) {
     use std::fmt::Write;
     // Writing to a `String` cannot fail.
-    let _ = writeln!(
-        buf,
-        "{}  INFO request {fields}",
-        humantime::format_rfc3339_micros(now)
-    );
+    let _ = write!(buf, "{}", humantime::format_rfc3339_micros(now));
+    buf.push_str("  INFO request ");
+    fields.render(buf);
+    buf.push('\n');
 }
 
 #[cfg(test)]
@@ -392,7 +425,7 @@ mod tests {
             Some("invocation.gw"),
             client,
         );
-        let response = attach(Some(entry), response());
+        let response = attach(Some(entry), response(), None);
         assert!(buffer.text().is_empty(), "nothing before the body ends");
         let body = response.into_body().collect().await.expect("body");
         assert_eq!(&body.to_bytes()[..], b"hello world");
@@ -431,12 +464,40 @@ mod tests {
             None,
             "[::1]:1".parse().expect("addr"),
         );
-        drop(attach(Some(entry), response()));
+        drop(attach(Some(entry), response(), None));
         let text = buffer.text();
         assert!(text.contains("outcome=aborted"), "{text}");
         assert!(text.contains("bytes_sent=0"), "{text}");
         assert!(text.contains("protocol=h1"), "{text}");
         assert!(!text.contains("function_id"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn the_routed_version_and_any_peer_address_are_written() {
+        let buffer = Buffer::default();
+        let _guard = tracing::subscriber::set_default(subscriber(&buffer, "access=info"));
+        let vid = Uuid::new_v4();
+        for client in ["10.20.30.40:65535", "0.0.0.0:0", "[2001:db8::7]:8443"] {
+            let client: SocketAddr = client.parse().expect("addr");
+            let req = request();
+            let entry = Entry::new(
+                Instant::now(),
+                &req,
+                Route::Invocation(InvocationKind::Path),
+                None,
+                client,
+            );
+            let routed = Routed {
+                function_id: FID.parse().expect("fid"),
+                version_id: vid,
+            };
+            let response = attach(Some(entry), response(), Some(routed));
+            response.into_body().collect().await.expect("body");
+            let text = buffer.text();
+            let last = text.lines().last().unwrap_or_default();
+            assert!(last.contains(&format!(" client={client} ")), "{last}");
+            assert!(last.contains(&format!(" version_id={vid} ")), "{last}");
+        }
     }
 
     #[test]
@@ -487,7 +548,7 @@ mod tests {
         let _guard = tracing::subscriber::set_default(subscriber(&buffer, "info,access=off"));
         assert!(!enabled());
         // Without an entry the response is handed back as is and nothing is written.
-        let r = attach(None, response());
+        let r = attach(None, response(), None);
         assert_eq!(r.headers()["nvcf-reqid"], REQID);
         assert!(buffer.text().is_empty());
     }

@@ -43,7 +43,8 @@ pub fn prepare_headers(
     dispatch::prepare_headers(
         headers,
         &dispatch::Owned {
-            request_id,
+            // Formatted here as the invocation path formats it: once per request.
+            request_id: &crate::headers::uuid_value(request_id),
             route,
             region,
             poll_seconds,

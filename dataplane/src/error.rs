@@ -205,7 +205,11 @@ impl GatewayError {
             headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         if let Some(id) = self.request_id() {
-            crate::invoke::respond::mark(headers, id, StatusCode::INTERNAL_SERVER_ERROR);
+            crate::invoke::respond::mark(
+                headers,
+                &crate::headers::uuid_value(id),
+                StatusCode::INTERNAL_SERVER_ERROR,
+            );
         }
         response
     }

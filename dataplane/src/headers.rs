@@ -12,12 +12,29 @@ const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 /// One hop-by-hop list for the whole installation (the worker's passthrough uses it too).
 pub(crate) use model::headers::remove_hop_by_hop;
 
-/// A UUID as a header value, hyphenated lower case, formatted without a heap `String`.
+/// The host the client addressed: the URI authority (h2 `:authority`, h1 absolute-form), else the
+/// `Host` header.
+pub(crate) fn request_host<B>(req: &http::Request<B>) -> Option<&str> {
+    req.uri()
+        .authority()
+        // Without any `user@` prefix an absolute-form target may carry.
+        .map(|a| a.as_str().rsplit('@').next().unwrap_or_default())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok())
+        })
+}
+
+/// A UUID as a header value, hyphenated lower case, formatted without a heap `String`. Its bytes
+/// are shared from the start, so that clones (worker request, response, access line) only count
+/// references.
 pub(crate) fn uuid_value(id: uuid::Uuid) -> HeaderValue {
-    let mut buf = uuid::Uuid::encode_buffer();
-    let text = id.hyphenated().encode_lower(&mut buf);
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut text);
     // A hyphenated UUID is always a valid header value.
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// Rewrites a client request's headers for the control plane: hop-by-hop headers go, client

@@ -8,7 +8,10 @@ use model::feed::FeedState;
 use model::keys::KeyStatus;
 use model::scopes::Scope;
 use model::time::Timestamp;
+use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use uuid::Uuid;
 
 /// Why a caller may not invoke.
@@ -62,7 +65,73 @@ pub struct KeyIndex {
     hasher: KeyHasher,
     key_prefix: String,
     /// By the raw digest: no hex encoding on the hot path.
-    by_hash: HashMap<[u8; 32], Entry>,
+    by_hash: HashMap<[u8; 32], Entry, BuildHasherDefault<DigestHasher>>,
+    /// Which build this is: digests remembered under another one are not trusted (the hash
+    /// secret may have changed).
+    generation: u64,
+}
+
+/// Hashes a key digest by its first eight bytes. An HMAC output under a secret the caller does
+/// not know is already uniform and cannot be steered, so SipHash's flooding defence buys nothing
+/// here.
+#[derive(Debug, Default)]
+pub(crate) struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its length, then its bytes: the first write of eight or more wins.
+        if bytes.len() >= 8 && self.0 == 0 {
+            let mut first = [0u8; 8];
+            first.copy_from_slice(&bytes[..8]);
+            self.0 = u64::from_le_bytes(first);
+        }
+    }
+
+    fn write_usize(&mut self, _len: usize) {}
+}
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// Slots of the per-thread digest memo.
+const MEMO_SLOTS: usize = 16;
+
+/// The digests of bearer tokens this thread checked recently: a client sends the same token on
+/// every call, and its keyed hash (HMAC-SHA256, two compressions and the key set-up) was the
+/// largest single cost of the invocation path. The index lookup, status and expiry checks still
+/// run on every call, so a revoked or expired key stops at once.
+struct DigestMemo {
+    slots: [Option<Memo>; MEMO_SLOTS],
+}
+
+struct Memo {
+    generation: u64,
+    token: Box<[u8]>,
+    digest: [u8; 32],
+}
+
+thread_local! {
+    static MEMO: RefCell<DigestMemo> = const {
+        RefCell::new(DigestMemo { slots: [const { None }; MEMO_SLOTS] })
+    };
+}
+
+/// A token's memo slot, from its tail (the random part of a key).
+fn memo_slot(token: &[u8]) -> usize {
+    let tail = &token[token.len().saturating_sub(8)..];
+    let h = tail.iter().fold(0u64, |h, &b| {
+        (h.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95)
+    });
+    (h >> 32) as usize % MEMO_SLOTS
+}
+
+/// Equality whose time does not depend on where two equal-length tokens first differ: the memo
+/// compares a caller's token with another caller's.
+fn same_token(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
 }
 
 #[derive(Debug, Clone)]
@@ -95,7 +164,30 @@ impl KeyIndex {
             hasher: KeyHasher::new(&state.key_hash_secret),
             key_prefix: key_prefix.to_owned(),
             by_hash,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// The keyed hash of `token`, from this thread's memo when it checked the same token under
+    /// this index before.
+    fn digest(&self, token: &str) -> [u8; 32] {
+        let bytes = token.as_bytes();
+        let slot = memo_slot(bytes);
+        MEMO.with_borrow_mut(|memo| {
+            if let Some(m) = &memo.slots[slot]
+                && m.generation == self.generation
+                && same_token(&m.token, bytes)
+            {
+                return m.digest;
+            }
+            let digest = self.hasher.digest(token);
+            memo.slots[slot] = Some(Memo {
+                generation: self.generation,
+                token: bytes.into(),
+                digest,
+            });
+            digest
+        })
     }
 
     /// The grants of the bearer in an `Authorization` header value, checked at `now`.
@@ -124,7 +216,7 @@ impl KeyIndex {
         }
         let entry = self
             .by_hash
-            .get(&self.hasher.digest(token))
+            .get(&self.digest(token))
             .ok_or(AuthError::Unknown)?;
         match entry.status {
             KeyStatus::Suspended => return Err(AuthError::Suspended),
@@ -204,11 +296,15 @@ mod tests {
     }
 
     fn index(records: Vec<KeyRecord>) -> KeyIndex {
+        index_under(SECRET, records)
+    }
+
+    fn index_under(secret: &str, records: Vec<KeyRecord>) -> KeyIndex {
         let mut s = FeedState::default();
         let entities = records.into_iter().map(Entity::Key).collect();
         s.apply(FeedMessage::Snapshot {
             revision: 1,
-            key_hash_secret: SECRET.into(),
+            key_hash_secret: secret.into(),
             entities,
         })
         .expect("snapshot");
@@ -286,5 +382,61 @@ mod tests {
             e.to_string(),
             format!("Function '{other}':  Missing resource entry in ApiKey for the function")
         );
+    }
+
+    #[test]
+    fn remembered_digests_follow_the_index_and_the_key_state() {
+        let (a, b) = (key_value(4), key_value(5));
+        let all = json!([{"type": "account-functions", "id": "*"}]);
+        let now = Timestamp::now();
+        let first = index(vec![record(&a, &["invoke_function"], all.clone(), 3600)]);
+        for _ in 0..3 {
+            first
+                .authenticate(Some(&bearer(&a)), now)
+                .expect("a, then from the memo");
+        }
+        // Another token, whatever slot it shares: never mistaken for the remembered one.
+        assert_eq!(
+            first.authenticate(Some(&bearer(&b)), now).expect_err("b"),
+            AuthError::Unknown
+        );
+        first.authenticate(Some(&bearer(&a)), now).expect("a again");
+        // A rebuilt index under another secret: the digest of `a` under the old one must not be
+        // reused (the record stores the hash under the new secret).
+        let mut rec = record(&a, &["invoke_function"], all.clone(), 3600);
+        rec.hash = KeyHasher::new("beef").hash(&a);
+        let second = index_under("beef", vec![rec]);
+        second
+            .authenticate(Some(&bearer(&a)), now)
+            .expect("a under the new secret");
+        assert_eq!(
+            first.authenticate(Some(&bearer(&a)), now).map(|_| ()),
+            Ok(()),
+            "the old index still answers for its own secret"
+        );
+        // The key suspended in the next build: refused although its digest is remembered.
+        let mut suspended = record(&a, &["invoke_function"], all, 3600);
+        suspended.status = KeyStatus::Suspended;
+        let third = index(vec![suspended]);
+        assert_eq!(
+            third
+                .authenticate(Some(&bearer(&a)), now)
+                .expect_err("suspended"),
+            AuthError::Suspended
+        );
+    }
+
+    #[test]
+    fn token_comparison_and_slots() {
+        assert!(same_token(b"abc", b"abc"));
+        assert!(!same_token(b"abc", b"abd"));
+        assert!(!same_token(b"abc", b"abcd"));
+        assert!(!same_token(b"", b"a"));
+        for t in [&b""[..], b"x", b"nvapi-0123456789"] {
+            assert!(memo_slot(t) < MEMO_SLOTS);
+        }
+        let mut h = DigestHasher::default();
+        std::hash::Hash::hash(&[7u8; 32], &mut h);
+        assert_eq!(h.finish(), u64::from_le_bytes([7; 8]));
     }
 }

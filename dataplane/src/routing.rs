@@ -233,11 +233,10 @@ impl RoutingSnapshot {
                 _ => Err(not_found),
             };
         }
-        let invocable: Vec<&Arc<VersionRoute>> = versions
-            .iter()
-            .filter(|v| v.status.is_invocable())
-            .collect();
-        if invocable.is_empty() {
+        // Counted, then walked to the picked one: no list built per request.
+        let invocable = || versions.iter().filter(|v| v.status.is_invocable());
+        let count = invocable().count();
+        if count == 0 {
             return if versions
                 .iter()
                 .any(|v| v.status == FunctionStatus::Degraded)
@@ -247,7 +246,9 @@ impl RoutingSnapshot {
                 Err(not_found)
             };
         }
-        Ok(invocable[(pick % invocable.len() as u64) as usize])
+        invocable()
+            .nth((pick % count as u64) as usize)
+            .ok_or(not_found)
     }
 }
 

@@ -338,16 +338,18 @@ async fn answer(
     let start = Instant::now();
     let route = classify(
         req.method(),
-        request_host(&req),
+        crate::headers::request_host(&req),
         req.uri().path(),
         req.headers()
             .get("function-id")
             .and_then(|v| v.to_str().ok()),
     );
     // Captured only when a line would be written: nothing to pay with the access log off.
-    let access = (state.access_log && crate::access::enabled())
-        .then(|| crate::access::Entry::new(start, &req, route, request_host(&req), peer));
-    let path = req.uri().path().to_owned();
+    let access = (state.access_log && crate::access::enabled()).then(|| {
+        crate::access::Entry::new(start, &req, route, crate::headers::request_host(&req), peer)
+    });
+    // A handle on the request's URI (shared bytes, no copy) for errors and the debug line.
+    let uri = req.uri().clone();
     // The path router is CORS-permissive (NVCF §6.2); host-routed calls pass OPTIONS through.
     let cors = route == Route::Invocation(InvocationKind::Path);
     let origin = cors
@@ -357,44 +359,34 @@ async fn answer(
         state
             .metrics
             .record(route, preflight.status(), protocol, start.elapsed());
-        return crate::access::attach(access, preflight);
+        return crate::access::attach(access, preflight, None);
     }
 
-    let result = match route {
-        Route::Health => Ok(health(req.method())),
-        Route::KeyService | Route::Management => state.proxy.forward(req, peer.ip()).await,
+    let (result, routed) = match route {
+        Route::Health => (Ok(health(req.method())), None),
+        Route::KeyService | Route::Management => (state.proxy.forward(req, peer.ip()).await, None),
         Route::Invocation(kind) => {
-            let host = request_host(&req).map(str::to_owned);
             let mut req = req;
             crate::invoke::dispatch::mark_worker_compatibility(kind, req.headers_mut());
-            state.invoker.handle(kind, host, req).await
+            state.invoker.handle(kind, req).await
         }
-        Route::NotFound => Err(GatewayError::NoRoute {
-            host: request_host(&req).unwrap_or_default().to_owned(),
-            path: path.clone(),
-        }),
+        Route::NotFound => (
+            Err(GatewayError::NoRoute {
+                host: crate::headers::request_host(&req)
+                    .unwrap_or_default()
+                    .to_owned(),
+                path: uri.path().to_owned(),
+            }),
+            None,
+        ),
     };
-    let mut response = result.unwrap_or_else(|e| e.into_response(&path));
+    let mut response = result.unwrap_or_else(|e| e.into_response(uri.path()));
     crate::cors::decorate(origin, &mut response);
-    debug!(%peer, route = route.label(), status = %response.status(), path, "request");
+    debug!(%peer, route = route.label(), status = %response.status(), path = uri.path(), "request");
     state
         .metrics
         .record(route, response.status(), protocol, start.elapsed());
-    crate::access::attach(access, response)
-}
-
-/// The host the client addressed: the URI authority (h2 `:authority`, h1 absolute-form), else the
-/// `Host` header.
-fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri()
-        .authority()
-        // Without any `user@` prefix an absolute-form target may carry.
-        .map(|a| a.as_str().rsplit('@').next().unwrap_or_default())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|v| v.to_str().ok())
-        })
+    crate::access::attach(access, response, routed)
 }
 
 fn health(method: &Method) -> Response<Body> {
@@ -423,14 +415,14 @@ mod tests {
             .header("host", "other")
             .body(())
             .expect("request");
-        assert_eq!(request_host(&req), Some("api.x:8080"));
+        assert_eq!(crate::headers::request_host(&req), Some("api.x:8080"));
         let req = Request::builder()
             .uri("/x")
             .header("host", "api.y")
             .body(())
             .expect("request");
-        assert_eq!(request_host(&req), Some("api.y"));
+        assert_eq!(crate::headers::request_host(&req), Some("api.y"));
         let req = Request::builder().uri("/x").body(()).expect("request");
-        assert_eq!(request_host(&req), None);
+        assert_eq!(crate::headers::request_host(&req), None);
     }
 }

@@ -19,7 +19,6 @@ use http::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use uuid::Uuid;
 
 use hyper::body::Incoming;
 
@@ -263,7 +262,8 @@ impl Balancer {
 /// What the gateway tells the worker about one invocation.
 #[derive(Debug)]
 pub(crate) struct Owned<'a> {
-    pub(crate) request_id: Uuid,
+    /// The request id as a header value (formatted once per request).
+    pub(crate) request_id: &'a HeaderValue,
     pub(crate) route: &'a VersionRoute,
     pub(crate) region: &'a HeaderValue,
     /// The budget left for the container, in seconds.
@@ -292,7 +292,8 @@ fn not_forwarded(name: &HeaderName) -> bool {
 pub(crate) fn prepare_headers(headers: &mut HeaderMap, owned: &Owned<'_>) {
     // Hop-by-hop headers, including those `Connection` names, go first (one pass of their own).
     crate::headers::remove_hop_by_hop(headers);
-    let dropped: Vec<HeaderName> = headers
+    // Inline room for the usual few: no allocation per request.
+    let dropped: smallvec::SmallVec<[HeaderName; 4]> = headers
         .keys()
         .filter(|name| not_forwarded(name))
         .cloned()
@@ -303,15 +304,25 @@ pub(crate) fn prepare_headers(headers: &mut HeaderMap, owned: &Owned<'_>) {
     let route = &owned.route.headers;
     // Room for the seven below at once, rather than a rehash partway through.
     headers.reserve(7);
-    headers.insert(NVCF_REQID, crate::headers::uuid_value(owned.request_id));
+    headers.insert(NVCF_REQID, owned.request_id.clone());
     headers.insert(NVCF_FUNCTION_ID, route.function_id.clone());
     headers.insert(NVCF_FUNCTION_VERSION_ID, route.version_id.clone());
     headers.insert(NVCF_NCAID, HeaderValue::from_static(model::NCA_ID));
     if let Some(name) = &route.name {
         headers.insert(NVCF_FUNCTION_NAME, name.clone());
     }
-    headers.insert(NVCF_POLL_SECONDS, HeaderValue::from(owned.poll_seconds));
+    headers.insert(NVCF_POLL_SECONDS, poll_value(owned.poll_seconds));
     headers.insert(NVCF_INVOCATION_REGION, owned.region.clone());
+}
+
+/// The poll budget as a header value; the usual windows (the pexec default and the SSE one) are
+/// static rather than formatted per request.
+fn poll_value(seconds: u64) -> HeaderValue {
+    match seconds {
+        60 => HeaderValue::from_static("60"),
+        1200 => HeaderValue::from_static("1200"),
+        n => HeaderValue::from(n),
+    }
 }
 
 const NVCF_REQID: HeaderName = HeaderName::from_static("nvcf-reqid");
@@ -326,6 +337,7 @@ const NVCF_INVOCATION_REGION: HeaderName = HeaderName::from_static("nvcf-invocat
 mod tests {
     use super::*;
     use model::function::FunctionStatus;
+    use uuid::Uuid;
 
     fn targets(n: usize) -> Vec<WorkerTarget> {
         (0..n)
@@ -360,6 +372,13 @@ mod tests {
         for r in 0..200u64 {
             let (i, _g) = b.pick(&t, r).expect("pick");
             assert!(i < 5);
+        }
+    }
+
+    #[test]
+    fn poll_values_static_or_formatted() {
+        for n in [0, 7, 60, 1200, 3600] {
+            assert_eq!(poll_value(n), n.to_string().as_str());
         }
     }
 
@@ -439,7 +458,7 @@ mod tests {
         prepare_headers(
             &mut h,
             &Owned {
-                request_id: id,
+                request_id: &crate::headers::uuid_value(id),
                 route: &route,
                 region: &region,
                 poll_seconds: 60,

@@ -75,6 +75,8 @@ type Work = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + 
 struct Ctx {
     start: Instant,
     request_id: Uuid,
+    /// `request_id` as a header value, formatted once: it goes to the worker and to the client.
+    request_id_value: HeaderValue,
     target: Target,
     route: Arc<VersionRoute>,
     /// The poll window.
@@ -113,37 +115,32 @@ impl Invoker {
         }
     }
 
-    /// Answers one invocation request (`host` as the client addressed it).
+    /// Answers one invocation request, with the function version it was routed to (for the
+    /// access line: the version that served it, not only the one the request named).
     pub(crate) async fn handle(
         &self,
         kind: InvocationKind,
-        host: Option<String>,
         req: Request<RequestBody>,
-    ) -> Result<Response<Body>, GatewayError> {
+    ) -> (Result<Response<Body>, GatewayError>, Option<Routed>) {
         // Lives across every await: dropped early (the client went away) it records a 499.
         let mut finish = Finish::new();
-        match self.run(kind, host.as_deref(), req, &mut finish).await {
+        let outcome = self.run(kind, req, &mut finish).await;
+        let routed = finish.routed;
+        let result = match outcome {
             Ok((response, held)) => {
-                let (mut parts, inner) = response.into_parts();
-                if let Some(routed) = finish.routed {
-                    parts.extensions.insert(routed);
-                }
-                Ok(Response::from_parts(
-                    parts,
-                    Tracked::new(inner, finish, held).boxed(),
-                ))
+                Ok(response.map(|inner| Tracked::new(inner, finish, held).boxed()))
             }
             Err(e) => {
                 finish.failed(e.status());
                 Err(e)
             }
-        }
+        };
+        (result, routed)
     }
 
     async fn run(
         &self,
         kind: InvocationKind,
-        host: Option<&str>,
         req: Request<RequestBody>,
         finish: &mut Finish,
     ) -> Result<(Response<Body>, Option<Held>), GatewayError> {
@@ -162,6 +159,7 @@ impl Invoker {
                 crate::metrics::record_key_lookup(e.lookup_label());
                 GatewayError::Unauthorized(e)
             })?;
+        let host = crate::headers::request_host(&req);
         let target = match target::resolve(kind, host, req.uri().path(), req.headers())? {
             Resolved::Invoke(t) => t,
             Resolved::Status(id) => {
@@ -183,9 +181,11 @@ impl Invoker {
             .routing
             .lookup(target.function_id, target.version_id, rand::random())
             .map_err(GatewayError::Route)?;
+        let request_id = Uuid::new_v4();
         let ctx = Ctx {
             start,
-            request_id: Uuid::new_v4(),
+            request_id,
+            request_id_value: crate::headers::uuid_value(request_id),
             target,
             route: Arc::clone(route),
             poll: Duration::from_secs(poll),
@@ -220,7 +220,7 @@ impl Invoker {
         if ctx.target.endpoint == Endpoint::Passthrough {
             let request = self.dispatch(&ctx, worker, req)?;
             let response = self.send(&ctx, request).await?;
-            let response = respond::passthrough(response, ctx.request_id);
+            let response = respond::passthrough(response, &ctx.request_id_value);
             return Ok((response.map(body::stream), Some(held)));
         }
         let mut ctx = ctx;
@@ -268,8 +268,8 @@ impl Invoker {
     /// The pexec work: the worker's answer, streamed through with NVCF's headers.
     fn pexec(&self, ctx: &Ctx, request: Request<Body>) -> Work {
         let sent = self.request_worker(ctx, request);
-        let id = ctx.request_id;
-        Box::pin(async move { Ok(respond::passthrough(sent.await?, id).map(body::stream)) })
+        let id = ctx.request_id_value.clone();
+        Box::pin(async move { Ok(respond::passthrough(sent.await?, &id).map(body::stream)) })
     }
 
     /// Sends `request` to the worker; the future answers its response head (recording the
@@ -346,7 +346,7 @@ impl Invoker {
 
     fn owned<'a>(&'a self, ctx: &'a Ctx) -> Owned<'a> {
         Owned {
-            request_id: ctx.request_id,
+            request_id: &ctx.request_id_value,
             route: &ctx.route,
             region: &self.region,
             poll_seconds: ctx.poll.as_secs(),

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
-use uuid::Uuid;
 
 use crate::error::GatewayError;
 use crate::headers::remove_hop_by_hop;
@@ -74,10 +73,10 @@ pub(crate) fn nvcf_status(status: StatusCode) -> &'static str {
 
 /// Adds `NVCF-REQID`, `NVCF-STATUS` for `status`, and `nvcf-reqid` to the exposed headers (kept
 /// beside whatever the worker exposed).
-pub(crate) fn mark(headers: &mut HeaderMap, request_id: Uuid, status: StatusCode) {
+pub(crate) fn mark(headers: &mut HeaderMap, request_id: &HeaderValue, status: StatusCode) {
     headers.insert(
         HeaderName::from_static(model::headers::NVCF_REQID),
-        crate::headers::uuid_value(request_id),
+        request_id.clone(),
     );
     headers.insert(
         HeaderName::from_static("nvcf-status"),
@@ -100,7 +99,7 @@ pub(crate) fn mark(headers: &mut HeaderMap, request_id: Uuid, status: StatusCode
 }
 
 /// Turns the worker's response head into the client's: hop-by-hop headers go, NVCF's are added.
-pub(crate) fn passthrough<B>(mut response: Response<B>, request_id: Uuid) -> Response<B> {
+pub(crate) fn passthrough<B>(mut response: Response<B>, request_id: &HeaderValue) -> Response<B> {
     let status = response.status();
     let headers = response.headers_mut();
     remove_hop_by_hop(headers);
@@ -111,6 +110,7 @@ pub(crate) fn passthrough<B>(mut response: Response<B>, request_id: Uuid) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     fn with(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -163,7 +163,7 @@ mod tests {
             .header("x-kept", "1")
             .body(())
             .expect("resp");
-        let resp = passthrough(resp, id);
+        let resp = passthrough(resp, &crate::headers::uuid_value(id));
         let h = resp.headers();
         assert_eq!(h["nvcf-reqid"], id.to_string().as_str());
         assert_eq!(h["nvcf-status"], "fulfilled");
@@ -171,7 +171,11 @@ mod tests {
         assert!(h.get("connection").is_none());
         assert_eq!(h["x-kept"], "1");
         let mut bare = HeaderMap::new();
-        mark(&mut bare, id, StatusCode::BAD_GATEWAY);
+        mark(
+            &mut bare,
+            &crate::headers::uuid_value(id),
+            StatusCode::BAD_GATEWAY,
+        );
         assert_eq!(bare["nvcf-status"], "errored");
         assert_eq!(bare["access-control-expose-headers"], "nvcf-reqid");
     }

@@ -68,14 +68,16 @@ fn no_route(host: &str, path: &str) -> GatewayError {
     }
 }
 
+/// A UUID in the hyphenated 36-character form NVCF uses (`try_parse` also takes braced and simple
+/// forms). No allocation: the host-routed path tries a label that is usually not a UUID.
+fn parse_uuid(value: &str) -> Option<Uuid> {
+    (value.len() == 36)
+        .then(|| Uuid::try_parse(value).ok())
+        .flatten()
+}
+
 fn uuid(what: &'static str, value: &str) -> Result<Uuid, GatewayError> {
-    // Only the hyphenated 36-character form NVCF uses; `try_parse` also takes braced/simple forms.
-    if value.len() == 36
-        && let Ok(id) = Uuid::try_parse(value)
-    {
-        return Ok(id);
-    }
-    Err(GatewayError::InvalidId {
+    parse_uuid(value).ok_or_else(|| GatewayError::InvalidId {
         what,
         value: value.chars().take(64).collect(),
     })
@@ -89,19 +91,28 @@ fn resolve_path(host: &str, path: &str) -> Result<Resolved, GatewayError> {
     } else {
         return Err(no_route(host, path));
     };
-    let segments: Vec<&str> = rest.split('/').collect();
-    match segments.as_slice() {
-        ["status", id] if !id.is_empty() => Ok(Resolved::Status((*id).to_owned())),
-        ["functions", fid] => Ok(Resolved::Invoke(Target {
+    let mut segments = rest.split('/');
+    // At most four segments mean something; a fifth makes any shape unknown.
+    let four = [(); 4].map(|_| segments.next());
+    if segments.next().is_some() {
+        return Err(no_route(host, path));
+    }
+    match four {
+        [Some("status"), Some(id), None, None] if !id.is_empty() => {
+            Ok(Resolved::Status(id.to_owned()))
+        }
+        [Some("functions"), Some(fid), None, None] => Ok(Resolved::Invoke(Target {
             endpoint,
             function_id: uuid("function id", fid)?,
             version_id: None,
         })),
-        ["functions", fid, "versions", vid] => Ok(Resolved::Invoke(Target {
-            endpoint,
-            function_id: uuid("function id", fid)?,
-            version_id: Some(uuid("function version id", vid)?),
-        })),
+        [Some("functions"), Some(fid), Some("versions"), Some(vid)] => {
+            Ok(Resolved::Invoke(Target {
+                endpoint,
+                function_id: uuid("function id", fid)?,
+                version_id: Some(uuid("function version id", vid)?),
+            }))
+        }
         _ => Err(no_route(host, path)),
     }
 }
@@ -112,14 +123,14 @@ fn resolve_host(host: &str, path: &str) -> Result<Resolved, GatewayError> {
     let mut labels = host.split('.');
     let first = labels.next().unwrap_or_default();
     let second = labels.next().unwrap_or_default();
-    let first = uuid("function id", first).map_err(|_| no_route(host, path))?;
-    let target = match uuid("function id", second) {
-        Ok(fid) => Target {
+    let first = parse_uuid(first).ok_or_else(|| no_route(host, path))?;
+    let target = match parse_uuid(second) {
+        Some(fid) => Target {
             endpoint: Endpoint::Passthrough,
             function_id: fid,
             version_id: Some(first),
         },
-        Err(_) => Target {
+        None => Target {
             endpoint: Endpoint::Passthrough,
             function_id: first,
             version_id: None,

@@ -154,11 +154,20 @@ pub(crate) fn parse_response_head(
 ) -> Result<Option<ResponseHead>, ParseError> {
     loop {
         // (name, value) byte ranges into `buf`, so that the values can be shared, not copied.
-        let mut ranges: Vec<(usize, usize, usize, usize)> = Vec::new();
+        // Inline room for a typical head: no allocation per response.
+        let mut ranges: smallvec::SmallVec<[(usize, usize, usize, usize); 32]> =
+            smallvec::SmallVec::new();
         let (len, code, minor) = {
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut response = httparse::Response::new(&mut slots);
-            let len = match response.parse(buf) {
+            // Left uninitialised: httparse writes the slots it fills (no 3 KiB of zeroes per head).
+            let mut slots =
+                [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut response,
+                buf,
+                &mut slots,
+            );
+            let len = match parsed {
                 Ok(httparse::Status::Complete(len)) => len,
                 Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
                     return Err(ParseError::HeadTooLarge);
@@ -172,7 +181,6 @@ pub(crate) fn parse_response_head(
                 Err(e) => return Err(ParseError::Head(e)),
             };
             let base = buf.as_ptr() as usize;
-            ranges.reserve_exact(response.headers.len());
             for h in response.headers.iter() {
                 let name = h.name.as_ptr() as usize - base;
                 let value = h.value.as_ptr() as usize - base;
