@@ -579,17 +579,22 @@ if [[ -n ${PROFILE:-} ]]; then
     # Counting starts as the warm-up ends, as the measured window does.
     (sleep "$WARMUP_S"; exec perf stat -x, -e "$EVENTS" -o "$PROFILE/syscalls-$arm.csv" -p "$pid" 2>/dev/null) &
     PERF_PID=$!
+    # The worker's behind each proxy too: how a proxy writes to it changes what it does.
+    (sleep "$WARMUP_S"; exec perf stat -x, -e "$EVENTS" -o "$PROFILE/syscalls-worker-behind-$arm.csv" -p "$WK_PID" 2>/dev/null) &
+    PERF_WK_PID=$!
     if [[ $arm == gateway ]]; then
       run_arm h1 2 "gateway-${GW_T[0]}t" "$pid" "http://127.0.0.1:${P_GWS[0]}/echo" \
         "Host: $FID.invocation.127.0.0.1" "Authorization: Bearer $NVCF_API_KEY"
     else
       run_arm h1 2 nginx "$pid" "http://127.0.0.1:$P_NG1/echo"
     fi
-    kill -INT "$PERF_PID"; wait "$PERF_PID" || true
+    kill -INT "$PERF_PID" "$PERF_WK_PID"; wait "$PERF_PID" || true; wait "$PERF_WK_PID" || true
     n=$(tail -n 1 "$RESULTS" | jq -r .requests)
-    awk -F, -v n="$n" '$1 ~ /^[0-9]+$/ && $1 > 0 { sub("syscalls:sys_enter_", "", $3); t += $1; printf "%-12s %7.3f per request\n", $3, $1 / n }
-      END { printf "%-12s %7.3f per request\n", "all", t / n }' "$PROFILE/syscalls-$arm.csv" >"$PROFILE/syscalls-$arm-per-request.txt"
-    log "$arm syscalls per request: $(tr -s ' ' <"$PROFILE/syscalls-$arm-per-request.txt" | paste -sd, | sed 's/ per request//g')"
+    for who in "$arm" "worker-behind-$arm"; do
+      awk -F, -v n="$n" '$1 ~ /^[0-9]+$/ && $1 > 0 { sub("syscalls:sys_enter_", "", $3); t += $1; printf "%-12s %7.3f per request\n", $3, $1 / n }
+        END { printf "%-12s %7.3f per request\n", "all", t / n }' "$PROFILE/syscalls-$who.csv" >"$PROFILE/syscalls-$who-per-request.txt"
+      log "$who syscalls per request: $(tr -s ' ' <"$PROFILE/syscalls-$who-per-request.txt" | paste -sd, | sed 's/ per request//g')"
+    done
   done
   exit 0
 fi

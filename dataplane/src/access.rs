@@ -132,7 +132,7 @@ pub(crate) fn attach(
         ttfb: entry.start.elapsed(),
         entry,
         status: parts.status,
-        request_id: parts.headers.get(model::headers::NVCF_REQID).cloned(),
+        request_id: parts.headers.get(crate::headers::NVCF_REQID).cloned(),
     };
     let logged = Logged::new(inner, line);
     Response::from_parts(parts, logged.boxed())

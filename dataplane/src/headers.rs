@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use model::headers::{CLIENT_ADDR, GATEWAY_AUTH};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
@@ -11,6 +11,9 @@ const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 
 /// One hop-by-hop list for the whole installation (the worker's passthrough uses it too).
 pub(crate) use model::headers::remove_hop_by_hop;
+
+/// `NVCF-REQID` as a prebuilt name: a lookup by `&str` parses the name on every call.
+pub(crate) const NVCF_REQID: HeaderName = HeaderName::from_static(model::headers::NVCF_REQID);
 
 /// The host the client addressed: the URI authority (h2 `:authority`, h1 absolute-form), else the
 /// `Host` header.

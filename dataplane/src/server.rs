@@ -341,7 +341,7 @@ async fn answer(
         crate::headers::request_host(&req),
         req.uri().path(),
         req.headers()
-            .get("function-id")
+            .get(crate::invoke::target::FUNCTION_ID_NAME)
             .and_then(|v| v.to_str().ok()),
     );
     // Captured only when a line would be written: nothing to pay with the access log off.

@@ -53,7 +53,8 @@ pub(crate) const WORKER_OWNED: &[&str] = &[
 
 /// Set to `true` on host-routed and `function-id` (TLB) passthrough calls (nvcf-api.md §2.5: "The
 /// TLB path also injects nvcf-feature-disable-worker-compatibility: true"); never on pexec/exec.
-pub(crate) const DISABLE_WORKER_COMPATIBILITY: &str = "nvcf-feature-disable-worker-compatibility";
+pub(crate) const DISABLE_WORKER_COMPATIBILITY: HeaderName =
+    HeaderName::from_static("nvcf-feature-disable-worker-compatibility");
 
 /// Sets [`DISABLE_WORKER_COMPATIBILITY`] on the client's headers of an invocation classified as
 /// `kind`: `true` on the passthrough kinds (a client's copy is overwritten), removed from the path
@@ -68,7 +69,7 @@ pub(crate) fn mark_worker_compatibility(kind: InvocationKind, headers: &mut Head
         }
         InvocationKind::HostRouted | InvocationKind::FunctionIdHeader => {
             headers.insert(
-                HeaderName::from_static(DISABLE_WORKER_COMPATIBILITY),
+                DISABLE_WORKER_COMPATIBILITY,
                 HeaderValue::from_static("true"),
             );
         }
@@ -304,7 +305,7 @@ pub(crate) fn prepare_headers(headers: &mut HeaderMap, owned: &Owned<'_>) {
     let route = &owned.route.headers;
     // Room for the seven below at once, rather than a rehash partway through.
     headers.reserve(7);
-    headers.insert(NVCF_REQID, owned.request_id.clone());
+    headers.insert(crate::headers::NVCF_REQID, owned.request_id.clone());
     headers.insert(NVCF_FUNCTION_ID, route.function_id.clone());
     headers.insert(NVCF_FUNCTION_VERSION_ID, route.version_id.clone());
     headers.insert(NVCF_NCAID, HeaderValue::from_static(model::NCA_ID));
@@ -325,7 +326,6 @@ fn poll_value(seconds: u64) -> HeaderValue {
     }
 }
 
-const NVCF_REQID: HeaderName = HeaderName::from_static("nvcf-reqid");
 const NVCF_FUNCTION_ID: HeaderName = HeaderName::from_static("nvcf-function-id");
 const NVCF_FUNCTION_VERSION_ID: HeaderName = HeaderName::from_static("nvcf-function-version-id");
 const NVCF_NCAID: HeaderName = HeaderName::from_static("nvcf-ncaid");

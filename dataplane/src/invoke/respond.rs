@@ -17,6 +17,7 @@ use crate::invoke::target::Endpoint;
 
 /// The client's poll header.
 pub(crate) const POLL_SECONDS: &str = "nvcf-poll-seconds";
+const POLL_SECONDS_NAME: HeaderName = HeaderName::from_static(POLL_SECONDS);
 /// Window when the client names none.
 const DEFAULT_POLL: u64 = 60;
 /// Window for a pexec/exec call that asks for `text/event-stream` and names none (20 min).
@@ -29,7 +30,7 @@ pub(crate) const GRACE: Duration = Duration::from_secs(2);
 
 /// The poll window in seconds for a request with `headers` on `endpoint`.
 pub(crate) fn poll_seconds(headers: &HeaderMap, endpoint: Endpoint) -> Result<u64, GatewayError> {
-    match headers.get(POLL_SECONDS) {
+    match headers.get(POLL_SECONDS_NAME) {
         Some(v) => parse_poll(v.as_bytes()),
         None => {
             let sse = headers
@@ -74,10 +75,7 @@ pub(crate) fn nvcf_status(status: StatusCode) -> &'static str {
 /// Adds `NVCF-REQID`, `NVCF-STATUS` for `status`, and `nvcf-reqid` to the exposed headers (kept
 /// beside whatever the worker exposed).
 pub(crate) fn mark(headers: &mut HeaderMap, request_id: &HeaderValue, status: StatusCode) {
-    headers.insert(
-        HeaderName::from_static(model::headers::NVCF_REQID),
-        request_id.clone(),
-    );
+    headers.insert(crate::headers::NVCF_REQID, request_id.clone());
     headers.insert(
         HeaderName::from_static("nvcf-status"),
         HeaderValue::from_static(nvcf_status(status)),

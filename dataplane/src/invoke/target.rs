@@ -43,6 +43,9 @@ pub(crate) enum Resolved {
 
 /// Header naming the function in passthrough mode.
 pub(crate) const FUNCTION_ID_HEADER: &str = "function-id";
+/// [`FUNCTION_ID_HEADER`] prebuilt (classification looks it up on every request).
+pub(crate) const FUNCTION_ID_NAME: http::HeaderName =
+    http::HeaderName::from_static(FUNCTION_ID_HEADER);
 /// Header naming the version in passthrough mode.
 pub(crate) const FUNCTION_VERSION_ID_HEADER: &str = "function-version-id";
 
