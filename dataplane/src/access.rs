@@ -18,12 +18,12 @@
 //! `client` (peer address), and `outcome` (`complete`, `aborted`: the client went away first,
 //! `error`: the upstream body failed).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
@@ -333,12 +333,45 @@ fn emit(line: &Line, sent: u64, outcome: &'static str) {
 /// One line as the binary's `tracing` subscriber would write it: RFC 3339 time in µs, the level
 /// padded to five, the message.
 fn write_line(buf: &mut String, now: SystemTime, fields: &Fields<'_>) {
-    use std::fmt::Write;
-    // Writing to a `String` cannot fail.
-    let _ = write!(buf, "{}", humantime::format_rfc3339_micros(now));
+    push_rfc3339_micros(buf, now);
     buf.push_str("  INFO request ");
     fields.render(buf);
     buf.push('\n');
+}
+
+thread_local! {
+    /// The calendar part of the last second a line was stamped in (`2026-11-26T10:49:22.`):
+    /// formatted once a second, not once a line.
+    static SECOND: Cell<(u64, [u8; 20])> = const { Cell::new((u64::MAX, [0; 20])) };
+}
+
+/// `now` as RFC 3339 UTC with microseconds, exactly as `humantime::format_rfc3339_micros`.
+fn push_rfc3339_micros(buf: &mut String, now: SystemTime) {
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (cached, mut prefix) = SECOND.get();
+    if cached != secs {
+        // `YYYY-MM-DDTHH:MM:SSZ` (years past 9999 never reach a log line).
+        let whole = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs));
+        let text = whole.to_string();
+        let Some(calendar) = text.as_bytes().get(..19) else {
+            buf.push_str(&humantime::format_rfc3339_micros(now).to_string());
+            return;
+        };
+        prefix[..19].copy_from_slice(calendar);
+        prefix[19] = b'.';
+        SECOND.set((secs, prefix));
+    }
+    // Only ASCII was copied in.
+    buf.push_str(std::str::from_utf8(&prefix).unwrap_or_default());
+    let micros = since.subsec_micros();
+    let mut digits = itoa::Buffer::new();
+    let text = digits.format(micros);
+    for _ in text.len()..6 {
+        buf.push('0');
+    }
+    buf.push_str(text);
+    buf.push('Z');
 }
 
 #[cfg(test)]
@@ -540,6 +573,30 @@ mod tests {
         assert_eq!(t1.len(), t2.len(), "{t1} vs {t2}");
         assert!(t2.ends_with('Z') && t2.contains('T'), "{t2}");
         assert!(direct.contains(" latency_us=1234 ttfb_us=7 "), "{direct}");
+    }
+
+    #[test]
+    fn timestamps_match_humantime_across_seconds() {
+        let base = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        for offset_us in [
+            0u64,
+            1,
+            999,
+            1_000,
+            999_999,
+            1_000_000,
+            1_000_001,
+            86_400_000_123,
+        ] {
+            let t = base + Duration::from_micros(offset_us);
+            let mut ours = String::new();
+            push_rfc3339_micros(&mut ours, t);
+            assert_eq!(ours, humantime::format_rfc3339_micros(t).to_string());
+        }
+        let mut now = String::new();
+        let t = SystemTime::now();
+        push_rfc3339_micros(&mut now, t);
+        assert_eq!(now, humantime::format_rfc3339_micros(t).to_string());
     }
 
     #[test]

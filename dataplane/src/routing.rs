@@ -48,6 +48,20 @@ impl WorkerTarget {
         }
     }
 
+    /// The URI of an already parsed `path` on this worker: shared, not copied, when the worker's
+    /// base URL has no path of its own (the usual case, and a passthrough call's).
+    pub fn uri_with(&self, path: &PathAndQuery) -> Result<Uri, String> {
+        let origin = self.origin.as_ref().map_err(Clone::clone)?;
+        if !origin.prefix.is_empty() {
+            return self.uri(path.as_str());
+        }
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(origin.scheme.clone());
+        parts.authority = Some(origin.authority.clone());
+        parts.path_and_query = Some(path.clone());
+        Uri::from_parts(parts).map_err(|e| format!("worker address '{}': {e}", self.address))
+    }
+
     /// The URI of `path_and_query` on this worker.
     pub fn uri(&self, path_and_query: &str) -> Result<Uri, String> {
         let origin = self.origin.as_ref().map_err(Clone::clone)?;
@@ -420,5 +434,26 @@ mod tests {
                 .to_string(),
             format!("Function id '{fid}': DEGRADED function cannot be invoked")
         );
+    }
+
+    #[test]
+    fn worker_uris_keep_the_path_and_query_under_any_base_path() {
+        let pq: PathAndQuery = "/echo?x=1".parse().expect("pq");
+        let plain = WorkerTarget::new("w".into(), "http://127.0.0.1:9/".into(), 1);
+        assert_eq!(
+            plain.uri_with(&pq).expect("plain").to_string(),
+            "http://127.0.0.1:9/echo?x=1"
+        );
+        assert_eq!(
+            plain.uri("/echo?x=1").expect("str"),
+            plain.uri_with(&pq).expect("parsed")
+        );
+        let based = WorkerTarget::new("w".into(), "http://127.0.0.1:9/base/".into(), 1);
+        assert_eq!(
+            based.uri_with(&pq).expect("based").to_string(),
+            "http://127.0.0.1:9/base/echo?x=1"
+        );
+        let broken = WorkerTarget::new("w".into(), "not a url".into(), 1);
+        assert!(broken.uri_with(&pq).is_err());
     }
 }

@@ -246,12 +246,17 @@ impl Invoker {
         req: Request<RequestBody>,
     ) -> Result<Request<Body>, GatewayError> {
         let (mut parts, incoming) = req.into_parts();
-        let path = match ctx.target.endpoint {
+        let uri = match (ctx.target.endpoint, parts.uri.path_and_query()) {
+            // Passthrough: the client's path and query as parsed (its bytes shared).
+            (Endpoint::Passthrough, Some(pq)) => worker.uri_with(pq),
+            (Endpoint::Passthrough, None) => worker.uri("/"),
             // pexec: the function's inferenceUrl; the client's query is not forwarded (§2.1).
-            Endpoint::Pexec | Endpoint::Exec => ctx.route.inference_url.as_str(),
-            Endpoint::Passthrough => parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+            (Endpoint::Pexec | Endpoint::Exec, _) => worker.uri(&ctx.route.inference_url),
         };
-        parts.uri = self.uri(ctx, worker, path)?;
+        parts.uri = uri.map_err(|detail| GatewayError::WorkerUnreachable {
+            request_id: ctx.request_id,
+            detail,
+        })?;
         parts.version = self.worker_version;
         dispatch::prepare_headers(&mut parts.headers, &self.owned(ctx));
         if ctx.target.endpoint == Endpoint::Pexec

@@ -334,7 +334,11 @@ impl Exchange {
             return Poll::Ready(Err(format!("sending the request to the worker: {e}").into()));
         }
         loop {
-            if let Some(head) = codec::parse_response_head(&mut conn.read_buf, &self.method)? {
+            // Nothing read yet (the usual first pass, and any wake-up before the worker answers):
+            // nothing to parse.
+            if !conn.read_buf.is_empty()
+                && let Some(head) = codec::parse_response_head(&mut conn.read_buf, &self.method)?
+            {
                 return Poll::Ready(Ok(head));
             }
             match conn.poll_read(cx) {
