@@ -32,24 +32,21 @@ pub fn route(
     }
 }
 
-/// The worker-request header rewrite (`dispatch::prepare_headers`) for one invocation of `route`.
+/// The worker-request header rewrite for one invocation of `route`, as the HTTP/1.1 worker client
+/// does it: the client's headers stripped (`dispatch::prepare_headers`), then the gateway's
+/// `NVCF-*` lines written into `head` (the request-head buffer) from the route's prebuilt block.
 pub fn prepare_headers(
     headers: &mut HeaderMap,
+    head: &mut bytes::BytesMut,
     request_id: Uuid,
     route: &VersionRoute,
     region: &HeaderValue,
     poll_seconds: u64,
 ) {
-    dispatch::prepare_headers(
-        headers,
-        &dispatch::Owned {
-            // Formatted here as the invocation path formats it: once per request.
-            request_id: &crate::headers::uuid_value(request_id),
-            route,
-            region,
-            poll_seconds,
-        },
-    );
+    dispatch::prepare_headers(headers);
+    // Formatted here as the invocation path formats it: once per request.
+    let id = crate::headers::uuid_value(request_id);
+    dispatch::NvcfHeaders::new(route, &id, region, poll_seconds).encode(head);
 }
 
 /// The gateway's admission counters (`invoke::admit::Admission`).

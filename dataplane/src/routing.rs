@@ -126,14 +126,39 @@ pub struct RouteHeaders {
     pub version_id: http::HeaderValue,
     /// `None` when the name is not a valid header value (it is then not sent).
     pub name: Option<http::HeaderValue>,
+    /// The same (and `nvcf-ncaid`) as HTTP/1.1 header lines, copied into a worker request head
+    /// as one piece.
+    pub block: bytes::Bytes,
 }
 
 impl RouteHeaders {
     pub fn new(function_id: Uuid, version_id: Uuid, name: &str) -> Self {
+        let function_id = crate::headers::uuid_value(function_id);
+        let version_id = crate::headers::uuid_value(version_id);
+        let name = http::HeaderValue::from_str(name).ok();
+        let mut block = Vec::with_capacity(160);
+        let lines = [
+            ("nvcf-function-id", Some(&function_id)),
+            ("nvcf-function-version-id", Some(&version_id)),
+            (
+                "nvcf-ncaid",
+                Some(&http::HeaderValue::from_static(model::NCA_ID)),
+            ),
+            ("nvcf-function-name", name.as_ref()),
+        ];
+        for (key, value) in lines {
+            if let Some(value) = value {
+                block.extend_from_slice(key.as_bytes());
+                block.extend_from_slice(b": ");
+                block.extend_from_slice(value.as_bytes());
+                block.extend_from_slice(b"\r\n");
+            }
+        }
         Self {
-            function_id: crate::headers::uuid_value(function_id),
-            version_id: crate::headers::uuid_value(version_id),
-            name: http::HeaderValue::from_str(name).ok(),
+            function_id,
+            version_id,
+            name,
+            block: block.into(),
         }
     }
 }

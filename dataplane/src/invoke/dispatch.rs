@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{BufMut, BytesMut};
 use futures_util::FutureExt;
 use futures_util::future::Either;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -27,7 +28,7 @@ use crate::classify::InvocationKind;
 use crate::config::WorkerProtocol;
 use crate::invoke::h1;
 use crate::invoke::upstream::CountingConnector;
-use crate::routing::{VersionRoute, WorkerTarget};
+use crate::routing::{RouteHeaders, VersionRoute, WorkerTarget};
 
 /// Headers only the gateway/worker may set (nvcf-api.md §2.5, `workerOwnedHeaders`): a client's
 /// copies never reach the container.
@@ -151,19 +152,27 @@ impl WorkerClient {
         }
     }
 
-    /// Sends `request` to the worker; answers the response head, the body streaming.
+    /// Sends `request` with the gateway's `nvcf` headers to the worker; answers the response
+    /// head, the body streaming.
     pub(crate) fn request(
         &self,
-        request: Request<Body>,
+        mut request: Request<Body>,
+        nvcf: NvcfHeaders,
     ) -> impl Future<Output = Result<Response<WorkerBody>, BoxError>> + Send + 'static {
         match self {
-            Self::H2(client) => Either::Left(client.request(request).map(|r| {
-                r.map(|response| response.map(WorkerBody::H2))
-                    .map_err(Into::into)
-            })),
+            Self::H2(client) => Either::Left(
+                {
+                    nvcf.insert_into(request.headers_mut());
+                    client.request(request)
+                }
+                .map(|r| {
+                    r.map(|response| response.map(WorkerBody::H2))
+                        .map_err(Into::into)
+                }),
+            ),
             Self::Http1(client) => Either::Right(
                 client
-                    .request(request)
+                    .request(request, Some(nvcf))
                     .map(|r| r.map(|response| response.map(WorkerBody::Http1))),
             ),
         }
@@ -260,15 +269,67 @@ impl Balancer {
     }
 }
 
-/// What the gateway tells the worker about one invocation.
-#[derive(Debug)]
-pub(crate) struct Owned<'a> {
-    /// The request id as a header value (formatted once per request).
-    pub(crate) request_id: &'a HeaderValue,
-    pub(crate) route: &'a VersionRoute,
-    pub(crate) region: &'a HeaderValue,
+/// What the gateway tells the worker about one invocation: the worker-owned `NVCF-*` headers
+/// (nvcf-api.md §2.1). The HTTP/1.1 client writes them straight into the request head, most of
+/// them as one block prebuilt per route; the HTTP/2 client inserts them into the request's map.
+/// Client copies of these names were dropped by [`prepare_headers`], so neither form duplicates
+/// one.
+#[derive(Debug, Clone)]
+pub(crate) struct NvcfHeaders {
+    route: RouteHeaders,
+    /// The request id, formatted once per request.
+    request_id: HeaderValue,
+    region: HeaderValue,
     /// The budget left for the container, in seconds.
-    pub(crate) poll_seconds: u64,
+    poll_seconds: HeaderValue,
+}
+
+impl NvcfHeaders {
+    pub(crate) fn new(
+        route: &VersionRoute,
+        request_id: &HeaderValue,
+        region: &HeaderValue,
+        poll_seconds: u64,
+    ) -> Self {
+        Self {
+            route: route.headers.clone(),
+            request_id: request_id.clone(),
+            region: region.clone(),
+            poll_seconds: poll_value(poll_seconds),
+        }
+    }
+
+    /// Adds them to a request's map (the HTTP/2 client's form).
+    pub(crate) fn insert_into(&self, headers: &mut HeaderMap) {
+        let route = &self.route;
+        // Room for the seven below at once, rather than a rehash partway through.
+        headers.reserve(7);
+        headers.insert(crate::headers::NVCF_REQID, self.request_id.clone());
+        headers.insert(NVCF_FUNCTION_ID, route.function_id.clone());
+        headers.insert(NVCF_FUNCTION_VERSION_ID, route.version_id.clone());
+        headers.insert(NVCF_NCAID, HeaderValue::from_static(model::NCA_ID));
+        if let Some(name) = &route.name {
+            headers.insert(NVCF_FUNCTION_NAME, name.clone());
+        }
+        headers.insert(NVCF_POLL_SECONDS, self.poll_seconds.clone());
+        headers.insert(NVCF_INVOCATION_REGION, self.region.clone());
+    }
+
+    /// Writes them as HTTP/1.1 header lines (the HTTP/1.1 client's form): the route's prebuilt
+    /// block, then the per-call values. No header map is touched.
+    pub(crate) fn encode(&self, buf: &mut BytesMut) {
+        buf.put_slice(&self.route.block);
+        for (name, value) in [
+            (NVCF_INVOCATION_REGION.as_str(), &self.region),
+            (model::headers::NVCF_REQID, &self.request_id),
+            (NVCF_POLL_SECONDS.as_str(), &self.poll_seconds),
+        ] {
+            buf.put_slice(name.as_bytes());
+            buf.put_slice(b": ");
+            buf.put_slice(value.as_bytes());
+            buf.put_slice(b"\r\n");
+        }
+    }
 }
 
 /// True for a client header that must not reach the worker (besides the hop-by-hop ones): the caller's
@@ -289,8 +350,8 @@ fn not_forwarded(name: &HeaderName) -> bool {
 
 /// Rewrites a client's request headers for the worker. One pass over what the client sent finds
 /// what to drop (usually just `Host` and `Authorization`), rather than one hashed removal per name
-/// that might be there; the values the gateway sets are prebuilt per route.
-pub(crate) fn prepare_headers(headers: &mut HeaderMap, owned: &Owned<'_>) {
+/// that might be there. The gateway's own headers ([`NvcfHeaders`]) are added by the worker client.
+pub(crate) fn prepare_headers(headers: &mut HeaderMap) {
     // Hop-by-hop headers, including those `Connection` names, go first (one pass of their own).
     crate::headers::remove_hop_by_hop(headers);
     // Inline room for the usual few: no allocation per request.
@@ -302,18 +363,6 @@ pub(crate) fn prepare_headers(headers: &mut HeaderMap, owned: &Owned<'_>) {
     for name in dropped {
         headers.remove(name);
     }
-    let route = &owned.route.headers;
-    // Room for the seven below at once, rather than a rehash partway through.
-    headers.reserve(7);
-    headers.insert(crate::headers::NVCF_REQID, owned.request_id.clone());
-    headers.insert(NVCF_FUNCTION_ID, route.function_id.clone());
-    headers.insert(NVCF_FUNCTION_VERSION_ID, route.version_id.clone());
-    headers.insert(NVCF_NCAID, HeaderValue::from_static(model::NCA_ID));
-    if let Some(name) = &route.name {
-        headers.insert(NVCF_FUNCTION_NAME, name.clone());
-    }
-    headers.insert(NVCF_POLL_SECONDS, poll_value(owned.poll_seconds));
-    headers.insert(NVCF_INVOCATION_REGION, owned.region.clone());
 }
 
 /// The poll budget as a header value; the usual windows (the pexec default and the SSE one) are
@@ -455,15 +504,23 @@ mod tests {
         }
         let id = Uuid::new_v4();
         let region = HeaderValue::from_static("local");
-        prepare_headers(
-            &mut h,
-            &Owned {
-                request_id: &crate::headers::uuid_value(id),
-                route: &route,
-                region: &region,
-                poll_seconds: 60,
-            },
-        );
+        prepare_headers(&mut h);
+        let nvcf = NvcfHeaders::new(&route, &crate::headers::uuid_value(id), &region, 60);
+        // The HTTP/1.1 form writes the same lines the HTTP/2 form inserts.
+        let mut lines = BytesMut::new();
+        nvcf.encode(&mut lines);
+        let text = String::from_utf8(lines.to_vec()).expect("utf-8");
+        nvcf.insert_into(&mut h);
+        let nvcf_in_map: Vec<String> = h
+            .iter()
+            .filter(|(k, _)| k.as_str().starts_with("nvcf-"))
+            .map(|(k, v)| format!("{k}: {}", v.to_str().expect("ascii")))
+            .collect();
+        let mut encoded: Vec<&str> = text.split_terminator("\r\n").collect();
+        let mut expected: Vec<&str> = nvcf_in_map.iter().map(String::as_str).collect();
+        encoded.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(encoded, expected);
         assert!(h.get("authorization").is_none());
         assert!(h.get("host").is_none());
         assert!(h.get("expect").is_none());

@@ -46,7 +46,7 @@ use crate::pending::Limits;
 use crate::pending::store::PendingStore;
 use crate::routing::{VersionRoute, WorkerTarget};
 use admit::{Admission, QueuePolicy};
-use dispatch::{Balancer, Owned, WorkerBody, WorkerClient};
+use dispatch::{Balancer, NvcfHeaders, WorkerBody, WorkerClient};
 use finish::{Finish, Held, Routed, Tracked};
 use target::{Endpoint, Resolved, Target};
 
@@ -258,7 +258,7 @@ impl Invoker {
             detail,
         })?;
         parts.version = self.worker_version;
-        dispatch::prepare_headers(&mut parts.headers, &self.owned(ctx));
+        dispatch::prepare_headers(&mut parts.headers);
         if ctx.target.endpoint == Endpoint::Pexec
             && !parts.headers.contains_key(header::CONTENT_TYPE)
         {
@@ -284,7 +284,7 @@ impl Invoker {
         ctx: &Ctx,
         request: Request<Body>,
     ) -> impl Future<Output = Result<Response<WorkerBody>, GatewayError>> + Send + 'static {
-        let sent = self.client.request(request);
+        let sent = self.client.request(request, self.nvcf(ctx));
         let (id, start) = (ctx.request_id, ctx.start);
         let route = Arc::clone(&ctx.route);
         async move {
@@ -319,7 +319,7 @@ impl Invoker {
         parts.method = Method::POST;
         parts.uri = self.uri(ctx, worker, &ctx.route.inference_url)?;
         parts.version = self.worker_version;
-        dispatch::prepare_headers(&mut parts.headers, &self.owned(ctx));
+        dispatch::prepare_headers(&mut parts.headers);
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.insert(
             header::CONTENT_TYPE,
@@ -349,13 +349,14 @@ impl Invoker {
         }))
     }
 
-    fn owned<'a>(&'a self, ctx: &'a Ctx) -> Owned<'a> {
-        Owned {
-            request_id: &ctx.request_id_value,
-            route: &ctx.route,
-            region: &self.region,
-            poll_seconds: ctx.poll.as_secs(),
-        }
+    /// The gateway's `NVCF-*` headers for the worker request of `ctx`.
+    fn nvcf(&self, ctx: &Ctx) -> NvcfHeaders {
+        NvcfHeaders::new(
+            &ctx.route,
+            &ctx.request_id_value,
+            &self.region,
+            ctx.poll.as_secs(),
+        )
     }
 
     fn uri(&self, ctx: &Ctx, worker: &WorkerTarget, path: &str) -> Result<http::Uri, GatewayError> {

@@ -39,7 +39,8 @@ pub(crate) enum RequestFraming {
 
 /// Writes a request head for `authority` into `buf`. The caller's `headers` were already
 /// rewritten for the worker (hop-by-hop and `Host` removed); any `content-length` or
-/// `transfer-encoding` in them is replaced by `framing`.
+/// `transfer-encoding` in them is replaced by `framing`. `extra` writes more header lines (the
+/// gateway's own) after the caller's.
 pub(crate) fn encode_request_head(
     buf: &mut BytesMut,
     method: &Method,
@@ -47,8 +48,9 @@ pub(crate) fn encode_request_head(
     authority: &str,
     headers: &HeaderMap,
     framing: RequestFraming,
+    extra: impl FnOnce(&mut BytesMut),
 ) {
-    buf.reserve(128 + path_and_query.len() + headers.len() * 48);
+    buf.reserve(384 + path_and_query.len() + headers.len() * 48);
     buf.put_slice(method.as_str().as_bytes());
     buf.put_u8(b' ');
     buf.put_slice(path_and_query.as_bytes());
@@ -80,6 +82,7 @@ pub(crate) fn encode_request_head(
         }
         buf.put_slice(b"\r\n");
     }
+    extra(buf);
     match framing {
         RequestFraming::Length(n) => {
             buf.put_slice(b"content-length: ");
@@ -480,7 +483,15 @@ mod tests {
             );
         }
         let mut buf = BytesMut::new();
-        encode_request_head(&mut buf, method, "/echo?a=1", "127.0.0.1:9", &map, framing);
+        encode_request_head(
+            &mut buf,
+            method,
+            "/echo?a=1",
+            "127.0.0.1:9",
+            &map,
+            framing,
+            |_| {},
+        );
         String::from_utf8(buf.to_vec()).expect("utf-8")
     }
 

@@ -25,6 +25,7 @@ use http_body::Body as _;
 use tokio::net::TcpStream;
 
 use crate::body::{Body, BoxError};
+use crate::invoke::dispatch::NvcfHeaders;
 pub(crate) use body::ResponseBody;
 use body::{Pump, ReadOutcome};
 use codec::RequestFraming;
@@ -94,11 +95,12 @@ impl Client {
         pool
     }
 
-    /// Sends `request` (an absolute `http://` URI) and answers the response head, its body
-    /// streaming from the connection.
+    /// Sends `request` (an absolute `http://` URI), with the gateway's `nvcf` header lines after
+    /// its own, and answers the response head, its body streaming from the connection.
     pub(crate) fn request(
         self: &Arc<Self>,
         request: Request<Body>,
+        nvcf: Option<NvcfHeaders>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static {
         let client = Arc::clone(self);
         async move {
@@ -132,6 +134,11 @@ impl Client {
                 authority,
                 &parts.headers,
                 framing,
+                |buf| {
+                    if let Some(nvcf) = &nvcf {
+                        nvcf.encode(buf);
+                    }
+                },
             );
             let mut exchange = Exchange {
                 conn: Some(conn),

@@ -132,7 +132,7 @@ fn post(addr: &str, body: &'static [u8]) -> Request<Body> {
 }
 
 async fn call(client: &Arc<Client>, req: Request<Body>) -> (StatusCode, http::HeaderMap, Bytes) {
-    let response = client.request(req).await.expect("response");
+    let response = client.request(req, None).await.expect("response");
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.expect("body").to_bytes();
     (parts.status, parts.headers, bytes)
@@ -179,7 +179,10 @@ async fn chunked_and_close_delimited_responses_are_read_whole() {
     })
     .await;
     let client = Client::new();
-    let response = client.request(post(&addr, b"x")).await.expect("response");
+    let response = client
+        .request(post(&addr, b"x"), None)
+        .await
+        .expect("response");
     assert_eq!(response.status(), StatusCode::CREATED);
     assert!(response.headers().get("transfer-encoding").is_none());
     let collected = response.into_body().collect().await.expect("body");
@@ -271,7 +274,7 @@ async fn a_post_is_never_sent_twice() {
     let (_, _, body) = call(&client, post(&addr, b"one")).await;
     assert_eq!(&body[..], b"one");
     let e = client
-        .request(post(&addr, b"two"))
+        .request(post(&addr, b"two"), None)
         .await
         .expect_err("the worker may have acted on it");
     // A close with the request unread is a reset rather than an end of stream.
@@ -300,7 +303,7 @@ async fn a_streamed_body_is_not_replayed() {
         .uri(format!("{addr}/echo"))
         .body(crate::body::stream(never_ends))
         .expect("request");
-    let e = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+    let e = tokio::time::timeout(Duration::from_secs(5), client.request(req, None))
         .await
         .expect("fails, does not hang")
         .expect_err("not replayed");
@@ -373,7 +376,10 @@ async fn a_body_dropped_midway_closes_its_connection() {
     })
     .await;
     let client = Client::new();
-    let response = client.request(post(&addr, b"x")).await.expect("response");
+    let response = client
+        .request(post(&addr, b"x"), None)
+        .await
+        .expect("response");
     let mut body = response.into_body();
     let first = body.frame().await.expect("a frame").expect("data");
     assert_eq!(first.into_data().expect("data"), "half!");
@@ -399,7 +405,7 @@ async fn broken_workers_are_errors_not_hangs() {
     .await;
     let client = Client::new();
     let e = client
-        .request(post(&addr, b"x"))
+        .request(post(&addr, b"x"), None)
         .await
         .expect_err("no answer");
     assert!(
@@ -410,12 +416,12 @@ async fn broken_workers_are_errors_not_hangs() {
     let mut req = post(&addr, b"x");
     req.headers_mut()
         .insert("x-mode", http::HeaderValue::from_static("garbage"));
-    let e = client.request(req).await.expect_err("garbage");
+    let e = client.request(req, None).await.expect_err("garbage");
     assert!(e.to_string().contains("malformed response head"), "{e}");
     let mut req = post(&addr, b"x");
     req.headers_mut()
         .insert("x-mode", http::HeaderValue::from_static("short"));
-    let response = client.request(req).await.expect("head arrives");
+    let response = client.request(req, None).await.expect("head arrives");
     let e = response
         .into_body()
         .collect()
@@ -428,7 +434,7 @@ async fn broken_workers_are_errors_not_hangs() {
     let gone = format!("http://{}", listener.local_addr().expect("addr"));
     drop(listener);
     let e = client
-        .request(post(&gone, b"x"))
+        .request(post(&gone, b"x"), None)
         .await
         .expect_err("refused");
     assert!(e.to_string().contains("connecting to"), "{e}");
