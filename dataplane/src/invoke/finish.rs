@@ -16,7 +16,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::body::{Body, BoxError};
 use crate::invoke::admit::Slot;
-use crate::invoke::dispatch::Outstanding;
+use crate::invoke::dispatch::{Outstanding, WorkerBody};
 
 /// The function version an invocation was routed to, carried in the response's extensions so
 /// the access line names the version that served it, not only the one the request named.
@@ -90,17 +90,57 @@ pub(crate) struct Held {
     pub(crate) outstanding: Outstanding,
 }
 
+/// What an invocation answers with: a passthrough call's worker body as the worker client gave it
+/// (not boxed once more: the whole response is boxed once, as [`Tracked`]), or a body already
+/// boxed (pexec's, which may have been parked; the gateway's own answers).
+// The worker body inline is the point: the enum lives inside `Tracked`, which is boxed once.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Answer {
+    Worker(WorkerBody),
+    Boxed(Body),
+}
+
+impl HttpBody for Answer {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Worker(b) => Pin::new(b).poll_frame(cx),
+            Self::Boxed(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Worker(b) => b.is_end_stream(),
+            Self::Boxed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Worker(b) => b.size_hint(),
+            Self::Boxed(b) => b.size_hint(),
+        }
+    }
+}
+
 /// The client's response body: the worker's body (or the gateway's own), streamed frame by frame,
 /// holding the invocation's places until it ends or is dropped.
 #[derive(Debug)]
 pub(crate) struct Tracked {
-    inner: Body,
+    inner: Answer,
     finish: Finish,
     held: Option<Held>,
 }
 
 impl Tracked {
-    pub(crate) fn new(inner: Body, finish: Finish, held: Option<Held>) -> Self {
+    pub(crate) fn new(inner: Answer, finish: Finish, held: Option<Held>) -> Self {
         let mut tracked = Self {
             inner,
             finish,
@@ -163,7 +203,7 @@ mod tests {
         let body = crate::body::full(Bytes::from_static(b"abc"));
         let mut f = Finish::new();
         f.function_id = Some(uuid::Uuid::nil());
-        let t = Tracked::new(body, f, None);
+        let t = Tracked::new(Answer::Boxed(body), f, None);
         let bytes = t.collect().await.expect("collect").to_bytes();
         assert_eq!(&bytes[..], b"abc");
     }

@@ -47,7 +47,7 @@ use crate::pending::store::PendingStore;
 use crate::routing::{VersionRoute, WorkerTarget};
 use admit::{Admission, QueuePolicy};
 use dispatch::{Balancer, NvcfHeaders, WorkerBody, WorkerClient};
-use finish::{Finish, Held, Routed, Tracked};
+use finish::{Answer, Finish, Held, Routed, Tracked};
 use target::{Endpoint, Resolved, Target};
 
 /// Shared state of the invocation path.
@@ -143,7 +143,7 @@ impl Invoker {
         kind: InvocationKind,
         req: Request<RequestBody>,
         finish: &mut Finish,
-    ) -> Result<(Response<Body>, Option<Held>), GatewayError> {
+    ) -> Result<(Response<Answer>, Option<Held>), GatewayError> {
         let start = Instant::now();
         let snapshot = self.snapshot.load_full();
         let grants = snapshot
@@ -170,7 +170,7 @@ impl Invoker {
                 let window = respond::poll_seconds(req.headers(), Endpoint::Pexec)?;
                 drop(snapshot);
                 let response = self.poll(id, owner, Duration::from_secs(window)).await?;
-                return Ok((response, None));
+                return Ok((response.map(Answer::Boxed), None));
             }
         };
         finish.function_id = Some(target.function_id);
@@ -221,7 +221,7 @@ impl Invoker {
             let request = self.dispatch(&ctx, worker, req)?;
             let response = self.send(&ctx, request).await?;
             let response = respond::passthrough(response, &ctx.request_id_value);
-            return Ok((response.map(body::stream), Some(held)));
+            return Ok((response.map(Answer::Worker), Some(held)));
         }
         let mut ctx = ctx;
         let work = if ctx.target.endpoint == Endpoint::Exec {
@@ -230,7 +230,8 @@ impl Invoker {
             let request = self.dispatch(&ctx, worker, req)?;
             self.pexec(&ctx, request)
         };
-        self.answer_or_park(&ctx, work, held).await
+        let (response, held) = self.answer_or_park(&ctx, work, held).await?;
+        Ok((response.map(Answer::Boxed), held))
     }
 
     /// Invocations waiting for a place, per version (see [`admit`]).
