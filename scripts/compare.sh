@@ -528,7 +528,7 @@ if [[ -n $CALLGRIND ]]; then
       -H "Host: $FID.invocation.127.0.0.1" -H "Authorization: Bearer $NVCF_API_KEY" \
       "http://127.0.0.1:${P_GWS[0]}/echo" >"$TMP/cg.json" 2>"$TMP/loadtest.err" \
       || die "loadtest failed under callgrind: $(tail -n 5 "$TMP/loadtest.err")"
-    [[ $(jq -r .ok "$TMP/cg.json") == "$1" ]] || die "under callgrind: $(jq -c '{ok, errors, status_counts}' "$TMP/cg.json")"
+    [[ $(jq -r .ok "$TMP/cg.json") == "$1" ]] || die "under callgrind: $(jq -c '{ok, errors, status}' "$TMP/cg.json")"
   }
   log "callgrind: $CG_WARM calls to warm up, then $CG_REQUESTS counted (the gateway runs about 50 times slower)"
   cg_calls "$CG_WARM"
