@@ -29,7 +29,8 @@
 #                                     after CG_WARM=2000 uncounted) give its user-space instructions per
 #                                     request: a count that does not move with the machine's noise, for
 #                                     A/B checks of changes worth less than a microsecond. The annotated
-#                                     profile (inclusive, by function) is written to <dir>
+#                                     profile (inclusive, by function) is written to <dir>.
+#                                     CG_PROTO=h2c counts h2c calls instead (-c 2 -m 8)
 # Extra measurements, after the closed-loop rounds, on the better gateway arm (by closed-loop median):
 #   EXTRA=open,1mib,streams,h3,reuse,stall  which ones (default: all; EXTRA= or EXTRA=none for none)
 #     open     open loop (`loadtest --rate`), HTTP/1.1 -c H1_CONNS, at OPEN_LOADS (default "25 50") % of
@@ -91,6 +92,12 @@ EXTRA=${EXTRA-open,1mib,streams,h3,reuse,stall}
 CALLGRIND=${CALLGRIND:-}
 CG_REQUESTS=${CG_REQUESTS:-20000}
 CG_WARM=${CG_WARM:-2000}
+CG_PROTO=${CG_PROTO:-h1}
+case $CG_PROTO in
+  h1) CG_SHAPE=(--proto h1 -c 8) ;;
+  h2c) CG_SHAPE=(--proto h2c -c 2 -m 8) ;;
+  *) echo "CG_PROTO: h1 or h2c" >&2; exit 2 ;;
+esac
 if [[ -n $CALLGRIND ]]; then
   GW_T=(1)
   command -v valgrind >/dev/null || { echo "CALLGRIND needs valgrind (apt-get install valgrind)" >&2; exit 2; }
@@ -523,14 +530,14 @@ gw_metrics() { # index → "<gateway_worker_connections_opened_total> <Σ functi
 
 if [[ -n $CALLGRIND ]]; then
   pid=${GW_PIDS[0]}
-  cg_calls() { # requests → runs them through the gateway, -c 8, and checks they all succeeded
-    "$LOADTEST_BIN" --proto h1 -c 8 -n "$1" --body-size "$BODY_SIZE" --json -q \
+  cg_calls() { # requests → runs them through the gateway (CG_SHAPE), and checks they all succeeded
+    "$LOADTEST_BIN" "${CG_SHAPE[@]}" -n "$1" --body-size "$BODY_SIZE" --json -q \
       -H "Host: $FID.invocation.127.0.0.1" -H "Authorization: Bearer $NVCF_API_KEY" \
       "http://127.0.0.1:${P_GWS[0]}/echo" >"$TMP/cg.json" 2>"$TMP/loadtest.err" \
       || die "loadtest failed under callgrind: $(tail -n 5 "$TMP/loadtest.err")"
     [[ $(jq -r .ok "$TMP/cg.json") == "$1" ]] || die "under callgrind: $(jq -c '{ok, errors, status}' "$TMP/cg.json")"
   }
-  log "callgrind: $CG_WARM calls to warm up, then $CG_REQUESTS counted (the gateway runs about 50 times slower)"
+  log "callgrind ($CG_PROTO): $CG_WARM calls to warm up, then $CG_REQUESTS counted (the gateway runs about 50 times slower)"
   cg_calls "$CG_WARM"
   callgrind_control -i on "$pid" >/dev/null 2>&1
   cg_calls "$CG_REQUESTS"
