@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::BodyExt;
 
@@ -288,14 +289,17 @@ impl Invoker {
         let sent = self.client.request(request, self.nvcf(ctx));
         let (id, start) = (ctx.request_id, ctx.start);
         let route = Arc::clone(&ctx.route);
-        async move {
-            let response = sent.await.map_err(|e| GatewayError::WorkerUnreachable {
+        // A combinator, not an `async` block: the block would keep `sent` twice in its state
+        // (as the captured value and as the future being awaited), and this state is copied
+        // whole each time the invocation's future moves.
+        sent.map(move |sent| {
+            let response = sent.map_err(|e| GatewayError::WorkerUnreachable {
                 request_id: id,
                 detail: error_chain(&*e),
             })?;
             route.metrics.record_latency(start.elapsed());
             Ok(response)
-        }
+        })
     }
 
     /// The exec wrapper: read and unwrap the request, POST `requestBody` as JSON; the work wraps
@@ -369,23 +373,21 @@ impl Invoker {
             })
     }
 
-    /// Sends a passthrough call to the worker, waiting for the response head until the window + grace; dropping the
-    /// request future on timeout resets the worker's stream (the work is cancelled).
-    async fn send(
+    /// Sends a passthrough call to the worker, waiting for the response head until the window +
+    /// grace; dropping the request future on timeout resets the worker's stream (the work is
+    /// cancelled). A combinator rather than an `async fn`, for the same reason as
+    /// [`Self::request_worker`].
+    fn send(
         &self,
         ctx: &Ctx,
         request: Request<Body>,
-    ) -> Result<Response<WorkerBody>, GatewayError> {
+    ) -> impl Future<Output = Result<Response<WorkerBody>, GatewayError>> + Send + 'static {
         let waited = ctx.poll + respond::GRACE;
         let deadline = tokio::time::Instant::from_std(ctx.start) + waited;
-        tokio::time::timeout_at(deadline, self.request_worker(ctx, request))
-            .await
-            .unwrap_or_else(|_| {
-                Err(GatewayError::WorkerTimeout {
-                    request_id: ctx.request_id,
-                    waited,
-                })
-            })
+        let request_id = ctx.request_id;
+        tokio::time::timeout_at(deadline, self.request_worker(ctx, request)).map(move |answer| {
+            answer.unwrap_or_else(|_| Err(GatewayError::WorkerTimeout { request_id, waited }))
+        })
     }
 }
 
