@@ -332,7 +332,7 @@ fn protocol_label(version: Version) -> &'static str {
 async fn answer(
     state: &State,
     peer: SocketAddr,
-    req: Request<RequestBody>,
+    mut req: Request<RequestBody>,
     protocol: &'static str,
 ) -> Response<Body> {
     let start = Instant::now();
@@ -366,7 +366,6 @@ async fn answer(
         Route::Health => (Ok(health(req.method())), None),
         Route::KeyService | Route::Management => (state.proxy.forward(req, peer.ip()).await, None),
         Route::Invocation(kind) => {
-            let mut req = req;
             crate::invoke::dispatch::mark_worker_compatibility(kind, req.headers_mut());
             state.invoker.handle(kind, req).await
         }

@@ -183,7 +183,9 @@ impl Invoker {
             .lookup(target.function_id, target.version_id, rand::random())
             .map_err(GatewayError::Route)?;
         let request_id = Uuid::new_v4();
-        let ctx = Ctx {
+        // Mutable from the start (exec may shorten the poll window): a rebinding later would be a
+        // second copy in the future's state.
+        let mut ctx = Ctx {
             start,
             request_id,
             request_id_value: crate::headers::uuid_value(request_id),
@@ -224,7 +226,6 @@ impl Invoker {
             let response = respond::passthrough(response, &ctx.request_id_value);
             return Ok((response.map(Answer::Worker), Some(held)));
         }
-        let mut ctx = ctx;
         let work = if ctx.target.endpoint == Endpoint::Exec {
             self.exec(&mut ctx, worker, req).await?
         } else {
