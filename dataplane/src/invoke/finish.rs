@@ -90,45 +90,10 @@ pub(crate) struct Held {
     pub(crate) outstanding: Outstanding,
 }
 
-/// What an invocation answers with: a passthrough call's worker body as the worker client gave it
-/// (not boxed once more: the whole response is boxed once, as [`Tracked`]), or a body already
-/// boxed (pexec's, which may have been parked; the gateway's own answers).
-// The worker body inline is the point: the enum lives inside `Tracked`, which is boxed once.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub(crate) enum Answer {
-    Worker(WorkerBody),
-    Boxed(Body),
-}
-
-impl HttpBody for Answer {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            Self::Worker(b) => Pin::new(b).poll_frame(cx),
-            Self::Boxed(b) => Pin::new(b).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Worker(b) => b.is_end_stream(),
-            Self::Boxed(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Worker(b) => b.size_hint(),
-            Self::Boxed(b) => b.size_hint(),
-        }
-    }
-}
+/// What an invocation answers with: on the left, a passthrough call's worker body as the worker
+/// client gave it (not boxed once more: the whole response is boxed once, as [`Tracked`]); on the
+/// right, a body already boxed (pexec's, which may have been parked; the gateway's own answers).
+pub(crate) type Answer = http_body_util::Either<WorkerBody, Body>;
 
 /// The client's response body: the worker's body (or the gateway's own), streamed frame by frame,
 /// holding the invocation's places until it ends or is dropped.
@@ -203,7 +168,7 @@ mod tests {
         let body = crate::body::full(Bytes::from_static(b"abc"));
         let mut f = Finish::new();
         f.function_id = Some(uuid::Uuid::nil());
-        let t = Tracked::new(Answer::Boxed(body), f, None);
+        let t = Tracked::new(Answer::Right(body), f, None);
         let bytes = t.collect().await.expect("collect").to_bytes();
         assert_eq!(&bytes[..], b"abc");
     }

@@ -171,7 +171,7 @@ impl Invoker {
                 let window = respond::poll_seconds(req.headers(), Endpoint::Pexec)?;
                 drop(snapshot);
                 let response = self.poll(id, owner, Duration::from_secs(window)).await?;
-                return Ok((response.map(Answer::Boxed), None));
+                return Ok((response.map(Answer::Right), None));
             }
         };
         finish.function_id = Some(target.function_id);
@@ -224,7 +224,7 @@ impl Invoker {
             let request = self.dispatch(&ctx, worker, req)?;
             let response = self.send(&ctx, request).await?;
             let response = respond::passthrough(response, &ctx.request_id_value);
-            return Ok((response.map(Answer::Worker), Some(held)));
+            return Ok((response.map(Answer::Left), Some(held)));
         }
         let work = if ctx.target.endpoint == Endpoint::Exec {
             self.exec(&mut ctx, worker, req).await?
@@ -233,7 +233,7 @@ impl Invoker {
             self.pexec(&ctx, request)
         };
         let (response, held) = self.answer_or_park(&ctx, work, held).await?;
-        Ok((response.map(Answer::Boxed), held))
+        Ok((response.map(Answer::Right), held))
     }
 
     /// Invocations waiting for a place, per version (see [`admit`]).
