@@ -32,9 +32,7 @@ use http_body_util::BodyExt;
 use uuid::Uuid;
 
 use crate::body::{Body, BoxError};
-use crate::classify::Route;
-use crate::invoke::finish::Routed;
-use crate::invoke::target::{self, Resolved};
+use crate::invoke::finish::Named;
 
 /// The `tracing` target of access lines (filter with e.g. `RUST_LOG=info,access=off`).
 pub const TARGET: &str = "access";
@@ -59,23 +57,9 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// Captures `req` (classified as `route`, addressed to `host`), which arrived at `start`.
-    pub(crate) fn new<B>(
-        start: Instant,
-        req: &Request<B>,
-        route: Route,
-        host: Option<&str>,
-        client: SocketAddr,
-    ) -> Self {
-        let (function_id, version_id) = match route {
-            Route::Invocation(kind) => {
-                match target::resolve(kind, host, req.uri().path(), req.headers()) {
-                    Ok(Resolved::Invoke(t)) => (Some(t.function_id), t.version_id),
-                    _ => (None, None),
-                }
-            }
-            _ => (None, None),
-        };
+    /// Captures `req`, which arrived at `start`. The function it names comes later, from
+    /// whatever resolved its target ([`attach`]).
+    pub(crate) fn new<B>(start: Instant, req: &Request<B>, client: SocketAddr) -> Self {
         Self {
             start,
             method: req.method().clone(),
@@ -87,8 +71,8 @@ impl Entry {
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok()),
-            function_id,
-            version_id,
+            function_id: None,
+            version_id: None,
         }
     }
 }
@@ -112,21 +96,21 @@ struct Line {
 }
 
 /// Hands `response` back with its body wrapped so that the access line of `entry` is written when
-/// the body ends; unchanged when there is no entry (access log off). `routed` names the function
-/// version that served an invocation.
+/// the body ends; unchanged when there is no entry (access log off). `named` is the function (and
+/// version) an invocation named or was served by.
 pub(crate) fn attach(
     entry: Option<Entry>,
     response: Response<Body>,
-    routed: Option<Routed>,
+    named: Option<Named>,
 ) -> Response<Body> {
     let Some(entry) = entry else {
         return response;
     };
     let (parts, inner) = response.into_parts();
     let mut entry = entry;
-    if let Some(routed) = routed {
-        entry.function_id = Some(routed.function_id);
-        entry.version_id = Some(routed.version_id);
+    if let Some(named) = named {
+        entry.function_id = Some(named.function_id);
+        entry.version_id = named.version_id;
     }
     let line = Line {
         ttfb: entry.start.elapsed(),
@@ -451,14 +435,17 @@ mod tests {
         assert!(enabled());
         let client: SocketAddr = "127.0.0.1:4242".parse().expect("addr");
         let req = request();
-        let entry = Entry::new(
-            Instant::now(),
-            &req,
-            Route::Invocation(InvocationKind::Path),
+        let entry = Entry::new(Instant::now(), &req, client);
+        // What the invocation path passes on: the target its request names.
+        let named = crate::invoke::target::resolve(
+            InvocationKind::Path,
             Some("invocation.gw"),
-            client,
-        );
-        let response = attach(Some(entry), response(), None);
+            req.uri().path(),
+            req.headers(),
+        )
+        .expect("target")
+        .named();
+        let response = attach(Some(entry), response(), named);
         assert!(buffer.text().is_empty(), "nothing before the body ends");
         let body = response.into_body().collect().await.expect("body");
         assert_eq!(&body.to_bytes()[..], b"hello world");
@@ -490,13 +477,7 @@ mod tests {
         let buffer = Buffer::default();
         let _guard = tracing::subscriber::set_default(subscriber(&buffer, "access=info"));
         let req = Request::get("/health").body(()).expect("request");
-        let entry = Entry::new(
-            Instant::now(),
-            &req,
-            Route::Health,
-            None,
-            "[::1]:1".parse().expect("addr"),
-        );
+        let entry = Entry::new(Instant::now(), &req, "[::1]:1".parse().expect("addr"));
         drop(attach(Some(entry), response(), None));
         let text = buffer.text();
         assert!(text.contains("outcome=aborted"), "{text}");
@@ -513,16 +494,10 @@ mod tests {
         for client in ["10.20.30.40:65535", "0.0.0.0:0", "[2001:db8::7]:8443"] {
             let client: SocketAddr = client.parse().expect("addr");
             let req = request();
-            let entry = Entry::new(
-                Instant::now(),
-                &req,
-                Route::Invocation(InvocationKind::Path),
-                None,
-                client,
-            );
-            let routed = Routed {
+            let entry = Entry::new(Instant::now(), &req, client);
+            let routed = Named {
                 function_id: FID.parse().expect("fid"),
-                version_id: vid,
+                version_id: Some(vid),
             };
             let response = attach(Some(entry), response(), Some(routed));
             response.into_body().collect().await.expect("body");
@@ -545,13 +520,7 @@ mod tests {
         let _guard = tracing::subscriber::set_default(production);
         let req = request();
         let line = Line {
-            entry: Entry::new(
-                Instant::now(),
-                &req,
-                Route::Invocation(InvocationKind::Path),
-                None,
-                "10.0.0.1:5".parse().expect("addr"),
-            ),
+            entry: Entry::new(Instant::now(), &req, "10.0.0.1:5".parse().expect("addr")),
             status: StatusCode::OK,
             request_id: Some(HeaderValue::from_static(REQID)),
             ttfb: Duration::from_micros(7),

@@ -345,9 +345,8 @@ async fn answer(
             .and_then(|v| v.to_str().ok()),
     );
     // Captured only when a line would be written: nothing to pay with the access log off.
-    let access = (state.access_log && crate::access::enabled()).then(|| {
-        crate::access::Entry::new(start, &req, route, crate::headers::request_host(&req), peer)
-    });
+    let access = (state.access_log && crate::access::enabled())
+        .then(|| crate::access::Entry::new(start, &req, peer));
     // A handle on the request's URI (shared bytes, no copy) for errors and the debug line.
     let uri = req.uri().clone();
     // The path router is CORS-permissive (NVCF §6.2); host-routed calls pass OPTIONS through.
@@ -359,10 +358,21 @@ async fn answer(
         state
             .metrics
             .record(route, preflight.status(), protocol, start.elapsed());
-        return crate::access::attach(access, preflight, None);
+        // Answered here, not by the invocation path: the line's function comes from the path.
+        let named = access.as_ref().and_then(|_| {
+            crate::invoke::target::resolve(
+                InvocationKind::Path,
+                crate::headers::request_host(&req),
+                req.uri().path(),
+                req.headers(),
+            )
+            .ok()?
+            .named()
+        });
+        return crate::access::attach(access, preflight, named);
     }
 
-    let (result, routed) = match route {
+    let (result, named) = match route {
         Route::Health => (Ok(health(req.method())), None),
         Route::KeyService | Route::Management => (state.proxy.forward(req, peer.ip()).await, None),
         Route::Invocation(kind) => {
@@ -385,7 +395,7 @@ async fn answer(
     state
         .metrics
         .record(route, response.status(), protocol, start.elapsed());
-    crate::access::attach(access, response, routed)
+    crate::access::attach(access, response, named)
 }
 
 fn health(method: &Method) -> Response<Body> {

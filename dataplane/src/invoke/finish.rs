@@ -18,12 +18,12 @@ use crate::body::{Body, BoxError};
 use crate::invoke::admit::Slot;
 use crate::invoke::dispatch::{Outstanding, WorkerBody};
 
-/// The function version an invocation was routed to, carried in the response's extensions so
-/// the access line names the version that served it, not only the one the request named.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Routed {
+/// The function (and version) the access line names: as the request named them once its target
+/// is resolved, then the version it was routed to, which served it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Named {
     pub(crate) function_id: uuid::Uuid,
-    pub(crate) version_id: uuid::Uuid,
+    pub(crate) version_id: Option<uuid::Uuid>,
 }
 
 /// Records the end of one invocation; `499` unless [`Finish::done`] or [`Finish::failed`] ran.
@@ -31,8 +31,10 @@ pub(crate) struct Routed {
 pub(crate) struct Finish {
     /// Label for the metrics; set once the target is known.
     pub(crate) function_id: Option<uuid::Uuid>,
-    /// The function and version the request was routed to (for the access log).
-    pub(crate) routed: Option<Routed>,
+    /// What the access line names (see [`Named`]).
+    pub(crate) named: Option<Named>,
+    /// Whether the request was routed to a worker (a worker request may be cancelled).
+    pub(crate) routed: bool,
     // Atomic only so the body that owns it stays `Sync`.
     done: AtomicBool,
 }
@@ -41,7 +43,8 @@ impl Finish {
     pub(crate) fn new() -> Self {
         Self {
             function_id: None,
-            routed: None,
+            named: None,
+            routed: false,
             done: AtomicBool::new(false),
         }
     }
@@ -71,7 +74,7 @@ impl Drop for Finish {
     fn drop(&mut self) {
         if !self.done.load(Ordering::Acquire) {
             crate::metrics::record_invocation_error("499", self.label());
-            if self.routed.is_some() {
+            if self.routed {
                 // The worker request dropped with this invocation is cancelled: its h2 stream is
                 // reset, or its HTTP/1.1 connection closed.
                 crate::metrics::record_worker_stream_reset();

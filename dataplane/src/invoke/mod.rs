@@ -48,7 +48,7 @@ use crate::pending::store::PendingStore;
 use crate::routing::{VersionRoute, WorkerTarget};
 use admit::{Admission, QueuePolicy};
 use dispatch::{Balancer, NvcfHeaders, WorkerBody, WorkerClient};
-use finish::{Answer, Finish, Held, Routed, Tracked};
+use finish::{Answer, Finish, Held, Named, Tracked};
 use target::{Endpoint, Resolved, Target};
 
 /// Shared state of the invocation path.
@@ -116,17 +116,17 @@ impl Invoker {
         }
     }
 
-    /// Answers one invocation request, with the function version it was routed to (for the
-    /// access line: the version that served it, not only the one the request named).
+    /// Answers one invocation request, with what its access line names (the function version
+    /// that served it, or the one the request named).
     pub(crate) async fn handle(
         &self,
         kind: InvocationKind,
         req: Request<RequestBody>,
-    ) -> (Result<Response<Body>, GatewayError>, Option<Routed>) {
+    ) -> (Result<Response<Body>, GatewayError>, Option<Named>) {
         // Lives across every await: dropped early (the client went away) it records a 499.
         let mut finish = Finish::new();
         let outcome = self.run(kind, req, &mut finish).await;
-        let routed = finish.routed;
+        let named = finish.named;
         let result = match outcome {
             Ok((response, held)) => {
                 Ok(response.map(|inner| Tracked::new(inner, finish, held).boxed()))
@@ -136,7 +136,7 @@ impl Invoker {
                 Err(e)
             }
         };
-        (result, routed)
+        (result, named)
     }
 
     async fn run(
@@ -147,6 +147,12 @@ impl Invoker {
     ) -> Result<(Response<Answer>, Option<Held>), GatewayError> {
         let start = Instant::now();
         let snapshot = self.snapshot.load_full();
+        // Resolved before the credential check so that the access line names the function even
+        // when the credential is refused; its errors still come after that check's (a request
+        // without a credential is a 401 whatever its path).
+        let host = crate::headers::request_host(&req);
+        let resolved = target::resolve(kind, host, req.uri().path(), req.headers());
+        finish.named = resolved.as_ref().ok().and_then(Resolved::named);
         let grants = snapshot
             .keys
             .authenticate(
@@ -160,8 +166,7 @@ impl Invoker {
                 crate::metrics::record_key_lookup(e.lookup_label());
                 GatewayError::Unauthorized(e)
             })?;
-        let host = crate::headers::request_host(&req);
-        let target = match target::resolve(kind, host, req.uri().path(), req.headers())? {
+        let target = match resolved? {
             Resolved::Invoke(t) => t,
             Resolved::Status(id) => {
                 let (id, owner) = self.poll_owner(&id)?;
@@ -194,9 +199,10 @@ impl Invoker {
             poll: Duration::from_secs(poll),
         };
         drop(snapshot);
-        finish.routed = Some(Routed {
+        finish.routed = true;
+        finish.named = Some(Named {
             function_id: ctx.route.function_id,
-            version_id: ctx.route.version_id,
+            version_id: Some(ctx.route.version_id),
         });
         ctx.route.metrics.record_request();
 

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::classify::InvocationKind;
 use crate::error::GatewayError;
+use crate::invoke::finish::Named;
 
 /// How the request is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,19 @@ pub(crate) enum Resolved {
     Invoke(Target),
     /// `GET /v2/nvcf/{pexec,exec}/status/{id}`.
     Status(String),
+}
+
+impl Resolved {
+    /// What the access line names for it: the function (and version) of an invocation.
+    pub(crate) fn named(&self) -> Option<Named> {
+        match self {
+            Self::Invoke(t) => Some(Named {
+                function_id: t.function_id,
+                version_id: t.version_id,
+            }),
+            Self::Status(_) => None,
+        }
+    }
 }
 
 /// Header naming the function in passthrough mode.
