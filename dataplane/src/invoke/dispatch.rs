@@ -6,10 +6,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
@@ -107,41 +105,9 @@ pub(crate) enum WorkerClient {
     Http1(Arc<h1::Client>),
 }
 
-/// A worker's response body, from either client.
-#[derive(Debug)]
-pub(crate) enum WorkerBody {
-    H2(Incoming),
-    Http1(h1::ResponseBody),
-}
-
-impl http_body::Body for WorkerBody {
-    type Data = bytes::Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, BoxError>>> {
-        match self.get_mut() {
-            Self::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Self::Http1(b) => Pin::new(b).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::H2(b) => b.is_end_stream(),
-            Self::Http1(b) => b.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            Self::H2(b) => b.size_hint(),
-            Self::Http1(b) => b.size_hint(),
-        }
-    }
-}
+/// A worker's response body, from either client: the h2 client's on the left, the HTTP/1.1
+/// client's on the right.
+pub(crate) type WorkerBody = http_body_util::Either<Incoming, h1::ResponseBody>;
 
 impl WorkerClient {
     /// Builds the shared worker client. Needs a Tokio runtime.
@@ -166,14 +132,14 @@ impl WorkerClient {
                     client.request(request)
                 }
                 .map(|r| {
-                    r.map(|response| response.map(WorkerBody::H2))
+                    r.map(|response| response.map(WorkerBody::Left))
                         .map_err(Into::into)
                 }),
             ),
             Self::Http1(client) => Either::Right(
                 client
                     .request(request, Some(nvcf))
-                    .map(|r| r.map(|response| response.map(WorkerBody::Http1))),
+                    .map(|r| r.map(|response| response.map(WorkerBody::Right))),
             ),
         }
     }
