@@ -46,7 +46,7 @@ pub fn prepare_headers(
     dispatch::prepare_headers(headers);
     // Formatted here as the invocation path formats it: once per request.
     let id = crate::headers::uuid_value(request_id);
-    dispatch::NvcfHeaders::new(route, &id, region, poll_seconds).encode(head);
+    dispatch::NvcfHeaders::new(route, &id, region, poll_seconds, true).encode(head);
 }
 
 /// The gateway's admission counters (`invoke::admit::Admission`).

@@ -11,7 +11,9 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use model::feed::FeedState;
 use model::function::FunctionStatus;
 use model::worker::{InstanceStatus, WorkerStatus};
-use std::collections::HashMap;
+// foldhash, not SipHash: looked up on every call, keyed by control-plane ids and worker
+// addresses (seeded per process).
+use foldhash::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -196,7 +198,7 @@ pub struct RoutingSnapshot {
 impl RoutingSnapshot {
     /// Builds the snapshot from the replicated state.
     pub fn build(state: &FeedState) -> Self {
-        let mut targets: HashMap<Uuid, Vec<WorkerTarget>> = HashMap::new();
+        let mut targets: HashMap<Uuid, Vec<WorkerTarget>> = HashMap::default();
         for i in state
             .instances
             .values()
@@ -218,7 +220,7 @@ impl RoutingSnapshot {
                     i.max_request_concurrency,
                 ));
         }
-        let mut by_function: HashMap<Uuid, Vec<Arc<VersionRoute>>> = HashMap::new();
+        let mut by_function: HashMap<Uuid, Vec<Arc<VersionRoute>>> = HashMap::default();
         for f in state.functions.values() {
             let mut t = targets.remove(&f.version_id).unwrap_or_default();
             t.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));

@@ -332,7 +332,7 @@ fn protocol_label(version: Version) -> &'static str {
 async fn answer(
     state: &State,
     peer: SocketAddr,
-    mut req: Request<RequestBody>,
+    req: Request<RequestBody>,
     protocol: &'static str,
 ) -> Response<Body> {
     let start = Instant::now();
@@ -375,10 +375,7 @@ async fn answer(
     let (result, named) = match route {
         Route::Health => (Ok(health(req.method())), None),
         Route::KeyService | Route::Management => (state.proxy.forward(req, peer.ip()).await, None),
-        Route::Invocation(kind) => {
-            crate::invoke::dispatch::mark_worker_compatibility(kind, req.headers_mut());
-            state.invoker.handle(kind, req).await
-        }
+        Route::Invocation(kind) => state.invoker.handle(kind, req).await,
         Route::NotFound => (
             Err(GatewayError::NoRoute {
                 host: crate::headers::request_host(&req)

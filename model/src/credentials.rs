@@ -12,7 +12,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
 use uuid::Uuid;
 
 /// Prefix of admin tokens (they must not start with `nvapi-`, which marks API keys).
@@ -112,7 +111,9 @@ pub fn api_key_well_formed(key: &str, prefix: &str) -> bool {
 pub struct Grants {
     pub kind: CredentialKind,
     pub key_id: Uuid,
-    scopes: HashSet<String>,
+    /// The enforced scopes held, one [`Scope::bit`] each: checked on every invocation, so a mask
+    /// instead of a set of strings (others a policy may list are never asked about).
+    scopes: u16,
     resources: Vec<Resource>,
 }
 
@@ -120,13 +121,10 @@ impl Grants {
     /// The grants of a stored credential towards the NVCF service.
     pub fn of(record: &KeyRecord) -> Self {
         let (scopes, resources) = match record.kind {
-            CredentialKind::Admin => (record.admin_scopes.iter().cloned().collect(), Vec::new()),
+            CredentialKind::Admin => (scope_mask(&record.admin_scopes), Vec::new()),
             CredentialKind::ApiKey => {
                 let policies = record.policies_for(crate::NVCF_SERVICE_ID);
-                let scopes = policies
-                    .iter()
-                    .flat_map(|p| p.scopes.iter().cloned())
-                    .collect();
+                let scopes = scope_mask(policies.iter().flat_map(|p| p.scopes.iter()));
                 let resources = policies.into_iter().flat_map(|p| p.resources).collect();
                 (scopes, resources)
             }
@@ -142,7 +140,7 @@ impl Grants {
     /// Whether the credential grants `scope` (`hasAnyAuthority('x', 'apikey:x')`; API keys cannot
     /// hold the JWT-only scopes).
     pub fn has(&self, scope: Scope) -> bool {
-        let held = self.scopes.contains(scope.as_str());
+        let held = self.scopes & scope.bit() != 0;
         match self.kind {
             CredentialKind::Admin => held,
             CredentialKind::ApiKey => held && scope.api_key_may_hold(),
@@ -177,6 +175,14 @@ impl Grants {
                         || version_id.is_some_and(|vid| v.parse::<Uuid>().ok() == Some(vid)))
             })
     }
+}
+
+/// The mask of the enforced scopes among `names`.
+fn scope_mask<S: AsRef<str>>(names: impl IntoIterator<Item = S>) -> u16 {
+    names
+        .into_iter()
+        .filter_map(|name| Scope::from_name(name.as_ref()))
+        .fold(0, |mask, scope| mask | scope.bit())
 }
 
 #[cfg(test)]

@@ -23,6 +23,33 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Every scope, in declaration order (each one's [`Self::bit`] is its index here).
+    pub const ALL: [Self; 13] = [
+        Self::RegisterFunction,
+        Self::ListFunctions,
+        Self::ListFunctionsDetails,
+        Self::UpdateFunction,
+        Self::DeleteFunction,
+        Self::DeployFunction,
+        Self::InvokeFunction,
+        Self::QueueDetails,
+        Self::ListClusterGroups,
+        Self::UpdateSecrets,
+        Self::ManageTelemetries,
+        Self::ManageRegistryCredentials,
+        Self::ClusterManagement,
+    ];
+
+    /// The scope named `s` exactly as NVCF spells it, if it is one this project enforces.
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|scope| scope.as_str() == s)
+    }
+
+    /// This scope's bit in a set of scopes held as a mask.
+    pub const fn bit(self) -> u16 {
+        1 << self as u16
+    }
+
     /// The scope string as NVCF spells it.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -80,4 +107,21 @@ pub enum CredentialKind {
     Admin,
     /// A scoped `nvapi-` key from `POST /v1/keys`.
     ApiKey,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_bits_are_one_to_one() {
+        let mut seen = 0u16;
+        for scope in Scope::ALL {
+            assert_eq!(Scope::from_name(scope.as_str()), Some(scope));
+            assert_eq!(seen & scope.bit(), 0, "{scope} shares a bit");
+            seen |= scope.bit();
+        }
+        assert_eq!(Scope::from_name("invoke_function "), None);
+        assert_eq!(Scope::from_name("apikey:invoke_function"), None);
+    }
 }

@@ -8,7 +8,10 @@
 //! A request that finds the queue full, or waits longer than its bound, gets 429; the global cap
 //! sheds at once, without queueing, because it protects the gateway itself.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+// foldhash, not SipHash: looked up on every call, keyed by control-plane ids (seeded per process).
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -168,7 +171,7 @@ impl Admission {
             }),
             max_global,
             queue,
-            per_version: Mutex::new(HashMap::new()),
+            per_version: Mutex::new(HashMap::default()),
         }
     }
 

@@ -4,7 +4,9 @@
 //! removed. The shared HTTP/2 client lives here too: h2c with prior knowledge, one multiplexed,
 //! pooled connection per worker authority.
 
-use std::collections::HashMap;
+// foldhash, not SipHash: looked up on every call, keyed by control-plane ids and worker
+// addresses (seeded per process).
+use foldhash::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,7 +24,6 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper::body::Incoming;
 
 use crate::body::{Body, BoxError};
-use crate::classify::InvocationKind;
 use crate::config::WorkerProtocol;
 use crate::invoke::h1;
 use crate::invoke::upstream::CountingConnector;
@@ -52,28 +53,11 @@ pub(crate) const WORKER_OWNED: &[&str] = &[
 
 /// Set to `true` on host-routed and `function-id` (TLB) passthrough calls (nvcf-api.md §2.5: "The
 /// TLB path also injects nvcf-feature-disable-worker-compatibility: true"); never on pexec/exec.
+/// A client's copy is dropped by [`prepare_headers`] either way; [`NvcfHeaders`] adds the
+/// gateway's on passthrough calls (every `HostRouted`/`FunctionIdHeader` request resolves to a
+/// passthrough target, every `Path` request to pexec, exec or a status poll).
 pub(crate) const DISABLE_WORKER_COMPATIBILITY: HeaderName =
     HeaderName::from_static("nvcf-feature-disable-worker-compatibility");
-
-/// Sets [`DISABLE_WORKER_COMPATIBILITY`] on the client's headers of an invocation classified as
-/// `kind`: `true` on the passthrough kinds (a client's copy is overwritten), removed from the path
-/// router's pexec/exec calls (a client's copy is dropped). The header is not in [`WORKER_OWNED`],
-/// so [`prepare_headers`] leaves what this set in place. Runs before the invocation driver, as the
-/// request enters the invocation path: every `HostRouted`/`FunctionIdHeader` request resolves to
-/// a passthrough target, every `Path` request to pexec, exec or a status poll.
-pub(crate) fn mark_worker_compatibility(kind: InvocationKind, headers: &mut HeaderMap) {
-    match kind {
-        InvocationKind::Path => {
-            headers.remove(DISABLE_WORKER_COMPATIBILITY);
-        }
-        InvocationKind::HostRouted | InvocationKind::FunctionIdHeader => {
-            headers.insert(
-                DISABLE_WORKER_COMPATIBILITY,
-                HeaderValue::from_static("true"),
-            );
-        }
-    }
-}
 
 /// Connects to a worker that do not complete in this long fail as 502 (workers are on the same
 /// host or network; a black-holed address should not eat the whole poll window).
@@ -248,6 +232,8 @@ pub(crate) struct NvcfHeaders {
     region: HeaderValue,
     /// The budget left for the container, in seconds.
     poll_seconds: HeaderValue,
+    /// A passthrough call: [`DISABLE_WORKER_COMPATIBILITY`] is set.
+    passthrough: bool,
 }
 
 impl NvcfHeaders {
@@ -256,20 +242,22 @@ impl NvcfHeaders {
         request_id: &HeaderValue,
         region: &HeaderValue,
         poll_seconds: u64,
+        passthrough: bool,
     ) -> Self {
         Self {
             route: route.headers.clone(),
             request_id: request_id.clone(),
             region: region.clone(),
             poll_seconds: poll_value(poll_seconds),
+            passthrough,
         }
     }
 
     /// Adds them to a request's map (the HTTP/2 client's form).
     pub(crate) fn insert_into(&self, headers: &mut HeaderMap) {
         let route = &self.route;
-        // Room for the seven below at once, rather than a rehash partway through.
-        headers.reserve(7);
+        // Room for the eight below at once, rather than a rehash partway through.
+        headers.reserve(8);
         headers.insert(crate::headers::NVCF_REQID, self.request_id.clone());
         headers.insert(NVCF_FUNCTION_ID, route.function_id.clone());
         headers.insert(NVCF_FUNCTION_VERSION_ID, route.version_id.clone());
@@ -279,6 +267,9 @@ impl NvcfHeaders {
         }
         headers.insert(NVCF_POLL_SECONDS, self.poll_seconds.clone());
         headers.insert(NVCF_INVOCATION_REGION, self.region.clone());
+        if self.passthrough {
+            headers.insert(DISABLE_WORKER_COMPATIBILITY, TRUE);
+        }
     }
 
     /// Writes them as HTTP/1.1 header lines (the HTTP/1.1 client's form): the route's prebuilt
@@ -295,13 +286,20 @@ impl NvcfHeaders {
             buf.put_slice(value.as_bytes());
             buf.put_slice(b"\r\n");
         }
+        if self.passthrough {
+            buf.put_slice(DISABLE_WORKER_COMPATIBILITY.as_str().as_bytes());
+            buf.put_slice(b": true\r\n");
+        }
     }
 }
+
+const TRUE: HeaderValue = HeaderValue::from_static("true");
 
 /// True for a client header that must not reach the worker (besides the hop-by-hop ones): the caller's
 /// credential (nvcf-api.md §2.1), `Host` (the worker request carries its authority in the URI),
 /// `Expect` (answered by the gateway's own server; it is about the client's hop), the passthrough
-/// selectors (the gateway's business), and client copies of worker-owned `NVCF-*` headers.
+/// selectors (the gateway's business), and client copies of worker-owned `NVCF-*` headers and of
+/// [`DISABLE_WORKER_COMPATIBILITY`] (the gateway sets it).
 fn not_forwarded(name: &HeaderName) -> bool {
     let s = name.as_str();
     match s {
@@ -310,7 +308,10 @@ fn not_forwarded(name: &HeaderName) -> bool {
         | "expect"
         | crate::invoke::target::FUNCTION_ID_HEADER
         | crate::invoke::target::FUNCTION_VERSION_ID_HEADER => true,
-        _ => s.starts_with("nvcf-") && WORKER_OWNED.contains(&s),
+        _ => {
+            s.starts_with("nvcf-")
+                && (WORKER_OWNED.contains(&s) || s == DISABLE_WORKER_COMPATIBILITY.as_str())
+        }
     }
 }
 
@@ -399,7 +400,20 @@ mod tests {
 
     #[test]
     fn worker_compatibility_is_disabled_on_passthrough_only() {
-        for kind in [InvocationKind::HostRouted, InvocationKind::FunctionIdHeader] {
+        let (fid, vid) = (Uuid::new_v4(), Uuid::new_v4());
+        let route = VersionRoute {
+            headers: crate::routing::RouteHeaders::new(fid, vid, "f"),
+            metrics: crate::metrics::VersionMetrics::new(fid, vid),
+            function_id: fid,
+            version_id: vid,
+            name: "f".into(),
+            status: FunctionStatus::Active,
+            inference_url: "/".into(),
+            targets: targets(1),
+        };
+        let id = crate::headers::uuid_value(Uuid::new_v4());
+        let region = HeaderValue::from_static("local");
+        for passthrough in [true, false] {
             let mut h = HeaderMap::new();
             h.append(
                 DISABLE_WORKER_COMPATIBILITY,
@@ -409,17 +423,23 @@ mod tests {
                 DISABLE_WORKER_COMPATIBILITY,
                 HeaderValue::from_static("maybe"),
             );
-            mark_worker_compatibility(kind, &mut h);
+            prepare_headers(&mut h);
+            assert!(h.is_empty(), "a client's copies are dropped");
+            let nvcf = NvcfHeaders::new(&route, &id, &region, 60, passthrough);
+            nvcf.insert_into(&mut h);
             let values: Vec<_> = h.get_all(DISABLE_WORKER_COMPATIBILITY).iter().collect();
-            assert_eq!(values, ["true"], "{kind:?}");
+            let mut lines = BytesMut::new();
+            nvcf.encode(&mut lines);
+            let line = "nvcf-feature-disable-worker-compatibility: true\r\n";
+            let text = String::from_utf8(lines.to_vec()).expect("utf-8");
+            if passthrough {
+                assert_eq!(values, ["true"]);
+                assert_eq!(text.matches(line).count(), 1);
+            } else {
+                assert!(values.is_empty());
+                assert!(!text.contains("compatibility"));
+            }
         }
-        let mut h = HeaderMap::new();
-        h.insert(
-            DISABLE_WORKER_COMPATIBILITY,
-            HeaderValue::from_static("true"),
-        );
-        mark_worker_compatibility(InvocationKind::Path, &mut h);
-        assert!(h.is_empty());
     }
 
     #[test]
@@ -471,7 +491,7 @@ mod tests {
         let id = Uuid::new_v4();
         let region = HeaderValue::from_static("local");
         prepare_headers(&mut h);
-        let nvcf = NvcfHeaders::new(&route, &crate::headers::uuid_value(id), &region, 60);
+        let nvcf = NvcfHeaders::new(&route, &crate::headers::uuid_value(id), &region, 60, true);
         // The HTTP/1.1 form writes the same lines the HTTP/2 form inserts.
         let mut lines = BytesMut::new();
         nvcf.encode(&mut lines);

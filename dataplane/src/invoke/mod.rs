@@ -368,6 +368,7 @@ impl Invoker {
             &ctx.request_id_value,
             &self.region,
             ctx.poll.as_secs(),
+            ctx.target.endpoint == Endpoint::Passthrough,
         )
     }
 

@@ -33,15 +33,12 @@ pub(crate) fn poll_seconds(headers: &HeaderMap, endpoint: Endpoint) -> Result<u6
     match headers.get(POLL_SECONDS_NAME) {
         Some(v) => parse_poll(v.as_bytes()),
         None => {
-            let sse = headers
-                .get(header::ACCEPT)
-                .is_some_and(|a| a.as_bytes() == b"text/event-stream");
-            // Host-routed calls keep 60 s even for SSE (nvcf-api.md §2.3).
-            Ok(if sse && endpoint != Endpoint::Passthrough {
-                SSE_POLL
-            } else {
-                DEFAULT_POLL
-            })
+            // Host-routed calls keep 60 s even for SSE (nvcf-api.md §2.3): no lookup for them.
+            let sse = endpoint != Endpoint::Passthrough
+                && headers
+                    .get(header::ACCEPT)
+                    .is_some_and(|a| a.as_bytes() == b"text/event-stream");
+            Ok(if sse { SSE_POLL } else { DEFAULT_POLL })
         }
     }
 }

@@ -12,7 +12,9 @@
 mod body;
 pub(crate) mod codec;
 
-use std::collections::HashMap;
+// foldhash, not SipHash: looked up on every call, keyed by control-plane ids and worker
+// addresses (seeded per process).
+use foldhash::HashMap;
 use std::future::Future;
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
