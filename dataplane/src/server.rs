@@ -375,7 +375,7 @@ async fn answer(
     let (result, named) = match route {
         Route::Health => (Ok(health(req.method())), None),
         Route::KeyService | Route::Management => (state.proxy.forward(req, peer.ip()).await, None),
-        Route::Invocation(kind) => state.invoker.handle(kind, req).await,
+        Route::Invocation(kind) => state.invoker.handle(kind, req, start).await,
         Route::NotFound => (
             Err(GatewayError::NoRoute {
                 host: crate::headers::request_host(&req)

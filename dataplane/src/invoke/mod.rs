@@ -116,16 +116,18 @@ impl Invoker {
         }
     }
 
-    /// Answers one invocation request, with what its access line names (the function version
-    /// that served it, or the one the request named).
+    /// Answers one invocation request, which arrived at `start` (its poll window counts from
+    /// then), with what its access line names (the function version that served it, or the one
+    /// the request named).
     pub(crate) async fn handle(
         &self,
         kind: InvocationKind,
         req: Request<RequestBody>,
+        start: Instant,
     ) -> (Result<Response<Body>, GatewayError>, Option<Named>) {
         // Lives across every await: dropped early (the client went away) it records a 499.
         let mut finish = Finish::new();
-        let outcome = self.run(kind, req, &mut finish).await;
+        let outcome = self.run(kind, req, start, &mut finish).await;
         let named = finish.named;
         let result = match outcome {
             Ok((response, held)) => {
@@ -143,9 +145,9 @@ impl Invoker {
         &self,
         kind: InvocationKind,
         req: Request<RequestBody>,
+        start: Instant,
         finish: &mut Finish,
     ) -> Result<(Response<Answer>, Option<Held>), GatewayError> {
-        let start = Instant::now();
         let snapshot = self.snapshot.load_full();
         // Resolved before the credential check so that the access line names the function even
         // when the credential is refused; its errors still come after that check's (a request
