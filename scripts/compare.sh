@@ -30,9 +30,12 @@
 #                                     request: a count that does not move with the machine's noise, for
 #                                     A/B checks of changes worth less than a microsecond. The annotated
 #                                     profile (inclusive, by function) is written to <dir>.
-#                                     CG_PROTO=h2c counts h2c calls instead (-c 2 -m 8)
+#                                     CG_PROTO=h2c counts h2c calls instead (-c 2 -m 8); CG_BARE=1 runs
+#                                     that gateway with `access-log = false` and no admin listener (so no
+#                                     metrics recorder): the count without the access log and metrics;
+#                                     CG_BARE=log: without the access log only
 # Extra measurements, after the closed-loop rounds, on the better gateway arm (by closed-loop median):
-#   EXTRA=open,1mib,streams,h3,reuse,stall  which ones (default: all; EXTRA= or EXTRA=none for none)
+#   EXTRA=open,1mib,streams,h3,logcost,reuse,stall  which ones (default: all; EXTRA= or EXTRA=none for none)
 #     open     open loop (`loadtest --rate`), HTTP/1.1 -c H1_CONNS, at OPEN_LOADS (default "25 50") % of
 #              nginx's closed-loop HTTP/1.1 median req/s: direct, nginx, gateway; p50/p99 and the
 #              latency added over direct; p99_added_vs_nginx = (gw p99 - direct p99) / (nginx p99 - direct p99)
@@ -42,6 +45,10 @@
 #     h3       enables the dataplanes' TLS + QUIC listeners (self-signed cert from their data dir) and
 #              runs the gateway with --proto h2 (HTTP/2 over TLS) and --proto h3, -c TLS_CONNS -m
 #              TLS_STREAMS (default H2_CONNS, H2_STREAMS), host-routed; h3_vs_h2 = h3 req/s / h2 req/s
+#     logcost  what the access log and metrics cost: the better HTTP/1.1 arm against a second dataplane
+#              of the same build and thread count with `access-log = false` and no admin listener (so no
+#              metrics recorder), HTTP/1.1 -c H1_CONNS closed loop, interleaved;
+#              log_metrics_cost = 1 - req/s with both on / req/s with both off (goal <= 0.05)
 #     reuse    reads the dataplanes' /metrics (admin listener) before and after the closed-loop rounds:
 #              upstream_reuse = 1 - delta(gateway_worker_connections_opened_total) / delta(sum function_request)
 #     stall    on every dataplane: STALL_N (16) connections POST a STALL_SIZE (100 MiB) echo body and never
@@ -61,7 +68,7 @@
 # LAST line a one-line JSON summary:
 #   {"h1_vs_nginx":…, "h1_vs_direct":…, "cpu_per_req_vs_nginx":…, "added_p50_ms":…, "h2c_vs_direct":…,
 #    "open25_added_p50_ms":…, "open25_nginx_added_p50_ms":…, "open25_p99_added_vs_nginx":…, (and open50_…),
-#    "mib_vs_direct":…, "h2_1x64_vs_8x16":…, "h3_vs_h2":…, "upstream_reuse":…}
+#    "mib_vs_direct":…, "h2_1x64_vs_8x16":…, "h3_vs_h2":…, "log_metrics_cost":…, "upstream_reuse":…}
 # (keys of extras that were not run are left out; a ratio whose denominator is not positive is null).
 # With the defaults it takes about 12 minutes on the 2-core VM: the closed-loop rounds (4 arms × 2
 # protocols × 5 rounds × 12 s) about 8, the extras (18 open-loop + 9 1-MiB + 6 streams + 6 TLS runs of
@@ -87,12 +94,13 @@ WRITE_DOC=${WRITE_DOC:-1}
 DOC=${DOC:-docs/performance.md}
 NOTE=${NOTE:-}
 KEEP_TMP=${KEEP_TMP:-0}
-EXTRA=${EXTRA-open,1mib,streams,h3,reuse,stall}
+EXTRA=${EXTRA-open,1mib,streams,h3,logcost,reuse,stall}
 [[ $EXTRA == none || -n ${PROFILE:-} || -n ${CALLGRIND:-} ]] && EXTRA=   # PROFILE, CALLGRIND: no extras
 CALLGRIND=${CALLGRIND:-}
 CG_REQUESTS=${CG_REQUESTS:-20000}
 CG_WARM=${CG_WARM:-2000}
 CG_PROTO=${CG_PROTO:-h1}
+CG_BARE=${CG_BARE:-0}
 case $CG_PROTO in
   h1) CG_SHAPE=(--proto h1 -c 8) ;;
   h2c) CG_SHAPE=(--proto h2c -c 2 -m 8) ;;
@@ -103,7 +111,7 @@ if [[ -n $CALLGRIND ]]; then
   command -v valgrind >/dev/null || { echo "CALLGRIND needs valgrind (apt-get install valgrind)" >&2; exit 2; }
 fi
 for x in ${EXTRA//,/ }; do
-  [[ $x =~ ^(open|1mib|streams|h3|reuse|stall)$ ]] || { echo "EXTRA: unknown item $x (open,1mib,streams,h3,reuse,stall)" >&2; exit 2; }
+  [[ $x =~ ^(open|1mib|streams|h3|logcost|reuse|stall)$ ]] || { echo "EXTRA: unknown item $x (open,1mib,streams,h3,logcost,reuse,stall)" >&2; exit 2; }
 done
 has_extra() { [[ ,$EXTRA, == *,$1,* ]]; }
 EXTRA_ROUNDS=${EXTRA_ROUNDS:-3}
@@ -185,10 +193,10 @@ trap 'exit 143' TERM
 
 # Free loopback ports, all bound at once so they are distinct; the last three (TLS on TCP, QUIC on
 # UDP) are free on both.
-read -r P_CP P_WK P_NG1 P_NG2 P_ADM1 P_ADM3 P_GWS0 P_GWS1 P_GWS2 P_GWA0 P_GWA1 P_GWA2 P_TLS0 P_TLS1 P_TLS2 < <(python3 - <<'EOF'
+read -r P_CP P_WK P_NG1 P_NG2 P_ADM1 P_ADM3 P_GWS0 P_GWS1 P_GWS2 P_GWA0 P_GWA1 P_GWA2 P_GWB P_TLS0 P_TLS1 P_TLS2 < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(12):
+for _ in range(13):
     s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
 both = []
 while len(both) < 3:
@@ -198,7 +206,7 @@ while len(both) < 3:
         u.bind(("127.0.0.1", s.getsockname()[1])); socks.append(u); both.append(s)
     except OSError:
         u.close()
-print(" ".join(str(s.getsockname()[1]) for s in socks[:12] + both))
+print(" ".join(str(s.getsockname()[1]) for s in socks[:13] + both))
 EOF
 )
 TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
@@ -218,13 +226,17 @@ P_GWS=("$P_GWS0" "$P_GWS1" "$P_GWS2"); P_GWA=("$P_GWA0" "$P_GWA1" "$P_GWA2"); P_
 for i in "${!GW_T[@]}"; do
   mkdir -p "$TMP/dp$i"
   TLS_L=; has_extra h3 && TLS_L=127.0.0.1:${P_TLS[$i]}
+  ADMIN_L=127.0.0.1:${P_GWA[$i]} ACCESS_LOG=true
+  [[ -n $CALLGRIND && $CG_BARE == 1 ]] && { ADMIN_L=; ACCESS_LOG=false; }
+  [[ -n $CALLGRIND && $CG_BARE == log ]] && ACCESS_LOG=false
   cat >"$TMP/dataplane$i.toml" <<EOF
 log = "info"
 internal-token = "$TOKEN"
 runtime-threads = ${GW_T[$i]}
 [admin]
-listen = "127.0.0.1:${P_GWA[$i]}"
+listen = "$ADMIN_L"
 [dataplane]
+access-log = $ACCESS_LOG
 listen = "127.0.0.1:${P_GWS[$i]}"
 controlplane-url = "http://127.0.0.1:$P_CP"
 tls-listen = "$TLS_L"
@@ -468,7 +480,7 @@ RESULTS=$TMP/results.jsonl
 declare -A OPEN_RATE=()
 LT_MORE=()     # extra loadtest flags for the next run_arm calls (TLS trust)
 run_arm() { # kind round arm proxy_pid url [headers...]
-  # kind: h1, h2c (the closed-loop rounds); open<pct>, mib, h2c-1x64, h2c-8x16, tls-h2, tls-h3 (extras)
+  # kind: h1, h2c (the closed-loop rounds); open<pct>, mib, h2c-1x64, h2c-8x16, tls-h2, tls-h3, logcost (extras)
   local kind=$1 round=$2 arm=$3 ppid=$4 url=$5; shift 5
   local hdrs=() h
   for h in "$@"; do hdrs+=(-H "$h"); done
@@ -479,6 +491,7 @@ run_arm() { # kind round arm proxy_pid url [headers...]
     open*)    shape=(--proto h1 -c "$H1_CONNS" --rate "${OPEN_RATE[${kind#open}]}") ;;
     mib)      shape=(--proto h1 -c "$MIB_CONNS"); body=$MIB_SIZE ;;
     h2c-1x64) shape=(--proto h2c -c 1 -m 64) ;;
+    logcost)  shape=(--proto h1 -c "$H1_CONNS") ;;
     h2c-8x16) shape=(--proto h2c -c 8 -m 16) ;;
     tls-h2|tls-h3) shape=(--proto "${kind#tls-}" -c "$TLS_CONNS" -m "$TLS_STREAMS") ;;
     *) die "run_arm: unknown kind $kind" ;;
@@ -684,6 +697,41 @@ if has_extra h3; then
   done
   LT_MORE=()
 fi
+if has_extra logcost; then # the same build and thread count without access log and metrics
+  mkdir -p "$TMP/dpb"
+  cat >"$TMP/dataplane-bare.toml" <<EOF
+log = "info"
+internal-token = "$TOKEN"
+runtime-threads = ${GW_T[$GB1]}
+[admin]
+listen = ""
+[dataplane]
+listen = "127.0.0.1:$P_GWB"
+controlplane-url = "http://127.0.0.1:$P_CP"
+tls-listen = ""
+quic-listen = ""
+data-dir = "$TMP/dpb"
+access-log = false
+EOF
+  "$GATEWAY_BIN" dataplane --config "$TMP/dataplane-bare.toml" >"$TMP/dataplane-bare.log" 2>&1 &
+  PIDS+=($!); BARE_PID=$!
+  BARE_URL=http://127.0.0.1:$P_GWB/echo
+  code=
+  for _ in $(seq 1 100); do # routes and keys arrive with its first feed snapshot
+    kill -0 "$BARE_PID" 2>/dev/null || die "the dataplane without access log and metrics exited: $(tail -n 5 "$TMP/dataplane-bare.log")"
+    code=$(curl -s -o /dev/null -w '%{http_code}' -m 2 -X POST "$BARE_URL" -H "Host: $FID.invocation.127.0.0.1" \
+      -H "Authorization: Bearer $NVCF_API_KEY" --data-binary x 2>/dev/null || true)
+    [[ $code == 200 ]] && break
+    sleep 0.2
+  done
+  [[ $code == 200 ]] || die "the dataplane without access log and metrics does not answer 200 (last: $code)"
+  for round in $(seq 1 "$EXTRA_ROUNDS"); do
+    alive
+    run_arm logcost "$round" "${GW1[@]}"
+    run_arm logcost "$round" "${GW1[0]}-bare" "$BARE_PID" "$BARE_URL" "${GW_HDRS[@]}"
+  done
+  kill "$BARE_PID" 2>/dev/null || true
+fi
 STALL=$TMP/stall.jsonl
 : >"$STALL"
 if has_extra stall; then # STALL_N downloads of a STALL_SIZE echo whose responses are never read
@@ -865,6 +913,15 @@ if g and X("tls-h2", g):
     xrow(f"HTTP/3 -c {E['TLS_CONNS']} -m {E['TLS_STREAMS']}", "tls-h3", g)
     summary["h3_vs_h2"] = ratio(X("tls-h3", g)["rps"], X("tls-h2", g)["rps"])
     xprose.append(f"HTTP/3 ÷ HTTP/2 over TLS ({g}, host-routed): **{summary['h3_vs_h2']}**")
+g = gw_arm("logcost")
+if g and X("logcost", g + "-bare"):
+    G, B = X("logcost", g), X("logcost", g + "-bare")
+    xrow(f"access log + metrics on, HTTP/1.1 -c {E['H1_CONNS']}", "logcost", g)
+    xrow(f"both off, HTTP/1.1 -c {E['H1_CONNS']}", "logcost", g + "-bare")
+    summary["log_metrics_cost"] = r(1 - G["rps"] / B["rps"])
+    xprose.append(f"access log and metrics ({g} against the same build and thread count with `access-log = false` and no "
+                  f"admin listener, hence no metrics recorder): throughput cost **{summary['log_metrics_cost']}** "
+                  f"(1 − {G['rps']:,.0f} ÷ {B['rps']:,.0f} req/s), CPU per request {G['proxy_cpu']:.1f} against {B['proxy_cpu']:.1f} µs")
 reuse = {}
 if os.path.exists(E.get("REUSE", "")):
     for l in open(E["REUSE"]):

@@ -97,10 +97,17 @@ async fn serve(cli: Cli, cfg: FileConfig, role: Role) -> anyhow::Result<()> {
     );
     cfg.validate_all(&name)?;
     let _log_guard = init_logging(&cfg);
-    let metrics = nvcf_gateway::admin::install_recorder()
-        .map_err(anyhow::Error::msg)
-        .context("metrics recorder")?;
-    let mut stack = launcher::start(&cfg, role, Some(metrics)).await?;
+    // Without an admin listener nothing can scrape the metrics: no recorder is installed, and
+    // every metric call is a no-op (the cost of metrics can be measured this way, too).
+    let metrics = match cfg.admin_addr().map_err(anyhow::Error::msg)? {
+        Some(_) => Some(
+            nvcf_gateway::admin::install_recorder()
+                .map_err(anyhow::Error::msg)
+                .context("metrics recorder")?,
+        ),
+        None => None,
+    };
+    let mut stack = launcher::start(&cfg, role, metrics).await?;
     let show =
         |a: Option<std::net::SocketAddr>| a.map_or_else(|| "-".to_owned(), |a| a.to_string());
     tracing::info!(
