@@ -207,7 +207,7 @@ impl GatewayError {
         if let Some(id) = self.request_id() {
             crate::invoke::respond::mark(
                 headers,
-                &crate::headers::uuid_value(id),
+                &crate::headers::request_id_value(id),
                 StatusCode::INTERNAL_SERVER_ERROR,
             );
         }

@@ -40,6 +40,16 @@ pub(crate) fn uuid_value(id: uuid::Uuid) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+/// A request id (`NVCF-REQID`) as a header value: [`uuid_value`], marked sensitive, which HPACK
+/// encodes as a never-indexed literal. A request id is new on every response, so indexing it
+/// only churns the connection's dynamic table (evicting the entries that do repeat) and costs a
+/// search of the table per response; h2 skips both for sensitive values.
+pub(crate) fn request_id_value(id: uuid::Uuid) -> HeaderValue {
+    let mut value = uuid_value(id);
+    value.set_sensitive(true);
+    value
+}
+
 /// Rewrites a client request's headers for the control plane: hop-by-hop headers go, client
 /// copies of the gateway's trusted headers are replaced, the client address is recorded, and
 /// split `cookie` headers (allowed in h2) are joined as HTTP/1.1 requires.
@@ -95,6 +105,17 @@ mod tests {
             h.append(*k, HeaderValue::from_static(v));
         }
         h
+    }
+
+    #[test]
+    fn request_ids_are_never_indexed_route_ids_are() {
+        let id = uuid::Uuid::new_v4();
+        let (reqid, route) = (request_id_value(id), uuid_value(id));
+        assert_eq!(reqid, id.to_string().as_str());
+        assert_eq!(reqid, route);
+        assert!(reqid.is_sensitive());
+        assert!(reqid.clone().is_sensitive(), "a clone keeps the mark");
+        assert!(!route.is_sensitive());
     }
 
     #[test]

@@ -195,7 +195,7 @@ impl Invoker {
         let mut ctx = Ctx {
             start,
             request_id,
-            request_id_value: crate::headers::uuid_value(request_id),
+            request_id_value: crate::headers::request_id_value(request_id),
             target,
             route: Arc::clone(route),
             poll: Duration::from_secs(poll),

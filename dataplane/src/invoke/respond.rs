@@ -158,7 +158,7 @@ mod tests {
             .header("x-kept", "1")
             .body(())
             .expect("resp");
-        let resp = passthrough(resp, &crate::headers::uuid_value(id));
+        let resp = passthrough(resp, &crate::headers::request_id_value(id));
         let h = resp.headers();
         assert_eq!(h["nvcf-reqid"], id.to_string().as_str());
         assert_eq!(h["nvcf-status"], "fulfilled");
@@ -168,7 +168,7 @@ mod tests {
         let mut bare = HeaderMap::new();
         mark(
             &mut bare,
-            &crate::headers::uuid_value(id),
+            &crate::headers::request_id_value(id),
             StatusCode::BAD_GATEWAY,
         );
         assert_eq!(bare["nvcf-status"], "errored");
