@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -303,21 +304,27 @@ async fn accept_error(e: &std::io::Error) {
 /// Answers one request from any listener: classify, dispatch to the route's handler, map errors,
 /// count, write the access line when the answer ends, and advertise HTTP/3 to HTTP/1.1 and
 /// HTTP/2 clients.
-pub(crate) async fn handle(
+///
+/// The futures on this path are written as `async move` blocks or combinators rather than
+/// `async fn`s: an `async fn` keeps each by-value argument twice in its state (as the argument
+/// and as the local it is moved into), and hyper copies this state as it moves (into the
+/// HTTP/1.1 dispatcher's slot, into every HTTP/2 stream's task).
+pub(crate) fn handle(
     state: &State,
     peer: SocketAddr,
     req: Request<RequestBody>,
-) -> Response<Body> {
+) -> impl Future<Output = Response<Body>> + Send {
     let protocol = protocol_label(req.version());
-    let mut response = answer(state, peer, req, protocol).await;
-    if protocol != "h3"
-        && let Some(alt_svc) = &state.alt_svc
-    {
+    answer(state, peer, req, protocol).map(move |mut response| {
+        if protocol != "h3"
+            && let Some(alt_svc) = &state.alt_svc
+        {
+            response
+                .headers_mut()
+                .insert(header::ALT_SVC, alt_svc.clone());
+        }
         response
-            .headers_mut()
-            .insert(header::ALT_SVC, alt_svc.clone());
-    }
-    response
+    })
 }
 
 /// The metrics `protocol` label of a request's version.
@@ -329,70 +336,74 @@ fn protocol_label(version: Version) -> &'static str {
     }
 }
 
-async fn answer(
+fn answer(
     state: &State,
     peer: SocketAddr,
     req: Request<RequestBody>,
     protocol: &'static str,
-) -> Response<Body> {
-    let start = Instant::now();
-    let route = classify(
-        req.method(),
-        crate::headers::request_host(&req),
-        req.uri().path(),
-        req.headers()
-            .get(crate::invoke::target::FUNCTION_ID_NAME)
-            .and_then(|v| v.to_str().ok()),
-    );
-    // Captured only when a line would be written: nothing to pay with the access log off.
-    let access = (state.access_log && crate::access::enabled())
-        .then(|| crate::access::Entry::new(start, &req, peer));
-    // A handle on the request's URI (shared bytes, no copy) for errors and the debug line.
-    let uri = req.uri().clone();
-    // The path router is CORS-permissive (NVCF §6.2); host-routed calls pass OPTIONS through.
-    let cors = route == Route::Invocation(InvocationKind::Path);
-    let origin = cors
-        .then(|| req.headers().get(header::ORIGIN).cloned())
-        .flatten();
-    if cors && let Some(preflight) = crate::cors::preflight(req.method(), req.headers()) {
+) -> impl Future<Output = Response<Body>> + Send {
+    async move {
+        let start = Instant::now();
+        let route = classify(
+            req.method(),
+            crate::headers::request_host(&req),
+            req.uri().path(),
+            req.headers()
+                .get(crate::invoke::target::FUNCTION_ID_NAME)
+                .and_then(|v| v.to_str().ok()),
+        );
+        // Captured only when a line would be written: nothing to pay with the access log off.
+        let access = (state.access_log && crate::access::enabled())
+            .then(|| crate::access::Entry::new(start, &req, peer));
+        // A handle on the request's URI (shared bytes, no copy) for errors and the debug line.
+        let uri = req.uri().clone();
+        // The path router is CORS-permissive (NVCF §6.2); host-routed calls pass OPTIONS through.
+        let cors = route == Route::Invocation(InvocationKind::Path);
+        let origin = cors
+            .then(|| req.headers().get(header::ORIGIN).cloned())
+            .flatten();
+        if cors && let Some(preflight) = crate::cors::preflight(req.method(), req.headers()) {
+            state
+                .metrics
+                .record(route, preflight.status(), protocol, start.elapsed());
+            // Answered here, not by the invocation path: the line's function comes from the path.
+            let named = access.as_ref().and_then(|_| {
+                crate::invoke::target::resolve(
+                    InvocationKind::Path,
+                    crate::headers::request_host(&req),
+                    req.uri().path(),
+                    req.headers(),
+                )
+                .ok()?
+                .named()
+            });
+            return crate::access::attach(access, preflight, named);
+        }
+
+        let (result, named) = match route {
+            Route::Health => (Ok(health(req.method())), None),
+            Route::KeyService | Route::Management => {
+                (state.proxy.forward(req, peer.ip()).await, None)
+            }
+            Route::Invocation(kind) => state.invoker.handle(kind, req, start).await,
+            Route::NotFound => (
+                Err(GatewayError::NoRoute {
+                    host: crate::headers::request_host(&req)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    path: uri.path().to_owned(),
+                }),
+                None,
+            ),
+        };
+        let mut response = result.unwrap_or_else(|e| e.into_response(uri.path()));
+        crate::cors::decorate(origin, &mut response);
+        debug!(%peer, route = route.label(), status = %response.status(), path = uri.path(), "request");
         state
             .metrics
-            .record(route, preflight.status(), protocol, start.elapsed());
-        // Answered here, not by the invocation path: the line's function comes from the path.
-        let named = access.as_ref().and_then(|_| {
-            crate::invoke::target::resolve(
-                InvocationKind::Path,
-                crate::headers::request_host(&req),
-                req.uri().path(),
-                req.headers(),
-            )
-            .ok()?
-            .named()
-        });
-        return crate::access::attach(access, preflight, named);
+            .record(route, response.status(), protocol, start.elapsed());
+        crate::access::attach(access, response, named)
     }
-
-    let (result, named) = match route {
-        Route::Health => (Ok(health(req.method())), None),
-        Route::KeyService | Route::Management => (state.proxy.forward(req, peer.ip()).await, None),
-        Route::Invocation(kind) => state.invoker.handle(kind, req, start).await,
-        Route::NotFound => (
-            Err(GatewayError::NoRoute {
-                host: crate::headers::request_host(&req)
-                    .unwrap_or_default()
-                    .to_owned(),
-                path: uri.path().to_owned(),
-            }),
-            None,
-        ),
-    };
-    let mut response = result.unwrap_or_else(|e| e.into_response(uri.path()));
-    crate::cors::decorate(origin, &mut response);
-    debug!(%peer, route = route.label(), status = %response.status(), path = uri.path(), "request");
-    state
-        .metrics
-        .record(route, response.status(), protocol, start.elapsed());
-    crate::access::attach(access, response, named)
 }
 
 fn health(method: &Method) -> Response<Body> {

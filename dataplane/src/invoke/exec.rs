@@ -115,7 +115,11 @@ pub(crate) fn response(request_id: Uuid, status: StatusCode, body: Bytes) -> Res
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    mark(headers, &crate::headers::request_id_value(request_id), status);
+    mark(
+        headers,
+        &crate::headers::request_id_value(request_id),
+        status,
+    );
     response
 }
 

@@ -119,129 +119,135 @@ impl Invoker {
     /// Answers one invocation request, which arrived at `start` (its poll window counts from
     /// then), with what its access line names (the function version that served it, or the one
     /// the request named).
-    pub(crate) async fn handle(
+    ///
+    /// Not an `async fn`: that would keep `req` twice in the state (see [`crate::server::handle`]).
+    pub(crate) fn handle(
         &self,
         kind: InvocationKind,
         req: Request<RequestBody>,
         start: Instant,
-    ) -> (Result<Response<Body>, GatewayError>, Option<Named>) {
-        // Lives across every await: dropped early (the client went away) it records a 499.
-        let mut finish = Finish::new();
-        let outcome = self.run(kind, req, start, &mut finish).await;
-        let named = finish.named;
-        let result = match outcome {
-            Ok((response, held)) => {
-                Ok(response.map(|inner| Tracked::new(inner, finish, held).boxed()))
-            }
-            Err(e) => {
-                finish.failed(e.status());
-                Err(e)
-            }
-        };
-        (result, named)
+    ) -> impl Future<Output = (Result<Response<Body>, GatewayError>, Option<Named>)> + Send {
+        async move {
+            // Lives across every await: dropped early (the client went away) it records a 499.
+            let mut finish = Finish::new();
+            let outcome = self.run(kind, req, start, &mut finish).await;
+            let named = finish.named;
+            let result = match outcome {
+                Ok((response, held)) => {
+                    Ok(response.map(|inner| Tracked::new(inner, finish, held).boxed()))
+                }
+                Err(e) => {
+                    finish.failed(e.status());
+                    Err(e)
+                }
+            };
+            (result, named)
+        }
     }
 
-    async fn run(
+    fn run(
         &self,
         kind: InvocationKind,
         req: Request<RequestBody>,
         start: Instant,
         finish: &mut Finish,
-    ) -> Result<(Response<Answer>, Option<Held>), GatewayError> {
-        let snapshot = self.snapshot.load_full();
-        // Resolved before the credential check so that the access line names the function even
-        // when the credential is refused; its errors still come after that check's (a request
-        // without a credential is a 401 whatever its path).
-        let host = crate::headers::request_host(&req);
-        let resolved = target::resolve(kind, host, req.uri().path(), req.headers());
-        finish.named = resolved.as_ref().ok().and_then(Resolved::named);
-        let grants = snapshot
-            .keys
-            .authenticate(
-                req.headers()
-                    .get(header::AUTHORIZATION)
-                    .map(HeaderValue::as_bytes),
-                Timestamp::now(),
-            )
-            .inspect(|_| self.key_hits.increment(1))
-            .map_err(|e| {
-                crate::metrics::record_key_lookup(e.lookup_label());
-                GatewayError::Unauthorized(e)
-            })?;
-        let target = match resolved? {
-            Resolved::Invoke(t) => t,
-            Resolved::Status(id) => {
-                let (id, owner) = self.poll_owner(&id)?;
-                finish.function_id = Some(owner.function_id);
-                authorize_invoke(grants, owner.function_id, Some(owner.version_id))
-                    .map_err(GatewayError::Forbidden)?;
-                let window = respond::poll_seconds(req.headers(), Endpoint::Pexec)?;
-                drop(snapshot);
-                let response = self.poll(id, owner, Duration::from_secs(window)).await?;
-                return Ok((response.map(Answer::Right), None));
+    ) -> impl Future<Output = Result<(Response<Answer>, Option<Held>), GatewayError>> + Send {
+        async move {
+            let snapshot = self.snapshot.load_full();
+            // Resolved before the credential check so that the access line names the function even
+            // when the credential is refused; its errors still come after that check's (a request
+            // without a credential is a 401 whatever its path).
+            let host = crate::headers::request_host(&req);
+            let resolved = target::resolve(kind, host, req.uri().path(), req.headers());
+            finish.named = resolved.as_ref().ok().and_then(Resolved::named);
+            let grants = snapshot
+                .keys
+                .authenticate(
+                    req.headers()
+                        .get(header::AUTHORIZATION)
+                        .map(HeaderValue::as_bytes),
+                    Timestamp::now(),
+                )
+                .inspect(|_| self.key_hits.increment(1))
+                .map_err(|e| {
+                    crate::metrics::record_key_lookup(e.lookup_label());
+                    GatewayError::Unauthorized(e)
+                })?;
+            let target = match resolved? {
+                Resolved::Invoke(t) => t,
+                Resolved::Status(id) => {
+                    let (id, owner) = self.poll_owner(&id)?;
+                    finish.function_id = Some(owner.function_id);
+                    authorize_invoke(grants, owner.function_id, Some(owner.version_id))
+                        .map_err(GatewayError::Forbidden)?;
+                    let window = respond::poll_seconds(req.headers(), Endpoint::Pexec)?;
+                    drop(snapshot);
+                    let response = self.poll(id, owner, Duration::from_secs(window)).await?;
+                    return Ok((response.map(Answer::Right), None));
+                }
+            };
+            finish.function_id = Some(target.function_id);
+            authorize_invoke(grants, target.function_id, target.version_id)
+                .map_err(GatewayError::Forbidden)?;
+            let poll = respond::poll_seconds(req.headers(), target.endpoint)?;
+            let route = snapshot
+                .routing
+                .lookup(target.function_id, target.version_id, rand::random())
+                .map_err(GatewayError::Route)?;
+            let request_id = Uuid::new_v4();
+            // Mutable from the start (exec may shorten the poll window): a rebinding later would be a
+            // second copy in the future's state.
+            let mut ctx = Ctx {
+                start,
+                request_id,
+                request_id_value: crate::headers::request_id_value(request_id),
+                target,
+                route: Arc::clone(route),
+                poll: Duration::from_secs(poll),
+            };
+            drop(snapshot);
+            finish.routed = true;
+            finish.named = Some(Named {
+                function_id: ctx.route.function_id,
+                version_id: Some(ctx.route.version_id),
+            });
+            ctx.route.metrics.record_request();
+
+            let slot = self
+                .admission
+                .admit(
+                    ctx.route.version_id,
+                    ctx.route.capacity(),
+                    ctx.start + ctx.poll,
+                )
+                .await?;
+            let (index, outstanding) = self
+                .balancer
+                .pick(&ctx.route.targets, rand::random())
+                .ok_or(GatewayError::NoHealthyWorker(ctx.route.version_id))?;
+            let held = Held { slot, outstanding };
+            // Its own handle on the route: `ctx` is lent mutably below (exec).
+            let route = Arc::clone(&ctx.route);
+            let worker = route
+                .targets
+                .get(index)
+                .ok_or(GatewayError::NoHealthyWorker(route.version_id))?;
+
+            if ctx.target.endpoint == Endpoint::Passthrough {
+                let request = self.dispatch(&ctx, worker, req)?;
+                let response = self.send(&ctx, request).await?;
+                let response = respond::passthrough(response, &ctx.request_id_value);
+                return Ok((response.map(Answer::Left), Some(held)));
             }
-        };
-        finish.function_id = Some(target.function_id);
-        authorize_invoke(grants, target.function_id, target.version_id)
-            .map_err(GatewayError::Forbidden)?;
-        let poll = respond::poll_seconds(req.headers(), target.endpoint)?;
-        let route = snapshot
-            .routing
-            .lookup(target.function_id, target.version_id, rand::random())
-            .map_err(GatewayError::Route)?;
-        let request_id = Uuid::new_v4();
-        // Mutable from the start (exec may shorten the poll window): a rebinding later would be a
-        // second copy in the future's state.
-        let mut ctx = Ctx {
-            start,
-            request_id,
-            request_id_value: crate::headers::request_id_value(request_id),
-            target,
-            route: Arc::clone(route),
-            poll: Duration::from_secs(poll),
-        };
-        drop(snapshot);
-        finish.routed = true;
-        finish.named = Some(Named {
-            function_id: ctx.route.function_id,
-            version_id: Some(ctx.route.version_id),
-        });
-        ctx.route.metrics.record_request();
-
-        let slot = self
-            .admission
-            .admit(
-                ctx.route.version_id,
-                ctx.route.capacity(),
-                ctx.start + ctx.poll,
-            )
-            .await?;
-        let (index, outstanding) = self
-            .balancer
-            .pick(&ctx.route.targets, rand::random())
-            .ok_or(GatewayError::NoHealthyWorker(ctx.route.version_id))?;
-        let held = Held { slot, outstanding };
-        // Its own handle on the route: `ctx` is lent mutably below (exec).
-        let route = Arc::clone(&ctx.route);
-        let worker = route
-            .targets
-            .get(index)
-            .ok_or(GatewayError::NoHealthyWorker(route.version_id))?;
-
-        if ctx.target.endpoint == Endpoint::Passthrough {
-            let request = self.dispatch(&ctx, worker, req)?;
-            let response = self.send(&ctx, request).await?;
-            let response = respond::passthrough(response, &ctx.request_id_value);
-            return Ok((response.map(Answer::Left), Some(held)));
+            let work = if ctx.target.endpoint == Endpoint::Exec {
+                self.exec(&mut ctx, worker, req).await?
+            } else {
+                let request = self.dispatch(&ctx, worker, req)?;
+                self.pexec(&ctx, request)
+            };
+            let (response, held) = self.answer_or_park(&ctx, work, held).await?;
+            Ok((response.map(Answer::Right), held))
         }
-        let work = if ctx.target.endpoint == Endpoint::Exec {
-            self.exec(&mut ctx, worker, req).await?
-        } else {
-            let request = self.dispatch(&ctx, worker, req)?;
-            self.pexec(&ctx, request)
-        };
-        let (response, held) = self.answer_or_park(&ctx, work, held).await?;
-        Ok((response.map(Answer::Right), held))
     }
 
     /// Invocations waiting for a place, per version (see [`admit`]).

@@ -34,7 +34,11 @@ pub(crate) fn accepted(request_id: Uuid, exec: bool) -> Response<Body> {
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-    respond::mark(headers, &crate::headers::request_id_value(request_id), status);
+    respond::mark(
+        headers,
+        &crate::headers::request_id_value(request_id),
+        status,
+    );
     response
 }
 
