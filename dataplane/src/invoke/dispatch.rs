@@ -107,8 +107,8 @@ impl WorkerClient {
     pub(crate) fn request(
         &self,
         mut request: Request<Body>,
-        nvcf: NvcfHeaders,
-    ) -> impl Future<Output = Result<Response<WorkerBody>, BoxError>> + Send + 'static {
+        nvcf: NvcfHeaders<'_>,
+    ) -> impl Future<Output = Result<Response<WorkerBody>, BoxError>> + Send + 'static + use<> {
         match self {
             Self::H2(client) => Either::Left(
                 {
@@ -224,38 +224,40 @@ impl Balancer {
 /// them as one block prebuilt per route; the HTTP/2 client inserts them into the request's map.
 /// Client copies of these names were dropped by [`prepare_headers`], so neither form duplicates
 /// one.
-#[derive(Debug, Clone)]
-pub(crate) struct NvcfHeaders {
-    route: RouteHeaders,
+/// Borrowed: both clients use them before their future's first await, so nothing is cloned
+/// into a future's state.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NvcfHeaders<'a> {
+    route: &'a RouteHeaders,
     /// The request id, formatted once per request.
-    request_id: HeaderValue,
-    region: HeaderValue,
+    request_id: &'a HeaderValue,
+    region: &'a HeaderValue,
     /// The budget left for the container, in seconds.
-    poll_seconds: HeaderValue,
+    poll_seconds: u64,
     /// A passthrough call: [`DISABLE_WORKER_COMPATIBILITY`] is set.
     passthrough: bool,
 }
 
-impl NvcfHeaders {
+impl<'a> NvcfHeaders<'a> {
     pub(crate) fn new(
-        route: &VersionRoute,
-        request_id: &HeaderValue,
-        region: &HeaderValue,
+        route: &'a VersionRoute,
+        request_id: &'a HeaderValue,
+        region: &'a HeaderValue,
         poll_seconds: u64,
         passthrough: bool,
     ) -> Self {
         Self {
-            route: route.headers.clone(),
-            request_id: request_id.clone(),
-            region: region.clone(),
-            poll_seconds: poll_value(poll_seconds),
+            route: &route.headers,
+            request_id,
+            region,
+            poll_seconds,
             passthrough,
         }
     }
 
     /// Adds them to a request's map (the HTTP/2 client's form).
     pub(crate) fn insert_into(&self, headers: &mut HeaderMap) {
-        let route = &self.route;
+        let route = self.route;
         // Room for the eight below at once, rather than a rehash partway through.
         headers.reserve(8);
         headers.insert(crate::headers::NVCF_REQID, self.request_id.clone());
@@ -265,7 +267,7 @@ impl NvcfHeaders {
         if let Some(name) = &route.name {
             headers.insert(NVCF_FUNCTION_NAME, name.clone());
         }
-        headers.insert(NVCF_POLL_SECONDS, self.poll_seconds.clone());
+        headers.insert(NVCF_POLL_SECONDS, poll_value(self.poll_seconds));
         headers.insert(NVCF_INVOCATION_REGION, self.region.clone());
         if self.passthrough {
             headers.insert(DISABLE_WORKER_COMPATIBILITY, TRUE);
@@ -277,9 +279,9 @@ impl NvcfHeaders {
     pub(crate) fn encode(&self, buf: &mut BytesMut) {
         buf.put_slice(&self.route.block);
         for (name, value) in [
-            (NVCF_INVOCATION_REGION.as_str(), &self.region),
-            (model::headers::NVCF_REQID, &self.request_id),
-            (NVCF_POLL_SECONDS.as_str(), &self.poll_seconds),
+            (NVCF_INVOCATION_REGION.as_str(), self.region),
+            (model::headers::NVCF_REQID, self.request_id),
+            (NVCF_POLL_SECONDS.as_str(), &poll_value(self.poll_seconds)),
         ] {
             buf.put_slice(name.as_bytes());
             buf.put_slice(b": ");
@@ -491,7 +493,8 @@ mod tests {
         let id = Uuid::new_v4();
         let region = HeaderValue::from_static("local");
         prepare_headers(&mut h);
-        let nvcf = NvcfHeaders::new(&route, &crate::headers::uuid_value(id), &region, 60, true);
+        let id_value = crate::headers::uuid_value(id);
+        let nvcf = NvcfHeaders::new(&route, &id_value, &region, 60, true);
         // The HTTP/1.1 form writes the same lines the HTTP/2 form inserts.
         let mut lines = BytesMut::new();
         nvcf.encode(&mut lines);

@@ -370,7 +370,7 @@ impl Invoker {
     }
 
     /// The gateway's `NVCF-*` headers for the worker request of `ctx`.
-    fn nvcf(&self, ctx: &Ctx) -> NvcfHeaders {
+    fn nvcf<'a>(&'a self, ctx: &'a Ctx) -> NvcfHeaders<'a> {
         NvcfHeaders::new(
             &ctx.route,
             &ctx.request_id_value,

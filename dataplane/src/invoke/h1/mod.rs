@@ -102,57 +102,32 @@ impl Client {
     pub(crate) fn request(
         self: &Arc<Self>,
         request: Request<Body>,
-        nvcf: Option<NvcfHeaders>,
-    ) -> impl Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static {
-        let client = Arc::clone(self);
+        nvcf: Option<NvcfHeaders<'_>>,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static + use<>
+    {
+        // Everything before the first await happens here, so the request, its parts and the NVCF
+        // lines are not kept in the future's state, which is copied whole as it moves.
+        let prepared = self.prepare(request, nvcf);
         async move {
-            let (parts, body) = request.into_parts();
-            if parts.uri.scheme_str().is_some_and(|s| s != "http") {
-                return Err(format!("worker URI {}: only http is supported", parts.uri).into());
-            }
-            let authority = parts
-                .uri
-                .authority()
-                .ok_or_else(|| format!("worker URI {} names no host", parts.uri))?
-                .as_str();
-            let pool = client.worker(authority);
-            let (conn, reused) = match pool.checkout() {
-                Some(conn) => (conn, true),
-                None => (connect(authority).await?, false),
-            };
-            let framing = if body.is_end_stream() {
-                RequestFraming::Empty
-            } else if let Some(n) = body.size_hint().exact() {
-                RequestFraming::Length(n)
-            } else {
-                RequestFraming::Chunked
-            };
-            let mut head = BytesMut::new();
-            let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            codec::encode_request_head(
-                &mut head,
-                &parts.method,
-                path,
+            let Prepared {
                 authority,
-                &parts.headers,
+                pool,
+                idle,
+                head,
+                body,
                 framing,
-                |buf| {
-                    if let Some(nvcf) = &nvcf {
-                        nvcf.encode(buf);
-                    }
-                },
-            );
+                method,
+            } = prepared?;
+            let (conn, reused) = match idle {
+                Some(conn) => (conn, true),
+                None => (connect(authority.as_str()).await?, false),
+            };
             let mut exchange = Exchange {
                 conn: Some(conn),
                 // Only what may be sent twice (RFC 9110 §9.2.2): a worker that closes a reused
                 // connection without answering may still have acted on the request.
-                pump: Pump::new(
-                    head.freeze(),
-                    body,
-                    framing,
-                    reused && parts.method.is_idempotent(),
-                ),
-                method: parts.method,
+                pump: Pump::new(head, body, framing, reused && method.is_idempotent()),
+                method,
                 received: false,
             };
             let head = match std::future::poll_fn(|cx| exchange.poll_head(cx)).await {
@@ -164,7 +139,7 @@ impl Client {
                     let Some(pieces) = exchange.pump.take_replay() else {
                         return Err(e);
                     };
-                    exchange.conn = Some(connect(authority).await?);
+                    exchange.conn = Some(connect(authority.as_str()).await?);
                     exchange.pump = Pump::replaying(pieces);
                     std::future::poll_fn(|cx| exchange.poll_head(cx)).await?
                 }
@@ -186,6 +161,57 @@ impl Client {
             *response.version_mut() = Version::HTTP_11;
             Ok(response)
         }
+    }
+
+    /// The synchronous part of [`Self::request`]: the worker's pool and an idle connection from it,
+    /// and the request head encoded.
+    fn prepare(
+        &self,
+        request: Request<Body>,
+        nvcf: Option<NvcfHeaders<'_>>,
+    ) -> Result<Prepared, BoxError> {
+        let (parts, body) = request.into_parts();
+        if parts.uri.scheme_str().is_some_and(|s| s != "http") {
+            return Err(format!("worker URI {}: only http is supported", parts.uri).into());
+        }
+        let authority = parts
+            .uri
+            .authority()
+            .ok_or_else(|| format!("worker URI {} names no host", parts.uri))?
+            .clone();
+        let pool = self.worker(authority.as_str());
+        let idle = pool.checkout();
+        let framing = if body.is_end_stream() {
+            RequestFraming::Empty
+        } else if let Some(n) = body.size_hint().exact() {
+            RequestFraming::Length(n)
+        } else {
+            RequestFraming::Chunked
+        };
+        let mut head = BytesMut::new();
+        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        codec::encode_request_head(
+            &mut head,
+            &parts.method,
+            path,
+            authority.as_str(),
+            &parts.headers,
+            framing,
+            |buf| {
+                if let Some(nvcf) = &nvcf {
+                    nvcf.encode(buf);
+                }
+            },
+        );
+        Ok(Prepared {
+            authority,
+            pool,
+            idle,
+            head: head.freeze(),
+            body,
+            framing,
+            method: parts.method,
+        })
     }
 
     /// Closes idle connections that expired or that their worker closed, and forgets workers
@@ -322,6 +348,18 @@ async fn connect(authority: &str) -> Result<Conn, BoxError> {
         read_buf: BytesMut::new(),
         read_size: body::READ_CHUNK,
     })
+}
+
+/// A request ready to go: its worker's pool (and an idle connection from it, when there was
+/// one), its head encoded, its body.
+struct Prepared {
+    authority: http::uri::Authority,
+    pool: Arc<WorkerPool>,
+    idle: Option<Conn>,
+    head: bytes::Bytes,
+    body: Body,
+    framing: RequestFraming,
+    method: http::Method,
 }
 
 /// A request on its way: the body is pumped while the response head is awaited (a worker may
