@@ -121,6 +121,10 @@ impl Invoker {
     /// the request named).
     ///
     /// Not an `async fn`: that would keep `req` twice in the state (see [`crate::server::handle`]).
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its by-value arguments twice in its state"
+    )]
     pub(crate) fn handle(
         &self,
         kind: InvocationKind,
@@ -145,6 +149,10 @@ impl Invoker {
         }
     }
 
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its by-value arguments twice in its state"
+    )]
     fn run(
         &self,
         kind: InvocationKind,
