@@ -15,28 +15,6 @@ use tokio::time::Sleep;
 /// The HTTP/2 connection preface that `hyper_util`'s auto builder looks for.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// Whether the client's first bytes on `stream` are the HTTP/2 connection preface (prior-knowledge
-/// h2c), without consuming them: false at the first byte that differs, or at EOF. Waits while the
-/// bytes so far are a prefix of it (the caller bounds the wait).
-pub(crate) async fn starts_h2(stream: &TcpStream) -> io::Result<bool> {
-    let mut buf = [0u8; H2_PREFACE.len()];
-    let mut seen = 0;
-    loop {
-        let n = stream.peek(&mut buf).await?;
-        if n == 0 || buf[..n] != H2_PREFACE[..n] {
-            return Ok(false);
-        }
-        if n == H2_PREFACE.len() {
-            return Ok(true);
-        }
-        if n == seen {
-            // Only part of the preface so far, and peeking again returns at once: wait a little.
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-        seen = n;
-    }
-}
-
 /// How long a closed connection keeps reading (and discarding) what the client still sends.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 /// How much a closed connection reads and discards at most before giving up.
@@ -205,50 +183,5 @@ mod tests {
         let mut d = detect();
         assert!(!d.decided(b"PR"));
         assert!(d.decided(b"X"));
-    }
-}
-
-#[cfg(test)]
-mod sniff_tests {
-    use super::*;
-    use tokio::net::TcpListener;
-
-    /// `starts_h2` on the server side of a loopback connection whose client writes `parts`, with
-    /// a pause between them, then keeps the connection open a while.
-    async fn sniff(parts: &[&'static [u8]]) -> (bool, Vec<u8>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let parts: Vec<&'static [u8]> = parts.to_vec();
-        let client = tokio::spawn(async move {
-            let mut c = TcpStream::connect(addr).await.expect("connect");
-            for p in parts {
-                c.write_all(p).await.expect("write");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        });
-        let (mut server, _) = listener.accept().await.expect("accept");
-        let h2 = tokio::time::timeout(Duration::from_secs(5), starts_h2(&server))
-            .await
-            .expect("decided in time")
-            .expect("peek");
-        // Nothing was consumed: the bytes are still there for hyper.
-        let mut first = vec![0u8; 4];
-        server.read_exact(&mut first).await.expect("read");
-        client.await.expect("client");
-        (h2, first)
-    }
-
-    #[tokio::test]
-    async fn the_preface_is_recognised_without_being_consumed() {
-        let (h2, first) = sniff(&[H2_PREFACE]).await;
-        assert!(h2);
-        assert_eq!(first, b"PRI ");
-        // In pieces, with pauses between them.
-        assert!(sniff(&[b"PRI * HT", b"TP/2.0\r\n\r\nSM\r\n\r\n"]).await.0);
-        let (h2, first) = sniff(&[b"POST /echo HTTP/1.1\r\n"]).await;
-        assert!(!h2);
-        assert_eq!(first, b"POST");
-        assert!(!sniff(&[b"PRI * HTTP/1.1\r\n"]).await.0);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -192,21 +192,15 @@ pub async fn serve_all(
             debug!(%peer, error = %e, "set TCP_NODELAY failed");
         }
         let state = Arc::clone(&state);
-        // Inline futures for HTTP/1.1; HTTP/2 connections get `Boxed` (see there).
-        let boxed = Boxed {
-            state: Arc::clone(&state),
-            peer,
-        };
         let service = service_fn(move |req| {
             let state = Arc::clone(&state);
             async move { Ok::<_, Infallible>(handle(&state, peer, req.map(RequestBody::from)).await) }
         });
-        let (builder, watcher) = (Arc::clone(&builder), graceful.watcher());
-        let header_timeout = config.header_read_timeout;
         match (&acceptor, secure) {
             (Some(acceptor), true) => {
-                let acceptor = acceptor.clone();
-                let handshake_timeout = header_timeout;
+                let (acceptor, builder, watcher) =
+                    (acceptor.clone(), Arc::clone(&builder), graceful.watcher());
+                let handshake_timeout = config.header_read_timeout;
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
                         .await
@@ -223,44 +217,21 @@ pub async fn serve_all(
                             return;
                         }
                     };
-                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                    let io = TokioIo::new(tls);
-                    let served = if h2 {
-                        watcher
-                            .watch(builder.serve_connection(io, boxed).into_owned())
-                            .await
-                    } else {
-                        watcher
-                            .watch(builder.serve_connection(io, service).into_owned())
-                            .await
-                    };
-                    if let Err(e) = served {
+                    let conn = watcher.watch(
+                        builder
+                            .serve_connection(TokioIo::new(tls), service)
+                            .into_owned(),
+                    );
+                    if let Err(e) = conn.await {
                         debug!(%peer, error = %e, "TLS connection ended with an error");
                     }
                 });
             }
             _ => {
+                let io = TokioIo::new(ConnIo::new(stream, config.header_read_timeout));
+                let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
                 tokio::spawn(async move {
-                    // A connection that sends nothing within the header timeout is closed, as
-                    // hyper would close it; the protocol detection that follows gets what is left.
-                    let deadline = tokio::time::Instant::now() + header_timeout;
-                    let Ok(Ok(h2)) =
-                        tokio::time::timeout_at(deadline, crate::io::starts_h2(&stream)).await
-                    else {
-                        return;
-                    };
-                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                    let io = TokioIo::new(ConnIo::new(stream, left));
-                    let served = if h2 {
-                        watcher
-                            .watch(builder.serve_connection(io, boxed).into_owned())
-                            .await
-                    } else {
-                        watcher
-                            .watch(builder.serve_connection(io, service).into_owned())
-                            .await
-                    };
-                    if let Err(e) = served {
+                    if let Err(e) = conn.await {
                         debug!(%peer, error = %e, "connection ended with an error");
                     }
                 });
@@ -289,27 +260,6 @@ pub async fn serve_all(
         warn!(error = %e, "HTTP/3 listener ended abnormally");
     }
     Ok(())
-}
-
-/// The service of HTTP/2 connections: each call's future is boxed. hyper spawns every HTTP/2
-/// stream's future as a task, and the spawn copies it whole several times (about 3 KiB each: 3,000
-/// of the 61k instructions of an h2c call); boxed, only the pointer moves. On HTTP/1.1 the inline
-/// future is cheaper (one copy into the dispatcher's slot and no allocation), so it stays there.
-#[derive(Clone)]
-struct Boxed {
-    state: Arc<State>,
-    peer: SocketAddr,
-}
-
-impl hyper::service::Service<Request<hyper::body::Incoming>> for Boxed {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
-
-    fn call(&self, req: Request<hyper::body::Incoming>) -> Self::Future {
-        let (state, peer) = (Arc::clone(&self.state), self.peer);
-        Box::pin(async move { Ok(handle(&state, peer, req.map(RequestBody::from)).await) })
-    }
 }
 
 /// Accepts from `listener`, or never when there is none.
