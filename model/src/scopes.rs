@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-/// The scopes this project enforces. Others may appear in a key's policy and are kept as strings.
+/// The scopes this project enforces. Others may appear in a key's policy: the record keeps them as
+/// strings, and a credential's grants ignore them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     RegisterFunction,
@@ -23,7 +24,8 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// Every scope, in declaration order (each one's [`Self::bit`] is its index here).
+    /// Every scope, in declaration order (each one's [`Self::bit`] is its index here). A new
+    /// variant goes here too, or no credential is ever found to hold it.
     pub const ALL: [Self; 13] = [
         Self::RegisterFunction,
         Self::ListFunctions,
@@ -47,6 +49,7 @@ impl Scope {
 
     /// This scope's bit in a set of scopes held as a mask.
     pub const fn bit(self) -> u16 {
+        const { assert!(Scope::ALL.len() <= 16, "scope masks are u16") };
         1 << self as u16
     }
 
@@ -116,7 +119,8 @@ mod tests {
     #[test]
     fn names_and_bits_are_one_to_one() {
         let mut seen = 0u16;
-        for scope in Scope::ALL {
+        for (i, scope) in Scope::ALL.into_iter().enumerate() {
+            assert_eq!(scope as usize, i, "ALL is in declaration order");
             assert_eq!(Scope::from_name(scope.as_str()), Some(scope));
             assert_eq!(seen & scope.bit(), 0, "{scope} shares a bit");
             seen |= scope.bit();

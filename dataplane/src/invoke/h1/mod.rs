@@ -100,7 +100,7 @@ impl Client {
     /// Sends `request` (an absolute `http://` URI), with the gateway's `nvcf` header lines after
     /// its own, and answers the response head, its body streaming from the connection.
     pub(crate) fn request(
-        self: &Arc<Self>,
+        &self,
         request: Request<Body>,
         nvcf: Option<NvcfHeaders<'_>>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static + use<>
@@ -164,7 +164,8 @@ impl Client {
     }
 
     /// The synchronous part of [`Self::request`]: the worker's pool and an idle connection from it,
-    /// and the request head encoded.
+    /// and the request head encoded. (A request future dropped before its first poll closes that
+    /// connection instead of giving it back; the invocation path polls it at once.)
     fn prepare(
         &self,
         request: Request<Body>,
