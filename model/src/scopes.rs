@@ -49,7 +49,7 @@ impl Scope {
 
     /// This scope's bit in a set of scopes held as a mask.
     pub const fn bit(self) -> u16 {
-        const { assert!(Scope::ALL.len() <= 16, "scope masks are u16") };
+        const { assert!(Self::ALL.len() <= 16, "scope masks are u16") };
         1 << self as u16
     }
 
