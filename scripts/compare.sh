@@ -223,26 +223,29 @@ listen = "127.0.0.1:$P_CP"
 data-dir = "$TMP/cp"
 EOF
 P_GWS=("$P_GWS0" "$P_GWS1" "$P_GWS2"); P_GWA=("$P_GWA0" "$P_GWA1" "$P_GWA2"); P_TLS=("$P_TLS0" "$P_TLS1" "$P_TLS2")
+dataplane_toml() { # name threads port admin-listen tls-listen access-log: writes $TMP/<name>.toml, data dir $TMP/<name>
+  mkdir -p "$TMP/$1"
+  cat >"$TMP/$1.toml" <<EOF
+log = "info"
+internal-token = "$TOKEN"
+runtime-threads = $2
+[admin]
+listen = "$4"
+[dataplane]
+access-log = $6
+listen = "127.0.0.1:$3"
+controlplane-url = "http://127.0.0.1:$P_CP"
+tls-listen = "$5"
+quic-listen = "$5"
+data-dir = "$TMP/$1"
+EOF
+}
 for i in "${!GW_T[@]}"; do
-  mkdir -p "$TMP/dp$i"
   TLS_L=; has_extra h3 && TLS_L=127.0.0.1:${P_TLS[$i]}
   ADMIN_L=127.0.0.1:${P_GWA[$i]} ACCESS_LOG=true
   [[ -n $CALLGRIND && $CG_BARE == 1 ]] && { ADMIN_L=; ACCESS_LOG=false; }
   [[ -n $CALLGRIND && $CG_BARE == log ]] && ACCESS_LOG=false
-  cat >"$TMP/dataplane$i.toml" <<EOF
-log = "info"
-internal-token = "$TOKEN"
-runtime-threads = ${GW_T[$i]}
-[admin]
-listen = "$ADMIN_L"
-[dataplane]
-access-log = $ACCESS_LOG
-listen = "127.0.0.1:${P_GWS[$i]}"
-controlplane-url = "http://127.0.0.1:$P_CP"
-tls-listen = "$TLS_L"
-quic-listen = "$TLS_L"
-data-dir = "$TMP/dp$i"
-EOF
+  dataplane_toml "dataplane$i" "${GW_T[$i]}" "${P_GWS[$i]}" "$ADMIN_L" "$TLS_L" "$ACCESS_LOG"
 done
 cat >"$TMP/worker.toml" <<EOF
 log = "info"
@@ -401,15 +404,18 @@ check() { # name, curl args...
 }
 check direct  "http://127.0.0.1:$P_WK/echo" -H "NVCF-FUNCTION-VERSION-ID: $VID"
 check nginx   "http://127.0.0.1:$P_NG1/echo"
-for i in "${!GW_T[@]}"; do
-  # A gateway learns the function and the key from the feed; give each a moment.
-  for _ in $(seq 1 50); do
-    code=$(curl -s -m 5 -o /dev/null -w '%{http_code}' -X POST --data-binary "$BODY" "http://127.0.0.1:${P_GWS[$i]}/echo" \
+check_gateway() { # name port: once it learned the function and the key from the feed, it echoes
+  local code
+  for _ in $(seq 1 100); do
+    code=$(curl -s -m 5 -o /dev/null -w '%{http_code}' -X POST --data-binary "$BODY" "http://127.0.0.1:$2/echo" \
       -H "Host: $FID.invocation.127.0.0.1" -H "Authorization: Bearer $NVCF_API_KEY" || true)
     [[ $code == 200 ]] && break
     sleep 0.1
   done
-  check "gateway-${GW_T[$i]}t" "http://127.0.0.1:${P_GWS[$i]}/echo" -H "Host: $FID.invocation.127.0.0.1" -H "Authorization: Bearer $NVCF_API_KEY"
+  check "$1" "http://127.0.0.1:$2/echo" -H "Host: $FID.invocation.127.0.0.1" -H "Authorization: Bearer $NVCF_API_KEY"
+}
+for i in "${!GW_T[@]}"; do
+  check_gateway "gateway-${GW_T[$i]}t" "${P_GWS[$i]}"
 done
 curl -s -m 5 --http2-prior-knowledge -o /dev/null -w '%{http_code}' -X POST --data-binary "$BODY" "http://127.0.0.1:$P_NG2/echo" | grep -q 200 \
   || die "nginx h2c arm does not answer 200"
@@ -434,7 +440,7 @@ TLS_CA=() # per gateway: the self-signed cert its data dir holds, or empty (then
 tls_trust() { if [[ -n ${TLS_CA[$1]} ]]; then echo "--cacert ${TLS_CA[$1]}"; else echo --insecure; fi; }
 if has_extra h3; then # HTTP/2 over TLS and HTTP/3, host-routed like the plain arm (SNI: none, the URL is an IP)
   for i in "${!GW_T[@]}"; do
-    TLS_CA[$i]=$(find "$TMP/dp$i" -name cert.pem -print -quit)
+    TLS_CA[$i]=$(find "$TMP/dataplane$i" -name cert.pem -print -quit)
     read -r -a TLS_TRUST <<<"$(tls_trust "$i")"
     for proto in h2 h3; do
       out=$("$LOADTEST_BIN" --proto "$proto" -c 1 -n 20 --body-size "$BODY_SIZE" --json -q "${TLS_TRUST[@]}" \
@@ -698,37 +704,14 @@ if has_extra h3; then
   LT_MORE=()
 fi
 if has_extra logcost; then # the same build and thread count without access log and metrics
-  mkdir -p "$TMP/dpb"
-  cat >"$TMP/dataplane-bare.toml" <<EOF
-log = "info"
-internal-token = "$TOKEN"
-runtime-threads = ${GW_T[$GB1]}
-[admin]
-listen = ""
-[dataplane]
-listen = "127.0.0.1:$P_GWB"
-controlplane-url = "http://127.0.0.1:$P_CP"
-tls-listen = ""
-quic-listen = ""
-data-dir = "$TMP/dpb"
-access-log = false
-EOF
+  dataplane_toml dataplane-bare "${GW_T[$GB1]}" "$P_GWB" "" "" false
   "$GATEWAY_BIN" dataplane --config "$TMP/dataplane-bare.toml" >"$TMP/dataplane-bare.log" 2>&1 &
   PIDS+=($!); BARE_PID=$!
-  BARE_URL=http://127.0.0.1:$P_GWB/echo
-  code=
-  for _ in $(seq 1 100); do # routes and keys arrive with its first feed snapshot
-    kill -0 "$BARE_PID" 2>/dev/null || die "the dataplane without access log and metrics exited: $(tail -n 5 "$TMP/dataplane-bare.log")"
-    code=$(curl -s -o /dev/null -w '%{http_code}' -m 2 -X POST "$BARE_URL" -H "Host: $FID.invocation.127.0.0.1" \
-      -H "Authorization: Bearer $NVCF_API_KEY" --data-binary x 2>/dev/null || true)
-    [[ $code == 200 ]] && break
-    sleep 0.2
-  done
-  [[ $code == 200 ]] || die "the dataplane without access log and metrics does not answer 200 (last: $code)"
+  check_gateway "${GW1[0]}-bare" "$P_GWB"
   for round in $(seq 1 "$EXTRA_ROUNDS"); do
     alive
     run_arm logcost "$round" "${GW1[@]}"
-    run_arm logcost "$round" "${GW1[0]}-bare" "$BARE_PID" "$BARE_URL" "${GW_HDRS[@]}"
+    run_arm logcost "$round" "${GW1[0]}-bare" "$BARE_PID" "http://127.0.0.1:$P_GWB/echo" "${GW_HDRS[@]}"
   done
   kill "$BARE_PID" 2>/dev/null || true
 fi
