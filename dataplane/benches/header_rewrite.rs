@@ -1,6 +1,6 @@
 //! Question: what does rewriting a client's request headers for the worker cost per invocation —
 //! hop-by-hop removal, one pass dropping the caller's credential, `Host` and forged `NVCF-*`
-//! copies (`dispatch::prepare_headers`), then writing the seven worker-owned `NVCF-*` lines into
+//! copies (`dispatch::prepare_headers`), then writing the worker-owned `NVCF-*` lines into
 //! the worker's request head from the route's prebuilt block, as the HTTP/1.1 worker client does
 //! — and what does stripping hop-by-hop headers off a worker's
 //! response cost? Both run on every proxied invocation, so they should stay well under 1 µs.

@@ -29,7 +29,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use http_body_util::BodyExt;
-use uuid::Uuid;
 
 use crate::body::{Body, BoxError};
 use crate::invoke::finish::Named;
@@ -52,8 +51,8 @@ pub(crate) struct Entry {
     protocol: &'static str,
     client: SocketAddr,
     bytes_received: Option<u64>,
-    function_id: Option<Uuid>,
-    version_id: Option<Uuid>,
+    /// What the line names, once [`attach`] knows it.
+    named: Option<Named>,
 }
 
 impl Entry {
@@ -71,8 +70,7 @@ impl Entry {
                 .get(header::CONTENT_LENGTH)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok()),
-            function_id: None,
-            version_id: None,
+            named: None,
         }
     }
 }
@@ -103,15 +101,11 @@ pub(crate) fn attach(
     response: Response<Body>,
     named: Option<Named>,
 ) -> Response<Body> {
-    let Some(entry) = entry else {
+    let Some(mut entry) = entry else {
         return response;
     };
     let (parts, inner) = response.into_parts();
-    let mut entry = entry;
-    if let Some(named) = named {
-        entry.function_id = Some(named.function_id);
-        entry.version_id = named.version_id;
-    }
+    entry.named = named;
     let line = Line {
         ttfb: entry.start.elapsed(),
         entry,
@@ -232,11 +226,11 @@ impl Fields<'_> {
             out.push_str(id);
         }
         let mut uuid = uuid::Uuid::encode_buffer();
-        if let Some(id) = e.function_id {
+        if let Some(id) = e.named.map(|n| n.function_id) {
             out.push_str(" function_id=");
             out.push_str(id.hyphenated().encode_lower(&mut uuid));
         }
-        if let Some(id) = e.version_id {
+        if let Some(id) = e.named.and_then(|n| n.version_id) {
             out.push_str(" version_id=");
             out.push_str(id.hyphenated().encode_lower(&mut uuid));
         }
@@ -490,7 +484,7 @@ mod tests {
     async fn the_routed_version_and_any_peer_address_are_written() {
         let buffer = Buffer::default();
         let _guard = tracing::subscriber::set_default(subscriber(&buffer, "access=info"));
-        let vid = Uuid::new_v4();
+        let vid = uuid::Uuid::new_v4();
         for client in ["10.20.30.40:65535", "0.0.0.0:0", "[2001:db8::7]:8443"] {
             let client: SocketAddr = client.parse().expect("addr");
             let req = request();

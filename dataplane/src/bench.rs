@@ -45,7 +45,7 @@ pub fn prepare_headers(
 ) {
     dispatch::prepare_headers(headers);
     // Formatted here as the invocation path formats it: once per request.
-    let id = crate::headers::uuid_value(request_id);
+    let id = crate::headers::request_id_value(request_id);
     dispatch::NvcfHeaders::new(route, &id, region, poll_seconds, true).encode(head);
 }
 

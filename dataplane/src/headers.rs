@@ -15,6 +15,14 @@ pub(crate) use model::headers::remove_hop_by_hop;
 /// `NVCF-REQID` as a prebuilt name: a lookup by `&str` parses the name on every call.
 pub(crate) const NVCF_REQID: HeaderName = HeaderName::from_static(model::headers::NVCF_REQID);
 
+/// Appends one HTTP/1.1 header line (`name: value\r\n`) to a request head being built.
+pub(crate) fn put_line(buf: &mut impl bytes::BufMut, name: &[u8], value: &[u8]) {
+    buf.put_slice(name);
+    buf.put_slice(b": ");
+    buf.put_slice(value);
+    buf.put_slice(b"\r\n");
+}
+
 /// The host the client addressed: the URI authority (h2 `:authority`, h1 absolute-form), else the
 /// `Host` header.
 pub(crate) fn request_host<B>(req: &http::Request<B>) -> Option<&str> {

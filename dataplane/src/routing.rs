@@ -150,10 +150,7 @@ impl RouteHeaders {
         ];
         for (key, value) in lines {
             if let Some(value) = value {
-                block.extend_from_slice(key.as_bytes());
-                block.extend_from_slice(b": ");
-                block.extend_from_slice(value.as_bytes());
-                block.extend_from_slice(b"\r\n");
+                crate::headers::put_line(&mut block, key.as_bytes(), value.as_bytes());
             }
         }
         Self {

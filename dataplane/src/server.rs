@@ -348,9 +348,10 @@ fn answer(
 ) -> impl Future<Output = Response<Body>> + Send {
     async move {
         let start = Instant::now();
+        let host = crate::headers::request_host(&req);
         let route = classify(
             req.method(),
-            crate::headers::request_host(&req),
+            host,
             req.uri().path(),
             req.headers()
                 .get(crate::invoke::target::FUNCTION_ID_NAME)
@@ -374,7 +375,7 @@ fn answer(
             let named = access.as_ref().and_then(|_| {
                 crate::invoke::target::resolve(
                     InvocationKind::Path,
-                    crate::headers::request_host(&req),
+                    host,
                     req.uri().path(),
                     req.headers(),
                 )
@@ -392,9 +393,7 @@ fn answer(
             Route::Invocation(kind) => state.invoker.handle(kind, req, start).await,
             Route::NotFound => (
                 Err(GatewayError::NoRoute {
-                    host: crate::headers::request_host(&req)
-                        .unwrap_or_default()
-                        .to_owned(),
+                    host: host.unwrap_or_default().to_owned(),
                     path: uri.path().to_owned(),
                 }),
                 None,

@@ -25,6 +25,7 @@ use hyper::body::Incoming;
 
 use crate::body::{Body, BoxError};
 use crate::config::WorkerProtocol;
+use crate::headers::put_line;
 use crate::invoke::h1;
 use crate::invoke::upstream::CountingConnector;
 use crate::routing::{RouteHeaders, VersionRoute, WorkerTarget};
@@ -224,6 +225,7 @@ impl Balancer {
 /// them as one block prebuilt per route; the HTTP/2 client inserts them into the request's map.
 /// Client copies of these names were dropped by [`prepare_headers`], so neither form duplicates
 /// one.
+///
 /// Borrowed: both clients use them before their future's first await, so nothing is cloned
 /// into a future's state.
 #[derive(Debug, Clone, Copy)]
@@ -279,18 +281,18 @@ impl<'a> NvcfHeaders<'a> {
     pub(crate) fn encode(&self, buf: &mut BytesMut) {
         buf.put_slice(&self.route.block);
         for (name, value) in [
-            (NVCF_INVOCATION_REGION.as_str(), self.region),
-            (model::headers::NVCF_REQID, self.request_id),
-            (NVCF_POLL_SECONDS.as_str(), &poll_value(self.poll_seconds)),
+            (NVCF_INVOCATION_REGION, self.region),
+            (crate::headers::NVCF_REQID, self.request_id),
+            (NVCF_POLL_SECONDS, &poll_value(self.poll_seconds)),
         ] {
-            buf.put_slice(name.as_bytes());
-            buf.put_slice(b": ");
-            buf.put_slice(value.as_bytes());
-            buf.put_slice(b"\r\n");
+            put_line(buf, name.as_str().as_bytes(), value.as_bytes());
         }
         if self.passthrough {
-            buf.put_slice(DISABLE_WORKER_COMPATIBILITY.as_str().as_bytes());
-            buf.put_slice(b": true\r\n");
+            put_line(
+                buf,
+                DISABLE_WORKER_COMPATIBILITY.as_str().as_bytes(),
+                TRUE.as_bytes(),
+            );
         }
     }
 }
@@ -354,7 +356,6 @@ const NVCF_INVOCATION_REGION: HeaderName = HeaderName::from_static("nvcf-invocat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use model::function::FunctionStatus;
     use uuid::Uuid;
 
     fn targets(n: usize) -> Vec<WorkerTarget> {
@@ -402,17 +403,7 @@ mod tests {
 
     #[test]
     fn worker_compatibility_is_disabled_on_passthrough_only() {
-        let (fid, vid) = (Uuid::new_v4(), Uuid::new_v4());
-        let route = VersionRoute {
-            headers: crate::routing::RouteHeaders::new(fid, vid, "f"),
-            metrics: crate::metrics::VersionMetrics::new(fid, vid),
-            function_id: fid,
-            version_id: vid,
-            name: "f".into(),
-            status: FunctionStatus::Active,
-            inference_url: "/".into(),
-            targets: targets(1),
-        };
+        let route = crate::bench::route(Uuid::new_v4(), Uuid::new_v4(), "f", targets(1));
         let id = crate::headers::uuid_value(Uuid::new_v4());
         let region = HeaderValue::from_static("local");
         for passthrough in [true, false] {
@@ -464,17 +455,7 @@ mod tests {
         assert!(uri("nope", "/x").is_err());
         assert!(uri("http://w:1", "/bad path").is_err());
 
-        let (fid, vid) = (Uuid::new_v4(), Uuid::new_v4());
-        let route = VersionRoute {
-            headers: crate::routing::RouteHeaders::new(fid, vid, "echo-fn"),
-            metrics: crate::metrics::VersionMetrics::new(fid, vid),
-            function_id: fid,
-            version_id: vid,
-            name: "echo-fn".into(),
-            status: FunctionStatus::Active,
-            inference_url: "/echo".into(),
-            targets: targets(1),
-        };
+        let route = crate::bench::route(Uuid::new_v4(), Uuid::new_v4(), "echo-fn", targets(1));
         let mut h = HeaderMap::new();
         for (k, v) in [
             ("authorization", "Bearer x"),

@@ -70,7 +70,7 @@ pub(crate) fn encode_request_head(
             cookies += 1;
             continue;
         }
-        put_line(buf, name.as_str().as_bytes(), value.as_bytes());
+        crate::headers::put_line(buf, name.as_str().as_bytes(), value.as_bytes());
     }
     if cookies > 0 {
         buf.put_slice(b"cookie: ");
@@ -93,13 +93,6 @@ pub(crate) fn encode_request_head(
         RequestFraming::Empty => {}
         RequestFraming::Chunked => buf.put_slice(b"transfer-encoding: chunked\r\n"),
     }
-    buf.put_slice(b"\r\n");
-}
-
-fn put_line(buf: &mut BytesMut, name: &[u8], value: &[u8]) {
-    buf.put_slice(name);
-    buf.put_slice(b": ");
-    buf.put_slice(value);
     buf.put_slice(b"\r\n");
 }
 
