@@ -1,6 +1,6 @@
 //! Body types: the boxed response body every handler returns, the protocol-neutral
-//! [`RequestBody`] every listener produces (hyper's `Incoming` for HTTP/1.1 and HTTP/2 unchanged,
-//! a streamed h3 body for HTTP/3), and the size-limited wrapper that streams client bodies upstream
+//! [`RequestBody`] every listener produces (whole or streamed by the HTTP/1.1 front, hyper's
+//! `Incoming` for HTTP/2 unchanged, a streamed h3 body for HTTP/3), and the size-limited wrapper that streams client bodies upstream
 //! and remembers why it stopped.
 
 use std::pin::Pin;
@@ -37,12 +37,16 @@ where
     body.map_err(Into::into).boxed()
 }
 
-/// A client's request body, whichever protocol listener produced it. HTTP/1.1 and HTTP/2 keep
-/// hyper's `Incoming` (no extra allocation or copy); other listeners hand in any streamed body.
+/// A client's request body, whichever protocol listener produced it: bytes that came whole with
+/// an HTTP/1.1 head, the HTTP/1.1 front's streamed body, hyper's `Incoming` for HTTP/2 (no extra
+/// allocation or copy), or any streamed body from another listener.
 #[derive(Debug)]
 pub(crate) struct RequestBody(Inner);
 
 enum Inner {
+    /// `None` once handed out.
+    Whole(Option<Bytes>),
+    Wire(crate::front::WireBody),
     Hyper(Incoming),
     /// `Mutex` only makes the body `Sync` (what [`Body`] needs): polling goes through
     /// `get_mut`, which never locks.
@@ -52,6 +56,8 @@ enum Inner {
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            Self::Whole(b) => f.debug_tuple("Whole").field(b).finish(),
+            Self::Wire(b) => b.fmt(f),
             Self::Hyper(b) => b.fmt(f),
             Self::Stream(_) => f.write_str("Stream"),
         }
@@ -59,6 +65,16 @@ impl std::fmt::Debug for Inner {
 }
 
 impl RequestBody {
+    /// A body that arrived whole (possibly empty).
+    pub(crate) fn whole(bytes: Bytes) -> Self {
+        Self(Inner::Whole((!bytes.is_empty()).then_some(bytes)))
+    }
+
+    /// The HTTP/1.1 front's body, read off the connection as it is polled.
+    pub(crate) fn wire(body: crate::front::WireBody) -> Self {
+        Self(Inner::Wire(body))
+    }
+
     /// A body streamed by another listener (HTTP/3).
     pub(crate) fn streamed<B>(body: B) -> Self
     where
@@ -83,6 +99,8 @@ impl HttpBody for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().0 {
+            Inner::Whole(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Wire(b) => Pin::new(b).poll_frame(cx),
             Inner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Inner::Stream(m) => match m.get_mut() {
                 Ok(b) => Pin::new(b).poll_frame(cx),
@@ -93,6 +111,8 @@ impl HttpBody for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.0 {
+            Inner::Whole(b) => b.is_none(),
+            Inner::Wire(b) => b.is_end_stream(),
             Inner::Hyper(b) => b.is_end_stream(),
             Inner::Stream(_) => false,
         }
@@ -100,6 +120,8 @@ impl HttpBody for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
+            Inner::Whole(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Wire(b) => b.size_hint(),
             Inner::Hyper(b) => b.size_hint(),
             Inner::Stream(_) => SizeHint::default(),
         }

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::quic::config::QuicConfig;
 
-/// The smallest `max-header-bytes` hyper accepts: it is also the h1 read buffer limit, and hyper
-/// refuses (panics on) a buffer limit below 8 KiB.
+/// The smallest `max-header-bytes` accepted: below 8 KiB ordinary requests (cookies, long tokens)
+/// start to be refused.
 pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 
 /// The largest `max-header-bytes` we accept: a header block this large is a client bug or an attack,
@@ -35,6 +35,10 @@ pub struct DataplaneFile {
     /// connection may stay silent before its protocol is known).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// How long an HTTP/1.1 keep-alive connection may wait for its next request before it is
+    /// closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// How long the control plane may take to answer with response headers; then 504.
     #[serde(with = "humantime_serde")]
     pub upstream_timeout: Duration,
@@ -109,6 +113,8 @@ impl Default for DataplaneFile {
             // Honest clients send a request head in well under a second; 10 s frees slow-loris
             // connections quickly without hurting clients on bad links.
             header_read_timeout: Duration::from_secs(10),
+            // nginx's `keepalive_timeout`: long enough for clients that pause between calls.
+            idle_timeout: Duration::from_secs(75),
             // Control-plane calls are SQLite-backed and answer in milliseconds; 30 s only fires when
             // it is wedged, and stays below common client timeouts (60 s) so the client sees our 504.
             upstream_timeout: Duration::from_secs(30),
@@ -196,6 +202,8 @@ pub struct DataplaneConfig {
     pub max_management_body_bytes: u64,
     /// See [`DataplaneFile::header_read_timeout`]; non-zero.
     pub header_read_timeout: Duration,
+    /// See [`DataplaneFile::idle_timeout`]; non-zero.
+    pub idle_timeout: Duration,
     /// See [`DataplaneFile::upstream_timeout`]; non-zero.
     pub upstream_timeout: Duration,
     /// The TLS listener, when enabled.
@@ -339,6 +347,9 @@ impl DataplaneFile {
         if self.header_read_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration("header-read-timeout"));
         }
+        if self.idle_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration("idle-timeout"));
+        }
         if self.upstream_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration("upstream-timeout"));
         }
@@ -387,6 +398,7 @@ impl DataplaneFile {
             max_header_bytes: self.max_header_bytes,
             max_management_body_bytes: self.max_management_body_bytes,
             header_read_timeout: self.header_read_timeout,
+            idle_timeout: self.idle_timeout,
             upstream_timeout: self.upstream_timeout,
             access_log: self.access_log,
         })
@@ -451,6 +463,7 @@ mod tests {
         assert_eq!(cfg.max_header_bytes, 16384);
         assert_eq!(cfg.max_management_body_bytes, 1 << 20);
         assert_eq!(cfg.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.idle_timeout, Duration::from_secs(75));
         assert_eq!(cfg.upstream_timeout, Duration::from_secs(30));
         assert_eq!(cfg.key_prefix, "nvapi-");
         assert_eq!(cfg.max_in_flight, 10_000);

@@ -55,6 +55,18 @@ pub enum GatewayError {
     /// The request cannot be forwarded as it is (e.g. a header that cannot be rewritten).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// An HTTP/1.1 request head that does not parse or frames its body ambiguously (400).
+    #[error("{0}")]
+    MalformedHead(String),
+    /// An HTTP/1.1 request head larger than `max-header-bytes`, or with too many fields (431).
+    #[error("{0}")]
+    HeadTooLarge(String),
+    /// A request body in a transfer-coding other than chunked (501).
+    #[error("{0}")]
+    UnsupportedTransferCoding(String),
+    /// An HTTP/1.1 request head that took longer than `header-read-timeout` (408).
+    #[error("the request head did not arrive within {}", humantime::format_duration(*.0))]
+    HeadTimeout(Duration),
     /// The credential is missing, malformed, unknown, expired or suspended (401).
     #[error("{0}")]
     Unauthorized(AuthError),
@@ -119,6 +131,10 @@ impl GatewayError {
             | Self::BodyTooLarge { .. }
             | Self::ClientBody(_)
             | Self::BadRequest(_)
+            | Self::MalformedHead(_)
+            | Self::HeadTooLarge(_)
+            | Self::UnsupportedTransferCoding(_)
+            | Self::HeadTimeout(_)
             | Self::Unauthorized(_)
             | Self::Forbidden(_)
             | Self::Route(_)
@@ -146,8 +162,12 @@ impl GatewayError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ClientBody(_)
             | Self::BadRequest(_)
+            | Self::MalformedHead(_)
             | Self::InvalidId { .. }
             | Self::PollDuration => StatusCode::BAD_REQUEST,
+            Self::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::UnsupportedTransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::HeadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::Route(RouteError::NotFound { .. }) => StatusCode::NOT_FOUND,
@@ -196,7 +216,11 @@ impl GatewayError {
                 tracing::warn!(%status, cause = cause.label(), error = %self, instance, "request failed");
             }
         }
-        let problem = Problem::new(status, self.to_string()).with_instance(instance);
+        let mut problem = Problem::new(status, self.to_string());
+        // Empty for a request whose head did not parse: it names no path.
+        if !instance.is_empty() {
+            problem = problem.with_instance(instance);
+        }
         let mut response = Response::new(full(Bytes::from(problem.to_json())));
         *response.status_mut() = status;
         let headers = response.headers_mut();

@@ -1,49 +1,31 @@
-//! The accepted-connection wrapper: a deadline for the protocol-detection phase (hyper's own header
-//! timeout only starts once HTTP/1 is chosen) and a lingering close, so that a response written just
-//! before closing (a 413 or 431 sent while the client is still sending) is not destroyed by a TCP
-//! reset caused by unread input.
+//! The accepted-connection wrapper: a lingering close, so that a response written just before
+//! closing (a 413 or 431 sent while the client is still sending) is not destroyed by a TCP reset
+//! caused by unread input.
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::time::Sleep;
-
-/// The HTTP/2 connection preface that `hyper_util`'s auto builder looks for.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// How long a closed connection keeps reading (and discarding) what the client still sends.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 /// How much a closed connection reads and discards at most before giving up.
 const LINGER_BYTES: usize = 1024 * 1024;
 
-/// An accepted TCP connection as hyper sees it.
+/// An accepted TCP connection.
 #[derive(Debug)]
 pub(crate) struct ConnIo {
     /// `None` only after drop handed it to the lingering task.
     stream: Option<TcpStream>,
-    /// Present until the protocol is known (first byte that is not the h2 preface, or the whole
-    /// preface); reading fails with `TimedOut` if it expires first.
-    detect: Option<Detect>,
-}
-
-#[derive(Debug)]
-struct Detect {
-    preface_bytes_seen: usize,
-    deadline: Pin<Box<Sleep>>,
 }
 
 impl ConnIo {
-    pub(crate) fn new(stream: TcpStream, detect_timeout: Duration) -> Self {
+    pub(crate) fn new(stream: TcpStream) -> Self {
         Self {
             stream: Some(stream),
-            detect: Some(Detect {
-                preface_bytes_seen: 0,
-                deadline: Box::pin(tokio::time::sleep(detect_timeout)),
-            }),
         }
     }
 
@@ -54,45 +36,13 @@ impl ConnIo {
     }
 }
 
-impl Detect {
-    /// Feeds newly read bytes; returns true once the protocol is decided.
-    fn decided(&mut self, new: &[u8]) -> bool {
-        if new.is_empty() {
-            return true; // EOF
-        }
-        for &b in new {
-            if H2_PREFACE.get(self.preface_bytes_seen) != Some(&b) {
-                return true; // not h2: HTTP/1, whose own header timeout takes over
-            }
-            self.preface_bytes_seen += 1;
-        }
-        self.preface_bytes_seen >= H2_PREFACE.len()
-    }
-}
-
 impl AsyncRead for ConnIo {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(detect) = &mut this.detect
-            && detect.deadline.as_mut().poll(cx).is_ready()
-        {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "no request within header-read-timeout",
-            )));
-        }
-        let before = buf.filled().len();
-        ready!(Pin::new(this.stream()?).poll_read(cx, buf))?;
-        if let Some(detect) = &mut this.detect
-            && detect.decided(&buf.filled()[before..])
-        {
-            this.detect = None;
-        }
-        Poll::Ready(Ok(()))
+        Pin::new(self.get_mut().stream()?).poll_read(cx, buf)
     }
 }
 
@@ -158,30 +108,4 @@ async fn linger(mut stream: TcpStream) {
         }
     };
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn detect() -> Detect {
-        Detect {
-            preface_bytes_seen: 0,
-            deadline: Box::pin(tokio::time::sleep(Duration::ZERO)),
-        }
-    }
-
-    #[tokio::test]
-    async fn detection_decides_on_first_mismatch_or_full_preface() {
-        assert!(detect().decided(b"GET / HTTP/1.1\r\n"));
-        assert!(detect().decided(b"POST"));
-        assert!(detect().decided(b""));
-        let mut d = detect();
-        assert!(!d.decided(b"PRI * HT"));
-        assert!(!d.decided(b"TP/2.0\r\n\r\nSM\r\n"));
-        assert!(d.decided(b"\r\n"));
-        let mut d = detect();
-        assert!(!d.decided(b"PR"));
-        assert!(d.decided(b"X"));
-    }
 }

@@ -16,6 +16,7 @@ pub mod config;
 mod cors;
 pub mod error;
 pub mod feed;
+mod front;
 mod headers;
 mod invoke;
 mod io;

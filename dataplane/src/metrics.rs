@@ -565,6 +565,7 @@ pub(crate) fn status_label(status: StatusCode) -> &'static str {
         401 => "401",
         403 => "403",
         404 => "404",
+        408 => "408",
         413 => "413",
         429 => "429",
         431 => "431",

@@ -1,8 +1,8 @@
-//! The listeners: accepts connections, serves HTTP/1.1 and h2c (prior knowledge) on one port, TLS
-//! (ALPN h2/http1.1) and HTTP/3 ([`crate::quic`]) when given; runs each request, whatever its
-//! protocol, through one [`handle`] (classify → answer), counts it, and shuts down gracefully.
+//! The listeners: accepts connections and hands them to [`crate::front`] (HTTP/1.1 and h2c prior
+//! knowledge on one port, TLS with ALPN h2/http1.1) and to [`crate::quic`] (HTTP/3) when given;
+//! runs each request, whatever its protocol, through one [`handle`] (classify → answer), counts
+//! it, and shuts down gracefully.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
@@ -11,11 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
@@ -23,6 +20,7 @@ use crate::body::{Body, RequestBody, full};
 use crate::classify::{InvocationKind, Route, classify};
 use crate::config::DataplaneConfig;
 use crate::error::{DataplaneError, GatewayError};
+use crate::front::Front;
 use crate::invoke::Invoker;
 use crate::io::ConnIo;
 use crate::proxy::Proxy;
@@ -162,8 +160,15 @@ pub async fn serve_all(
             SHUTDOWN_GRACE,
         ))
     });
-    let builder = Arc::new(server_builder(&config));
-    let graceful = GracefulShutdown::new();
+    let front = Arc::new(Front::new(
+        Arc::clone(&state),
+        config.max_header_bytes,
+        config.header_read_timeout,
+        config.idle_timeout,
+    ));
+    // Every connection holds a receiver; a send asks them to finish, and the channel closes when
+    // the last one has.
+    let (drain, _) = watch::channel(());
     let mut shutdown = pin!(shutdown);
     info!(%local, controlplane = %config.controlplane_url, "dataplane listening");
     if let Some(t) = &tls {
@@ -191,15 +196,10 @@ pub async fn serve_all(
         if let Err(e) = stream.set_nodelay(true) {
             debug!(%peer, error = %e, "set TCP_NODELAY failed");
         }
-        let state = Arc::clone(&state);
-        let service = service_fn(move |req| {
-            let state = Arc::clone(&state);
-            async move { Ok::<_, Infallible>(handle(&state, peer, req.map(RequestBody::from)).await) }
-        });
+        let (front, stop) = (Arc::clone(&front), drain.subscribe());
         match (&acceptor, secure) {
             (Some(acceptor), true) => {
-                let (acceptor, builder, watcher) =
-                    (acceptor.clone(), Arc::clone(&builder), graceful.watcher());
+                let acceptor = acceptor.clone();
                 let handshake_timeout = config.header_read_timeout;
                 tokio::spawn(async move {
                     let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
@@ -217,24 +217,16 @@ pub async fn serve_all(
                             return;
                         }
                     };
-                    let conn = watcher.watch(
-                        builder
-                            .serve_connection(TokioIo::new(tls), service)
-                            .into_owned(),
-                    );
-                    if let Err(e) = conn.await {
-                        debug!(%peer, error = %e, "TLS connection ended with an error");
+                    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        front.serve_h2(tls, peer, stop).await;
+                    } else {
+                        front.serve(tls, peer, stop).await;
                     }
                 });
             }
             _ => {
-                let io = TokioIo::new(ConnIo::new(stream, config.header_read_timeout));
-                let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                });
+                let io = ConnIo::new(stream);
+                tokio::spawn(async move { front.serve(io, peer, stop).await });
             }
         }
     }
@@ -247,9 +239,13 @@ pub async fn serve_all(
     }
     // A report in flight may wait for the control plane's timeout; it is advisory, so cut it.
     reporter.abort();
-    info!(connections = graceful.count(), "dataplane shutting down");
+    info!(
+        connections = drain.receiver_count(),
+        "dataplane shutting down"
+    );
+    let _ = drain.send(());
     tokio::select! {
-        () = graceful.shutdown() => info!("dataplane stopped"),
+        () = drain.closed() => info!("dataplane stopped"),
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             warn!(grace = ?SHUTDOWN_GRACE, "dataplane stopped with connections still open");
         }
@@ -270,22 +266,6 @@ async fn accept_optional(
         Some(l) => l.accept().await,
         None => std::future::pending().await,
     }
-}
-
-fn server_builder(config: &DataplaneConfig) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(config.header_read_timeout)
-        // The read buffer limit is what bounds the request head: over it hyper answers 431.
-        .max_buf_size(config.max_header_bytes);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        // h2 answers an oversized header list with a 431 on that stream.
-        .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
-    builder
 }
 
 async fn accept_error(e: &std::io::Error) {

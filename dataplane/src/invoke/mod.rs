@@ -18,7 +18,7 @@ pub(crate) mod admit;
 pub(crate) mod dispatch;
 pub(crate) mod exec;
 pub(crate) mod finish;
-mod h1;
+pub(crate) mod h1;
 pub(crate) mod park;
 pub(crate) mod respond;
 pub(crate) mod target;

@@ -104,6 +104,12 @@ fn carries_body(method: &Method) -> bool {
 /// The chunk header for `len` bytes of data (`{len:x}\r\n`).
 pub(crate) fn chunk_header(len: usize) -> Bytes {
     let mut buf = BytesMut::with_capacity(18);
+    put_chunk_header(&mut buf, len);
+    buf.freeze()
+}
+
+/// Appends the chunk header for `len` bytes of data (`{len:x}\r\n`) to `buf`.
+pub(crate) fn put_chunk_header(buf: &mut BytesMut, len: usize) {
     let mut digits = [0u8; 16];
     let mut n = len;
     let mut i = digits.len();
@@ -117,7 +123,6 @@ pub(crate) fn chunk_header(len: usize) -> Bytes {
     }
     buf.put_slice(&digits[i..]);
     buf.put_slice(b"\r\n");
-    buf.freeze()
 }
 
 /// How a worker's response body is delimited.

@@ -1,0 +1,375 @@
+//! The client's request head, without I/O: parsed off the connection's read buffer by `httparse`
+//! (the path and header values are sliced out of the buffer, not copied), and what RFC 9112 makes
+//! of it: how the body is framed, whether the connection stays open, whether the client waits for
+//! `100 Continue`.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
+
+/// The most header fields in one request head; more is answered 431.
+pub(crate) const MAX_HEADERS: usize = 128;
+
+/// How the request body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body (no `content-length`, no `transfer-encoding`, or `content-length: 0`).
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    /// The request without its body; the head's bytes back its path and header values.
+    pub(crate) request: Request<()>,
+    pub(crate) framing: Framing,
+    /// Whether the client lets the connection carry another request after this one.
+    pub(crate) keep_alive: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request with a body.
+    pub(crate) expect_continue: bool,
+    /// `TE: trailers`: the client takes trailers on a chunked response.
+    pub(crate) wants_trailers: bool,
+}
+
+/// A request head the gateway refuses; the connection is answered and closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HeadError {
+    #[error("the request head is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the request head has more than {MAX_HEADERS} header fields")]
+    TooManyHeaders,
+    #[error("malformed request head: {0}")]
+    Malformed(String),
+    #[error("transfer-coding '{0}' is not supported (only chunked)")]
+    UnsupportedCoding(String),
+}
+
+impl From<HeadError> for crate::error::GatewayError {
+    fn from(e: HeadError) -> Self {
+        match e {
+            HeadError::TooLarge(_) | HeadError::TooManyHeaders => Self::HeadTooLarge(e.to_string()),
+            HeadError::Malformed(_) => Self::MalformedHead(e.to_string()),
+            HeadError::UnsupportedCoding(_) => Self::UnsupportedTransferCoding(e.to_string()),
+        }
+    }
+}
+
+/// Where one header's name and value lie in the head.
+#[derive(Clone, Copy, Default)]
+struct Field {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+/// Parses the head at the front of `buf`, which is consumed (its bytes now back the request).
+/// `Ok(None)` while the head is incomplete; `limit` bounds its size.
+pub(crate) fn parse(buf: &mut BytesMut, limit: usize) -> Result<Option<Head>, HeadError> {
+    // RFC 9112 §2.2: empty lines before a request line are ignored.
+    let blank = buf
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count();
+    if blank > 0 {
+        let _ = buf.split_to(blank);
+    }
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut fields = [Field::default(); MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let base = buf.as_ptr() as usize;
+    let offsets = |s: &[u8]| {
+        let start = s.as_ptr() as usize - base;
+        // Within `limit` (at most 1 MiB), so these fit.
+        (start as u32, (start + s.len()) as u32)
+    };
+    let len = match req.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) if len <= limit => len,
+        Ok(httparse::Status::Complete(_)) => return Err(HeadError::TooLarge(limit)),
+        Ok(httparse::Status::Partial) if buf.len() > limit => {
+            return Err(HeadError::TooLarge(limit));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooManyHeaders),
+        Err(e) => return Err(HeadError::Malformed(e.to_string())),
+    };
+    let method = req.method.unwrap_or_default();
+    let method = Method::from_bytes(method.as_bytes())
+        .map_err(|_| HeadError::Malformed(format!("invalid method '{method}'")))?;
+    let path = offsets(req.path.unwrap_or_default().as_bytes());
+    let version = if req.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let count = req.headers.len();
+    for (field, h) in fields.iter_mut().zip(req.headers.iter()) {
+        field.name = offsets(h.name.as_bytes());
+        field.value = offsets(h.value);
+    }
+
+    let head = buf.split_to(len).freeze();
+    let slice = |(start, end): (u32, u32)| head.slice(start as usize..end as usize);
+    let uri = Uri::from_maybe_shared(slice(path))
+        .map_err(|e| HeadError::Malformed(format!("invalid request target: {e}")))?;
+    let mut headers = HeaderMap::with_capacity(count);
+    for field in &fields[..count] {
+        let name = &head[field.name.0 as usize..field.name.1 as usize];
+        let name = HeaderName::from_bytes(name).map_err(|_| {
+            HeadError::Malformed(format!(
+                "invalid header name '{}'",
+                String::from_utf8_lossy(name)
+            ))
+        })?;
+        let value = HeaderValue::from_maybe_shared(slice(field.value))
+            .map_err(|_| HeadError::Malformed(format!("invalid value for header '{name}'")))?;
+        headers.append(name, value);
+    }
+
+    let framing = framing(version, &headers)?;
+    let keep_alive = keep_alive(version, &headers);
+    let expect_continue = version == Version::HTTP_11
+        && framing != Framing::Empty
+        && headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let wants_trailers = tokens(&headers, &header::TE).any(|t| t.eq_ignore_ascii_case("trailers"));
+
+    let mut request = Request::new(());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    Ok(Some(Head {
+        request,
+        framing,
+        keep_alive,
+        expect_continue,
+        wants_trailers,
+    }))
+}
+
+/// RFC 9112 §6.3 for requests. Both `content-length` and `transfer-encoding` on one request is
+/// refused rather than resolved: proxies that resolve it differently are how requests get smuggled.
+fn framing(version: Version, headers: &HeaderMap) -> Result<Framing, HeadError> {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(HeadError::Malformed(
+                "both content-length and transfer-encoding".into(),
+            ));
+        }
+        if version == Version::HTTP_10 {
+            return Err(HeadError::Malformed(
+                "transfer-encoding on an HTTP/1.0 request".into(),
+            ));
+        }
+        let mut codings = tokens(headers, &header::TRANSFER_ENCODING);
+        return match (codings.next(), codings.next()) {
+            (Some(only), None) if only.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
+            (Some(first), _) => Err(HeadError::UnsupportedCoding(first.to_owned())),
+            (None, _) => Err(HeadError::Malformed("empty transfer-encoding".into())),
+        };
+    }
+    let mut length = None;
+    for value in tokens(headers, &header::CONTENT_LENGTH) {
+        // Digits only: `u64::from_str` would also take a leading `+`.
+        let parsed = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| value.parse::<u64>().ok())
+            .flatten()
+            .ok_or_else(|| HeadError::Malformed(format!("invalid content-length '{value}'")))?;
+        if length.is_some_and(|l| l != parsed) {
+            return Err(HeadError::Malformed(
+                "conflicting content-length values".into(),
+            ));
+        }
+        length = Some(parsed);
+    }
+    Ok(match length {
+        None | Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+    })
+}
+
+/// HTTP/1.1 stays open unless the client says `close`; HTTP/1.0 only when it says `keep-alive`.
+fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
+    let mut close = false;
+    let mut keep = false;
+    for token in tokens(headers, &header::CONNECTION) {
+        close |= token.eq_ignore_ascii_case("close");
+        keep |= token.eq_ignore_ascii_case("keep-alive");
+    }
+    !close && (version == Version::HTTP_11 || keep)
+}
+
+/// The comma-separated tokens of every `name` field, trimmed, empty ones skipped. A value that is
+/// not visible ASCII gives one token that matches nothing the callers look for.
+fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("\u{fffd}").split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Bytes of a body that arrived with the head, when the whole body is there.
+pub(crate) fn take_whole_body(buf: &mut BytesMut, framing: Framing) -> Option<Bytes> {
+    match framing {
+        Framing::Empty => Some(Bytes::new()),
+        Framing::Length(n) => {
+            let n = usize::try_from(n).ok()?;
+            (buf.len() >= n).then(|| buf.split_to(n).freeze())
+        }
+        Framing::Chunked => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(text: &[u8]) -> Result<Option<Head>, HeadError> {
+        parse(&mut BytesMut::from(text), 16 * 1024)
+    }
+
+    fn head(text: &str) -> Head {
+        parse_all(text.as_bytes())
+            .expect("parses")
+            .expect("complete")
+    }
+
+    #[test]
+    fn a_complete_head_becomes_a_request_and_leaves_the_body() {
+        let mut buf = BytesMut::from(
+            &b"\r\nPOST /v2/nvcf/pexec/functions/x?a=1 HTTP/1.1\r\nHost: api.x\r\nX-Custom: one\r\nx-custom: two\r\ncontent-length: 4\r\n\r\nbodyNEXT"[..],
+        );
+        let h = parse(&mut buf, 1024).expect("parses").expect("complete");
+        assert_eq!(h.request.method(), Method::POST);
+        assert_eq!(h.request.uri().path(), "/v2/nvcf/pexec/functions/x");
+        assert_eq!(h.request.uri().query(), Some("a=1"));
+        assert_eq!(h.request.version(), Version::HTTP_11);
+        assert_eq!(h.request.headers()["host"], "api.x");
+        let custom: Vec<_> = h.request.headers().get_all("x-custom").iter().collect();
+        assert_eq!(custom, ["one", "two"]);
+        assert_eq!(h.framing, Framing::Length(4));
+        assert!(h.keep_alive && !h.expect_continue && !h.wants_trailers);
+        assert_eq!(
+            take_whole_body(&mut buf, h.framing).as_deref(),
+            Some(&b"body"[..])
+        );
+        assert_eq!(&buf[..], b"NEXT");
+    }
+
+    #[test]
+    fn partial_heads_wait_until_the_limit() {
+        let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nhost: x\r\n"[..]);
+        assert!(parse(&mut buf, 1024).expect("partial").is_none());
+        assert_eq!(buf.len(), 25, "nothing consumed");
+        let long = format!("GET / HTTP/1.1\r\nx-big: {}\r\n", "a".repeat(2000));
+        assert_eq!(
+            parse(&mut BytesMut::from(long.as_bytes()), 1024).expect_err("refused"),
+            HeadError::TooLarge(1024)
+        );
+        let complete = format!("{long}\r\n");
+        assert_eq!(
+            parse(&mut BytesMut::from(complete.as_bytes()), 1024).expect_err("refused"),
+            HeadError::TooLarge(1024)
+        );
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        assert_eq!(
+            parse_all(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()).expect_err("refused"),
+            HeadError::TooManyHeaders
+        );
+    }
+
+    #[test]
+    fn absolute_form_targets_keep_their_authority() {
+        let h = head("GET http://api.x:8080/v2/nvcf/functions HTTP/1.1\r\nhost: other\r\n\r\n");
+        assert_eq!(
+            h.request.uri().authority().map(|a| a.as_str()),
+            Some("api.x:8080")
+        );
+        assert_eq!(h.request.uri().path(), "/v2/nvcf/functions");
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112_and_refuses_ambiguity() {
+        let framing = |headers: &str| {
+            parse_all(format!("POST / HTTP/1.1\r\n{headers}\r\n").as_bytes())
+                .map(|h| h.expect("complete").framing)
+        };
+        assert_eq!(framing(""), Ok(Framing::Empty));
+        assert_eq!(framing("content-length: 0\r\n"), Ok(Framing::Empty));
+        assert_eq!(framing("content-length: 12\r\n"), Ok(Framing::Length(12)));
+        assert_eq!(
+            framing("content-length: 12\r\ncontent-length: 12\r\n"),
+            Ok(Framing::Length(12))
+        );
+        assert_eq!(
+            framing("content-length: 12, 12\r\n"),
+            Ok(Framing::Length(12))
+        );
+        assert_eq!(
+            framing("Transfer-Encoding: Chunked\r\n"),
+            Ok(Framing::Chunked)
+        );
+        for bad in [
+            "content-length: 12\r\ncontent-length: 13\r\n",
+            "content-length: +12\r\n",
+            "content-length: nope\r\n",
+            "content-length: 99999999999999999999999\r\n",
+            "content-length: 3\r\ntransfer-encoding: chunked\r\n",
+            "transfer-encoding: \r\n",
+        ] {
+            assert!(
+                matches!(framing(bad), Err(HeadError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+        for unsupported in [
+            "transfer-encoding: gzip\r\n",
+            "transfer-encoding: gzip, chunked\r\n",
+        ] {
+            assert!(
+                matches!(framing(unsupported), Err(HeadError::UnsupportedCoding(_))),
+                "{unsupported:?}"
+            );
+        }
+        assert!(matches!(
+            parse_all(b"POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n"),
+            Err(HeadError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn connection_handling_depends_on_version_and_tokens() {
+        assert!(head("GET / HTTP/1.1\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.1\r\nconnection: Close\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(head("GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").keep_alive);
+        assert!(!head("GET / HTTP/1.1\r\nconnection: te, close\r\n\r\n").keep_alive);
+        let h = head(
+            "POST / HTTP/1.1\r\nexpect: 100-Continue\r\ncontent-length: 3\r\nte: trailers\r\n\r\n",
+        );
+        assert!(h.expect_continue && h.wants_trailers);
+        assert!(!head("GET / HTTP/1.1\r\nexpect: 100-continue\r\n\r\n").expect_continue);
+    }
+
+    #[test]
+    fn malformed_heads_are_errors() {
+        for bad in [
+            &b"GARBAGE\r\n\r\n"[..],
+            b"GET /\x01\x02 HTTP/1.1\r\nhost: x\r\n\r\n",
+            b"\x00\x01\x02\x03\r\n\r\n",
+            b"GET / HTTP/1.1\r\nbad header line\r\n\r\n",
+            b"GET / HTTP/2.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nx: \x7f\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_all(bad), Err(HeadError::Malformed(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}
