@@ -114,6 +114,7 @@ pub(crate) fn parse(buf: &mut BytesMut, limit: usize) -> Result<Option<Head>, He
     let uri = Uri::from_maybe_shared(slice(path))
         .map_err(|e| HeadError::Malformed(format!("invalid request target: {e}")))?;
     let mut headers = HeaderMap::with_capacity(count);
+    let mut semantics = Semantics::default();
     for field in &fields[..count] {
         let name = &head[field.name.0 as usize..field.name.1 as usize];
         let name = HeaderName::from_bytes(name).map_err(|_| {
@@ -124,17 +125,14 @@ pub(crate) fn parse(buf: &mut BytesMut, limit: usize) -> Result<Option<Head>, He
         })?;
         let value = HeaderValue::from_maybe_shared(slice(field.value))
             .map_err(|_| HeadError::Malformed(format!("invalid value for header '{name}'")))?;
+        semantics.see(&name, value.as_bytes())?;
         headers.append(name, value);
     }
-
-    let framing = framing(version, &headers)?;
-    let keep_alive = keep_alive(version, &headers);
-    let expect_continue = version == Version::HTTP_11
-        && framing != Framing::Empty
-        && headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let wants_trailers = tokens(&headers, &header::TE).any(|t| t.eq_ignore_ascii_case("trailers"));
+    let framing = semantics.framing(version)?;
+    let keep_alive = !semantics.close && (version == Version::HTTP_11 || semantics.keep_alive);
+    let expect_continue =
+        version == Version::HTTP_11 && framing != Framing::Empty && semantics.expect_continue;
+    let wants_trailers = semantics.trailers;
 
     let mut request = Request::new(());
     *request.method_mut() = method;
@@ -150,66 +148,102 @@ pub(crate) fn parse(buf: &mut BytesMut, limit: usize) -> Result<Option<Head>, He
     }))
 }
 
-/// RFC 9112 §6.3 for requests. Both `content-length` and `transfer-encoding` on one request is
-/// refused rather than resolved: proxies that resolve it differently are how requests get smuggled.
-fn framing(version: Version, headers: &HeaderMap) -> Result<Framing, HeadError> {
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        if headers.contains_key(header::CONTENT_LENGTH) {
-            return Err(HeadError::Malformed(
-                "both content-length and transfer-encoding".into(),
-            ));
-        }
-        if version == Version::HTTP_10 {
-            return Err(HeadError::Malformed(
-                "transfer-encoding on an HTTP/1.0 request".into(),
-            ));
-        }
-        let mut codings = tokens(headers, &header::TRANSFER_ENCODING);
-        return match (codings.next(), codings.next()) {
-            (Some(only), None) if only.eq_ignore_ascii_case("chunked") => Ok(Framing::Chunked),
-            (Some(first), _) => Err(HeadError::UnsupportedCoding(first.to_owned())),
-            (None, _) => Err(HeadError::Malformed("empty transfer-encoding".into())),
-        };
-    }
-    let mut length = None;
-    for value in tokens(headers, &header::CONTENT_LENGTH) {
-        // Digits only: `u64::from_str` would also take a leading `+`.
-        let parsed = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| value.parse::<u64>().ok())
-            .flatten()
-            .ok_or_else(|| HeadError::Malformed(format!("invalid content-length '{value}'")))?;
-        if length.is_some_and(|l| l != parsed) {
-            return Err(HeadError::Malformed(
-                "conflicting content-length values".into(),
-            ));
-        }
-        length = Some(parsed);
-    }
-    Ok(match length {
-        None | Some(0) => Framing::Empty,
-        Some(n) => Framing::Length(n),
-    })
+/// What the connection-level headers say, gathered in the one pass that builds the header map.
+#[derive(Debug, Default)]
+struct Semantics {
+    content_length: Option<u64>,
+    /// `transfer-encoding` codings seen, and whether the only one is `chunked`.
+    codings: usize,
+    chunked: bool,
+    first_coding: Option<String>,
+    close: bool,
+    keep_alive: bool,
+    expect_continue: bool,
+    trailers: bool,
 }
 
-/// HTTP/1.1 stays open unless the client says `close`; HTTP/1.0 only when it says `keep-alive`.
-fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
-    let mut close = false;
-    let mut keep = false;
-    for token in tokens(headers, &header::CONNECTION) {
-        close |= token.eq_ignore_ascii_case("close");
-        keep |= token.eq_ignore_ascii_case("keep-alive");
+impl Semantics {
+    fn see(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), HeadError> {
+        if name == header::CONTENT_LENGTH {
+            if tokens(value).next().is_none() {
+                return Err(HeadError::Malformed("empty content-length".into()));
+            }
+            for token in tokens(value) {
+                // Digits only: `u64::from_str` would also take a leading `+`.
+                let parsed = (token.iter().all(u8::is_ascii_digit))
+                    .then(|| std::str::from_utf8(token).ok()?.parse::<u64>().ok())
+                    .flatten()
+                    .ok_or_else(|| {
+                        HeadError::Malformed(format!(
+                            "invalid content-length '{}'",
+                            String::from_utf8_lossy(value)
+                        ))
+                    })?;
+                if self.content_length.is_some_and(|l| l != parsed) {
+                    return Err(HeadError::Malformed(
+                        "conflicting content-length values".into(),
+                    ));
+                }
+                self.content_length = Some(parsed);
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            for token in tokens(value) {
+                self.codings += 1;
+                self.chunked = self.codings == 1 && token.eq_ignore_ascii_case(b"chunked");
+                if self.first_coding.is_none() {
+                    self.first_coding = Some(String::from_utf8_lossy(token).into_owned());
+                }
+            }
+            if self.codings == 0 {
+                return Err(HeadError::Malformed("empty transfer-encoding".into()));
+            }
+        } else if name == header::CONNECTION {
+            for token in tokens(value) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == header::EXPECT {
+            self.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+        } else if name == header::TE {
+            self.trailers |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
+        }
+        Ok(())
     }
-    !close && (version == Version::HTTP_11 || keep)
+
+    /// RFC 9112 §6.3 for requests. Both `content-length` and `transfer-encoding` on one request
+    /// is refused rather than resolved: proxies that resolve it differently are how requests get
+    /// smuggled.
+    fn framing(&self, version: Version) -> Result<Framing, HeadError> {
+        if self.codings > 0 {
+            if self.content_length.is_some() {
+                return Err(HeadError::Malformed(
+                    "both content-length and transfer-encoding".into(),
+                ));
+            }
+            if version == Version::HTTP_10 {
+                return Err(HeadError::Malformed(
+                    "transfer-encoding on an HTTP/1.0 request".into(),
+                ));
+            }
+            if !self.chunked {
+                return Err(HeadError::UnsupportedCoding(
+                    self.first_coding.clone().unwrap_or_default(),
+                ));
+            }
+            return Ok(Framing::Chunked);
+        }
+        Ok(match self.content_length {
+            None | Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
+        })
+    }
 }
 
-/// The comma-separated tokens of every `name` field, trimmed, empty ones skipped. A value that is
-/// not visible ASCII gives one token that matches nothing the callers look for.
-fn tokens<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|v| v.to_str().unwrap_or("\u{fffd}").split(','))
-        .map(str::trim)
+/// The comma-separated tokens of a header value, trimmed, empty ones skipped.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
         .filter(|t| !t.is_empty())
 }
 
@@ -321,6 +355,7 @@ mod tests {
             "content-length: 99999999999999999999999\r\n",
             "content-length: 3\r\ntransfer-encoding: chunked\r\n",
             "transfer-encoding: \r\n",
+            "content-length: \r\n",
         ] {
             assert!(
                 matches!(framing(bad), Err(HeadError::Malformed(_))),

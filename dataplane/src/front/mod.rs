@@ -516,6 +516,10 @@ async fn write_response<W: AsyncWrite + Unpin>(
         flush(wr, wbuf).await?;
         return Ok(true);
     }
+    // A small body of known length is waited for with the head held back (as nginx buffers a
+    // small upstream answer): a worker that writes its head and body apart then costs one write
+    // to the client, not two, and the client can do nothing with the head alone.
+    let hold = matches!(plan, BodyPlan::Length(n) if n <= COPY_MAX as u64);
     let mut sent: u64 = 0;
     let mut trailers: Option<HeaderMap> = None;
     let whole = loop {
@@ -523,7 +527,9 @@ async fn write_response<W: AsyncWrite + Unpin>(
             Some(frame) => frame,
             None => {
                 // Nothing more yet: what is queued goes out before waiting for it.
-                flush(wr, wbuf).await?;
+                if !hold {
+                    flush(wr, wbuf).await?;
+                }
                 body.frame().await
             }
         };
