@@ -598,3 +598,151 @@ async fn flush<W: AsyncWrite + Unpin>(wr: &mut W, wbuf: &mut BytesMut) -> io::Re
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use http::{HeaderValue, Method, StatusCode, Version};
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    /// Records what is written and in how many writes.
+    #[derive(Default)]
+    struct Recorder {
+        data: Vec<u8>,
+        writes: usize,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            let this = self.get_mut();
+            this.data.extend_from_slice(buf);
+            this.writes += 1;
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A body whose frames each come after one pending poll, as a worker's do.
+    fn late_frames(frames: Vec<Frame<Bytes>>) -> Body {
+        let stream = futures_util::stream::iter(frames).then(|frame| async move {
+            tokio::task::yield_now().await;
+            Ok::<_, crate::body::BoxError>(frame)
+        });
+        crate::body::stream(StreamBody::new(stream))
+    }
+
+    async fn write(
+        response: Response<Body>,
+        method: Method,
+        version: Version,
+        wants_trailers: bool,
+    ) -> (String, io::Result<bool>, usize, bool) {
+        let mut out = Recorder::default();
+        let mut wbuf = BytesMut::new();
+        let mut exchange = Exchange::new(&method, version, true);
+        let whole =
+            write_response(&mut out, &mut wbuf, response, &mut exchange, wants_trailers).await;
+        let text = String::from_utf8(out.data).expect("utf8");
+        (text, whole, out.writes, exchange.keep_alive)
+    }
+
+    #[tokio::test]
+    async fn a_small_answer_of_known_length_is_one_write_even_when_its_body_is_late() {
+        let mut response =
+            Response::new(late_frames(vec![Frame::data(Bytes::from_static(b"hello"))]));
+        response
+            .headers_mut()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        let (text, whole, writes, keep) =
+            write(response, Method::POST, Version::HTTP_11, false).await;
+        assert!(whole.expect("written"));
+        assert!(keep);
+        assert_eq!(writes, 1, "{text}");
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.ends_with("content-length: 5\r\n\r\nhello"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn streamed_answers_are_chunked_with_trailers_only_when_asked_for() {
+        let frames = || {
+            let mut trailers = HeaderMap::new();
+            trailers.insert("x-sum", HeaderValue::from_static("9"));
+            vec![
+                Frame::data(Bytes::from_static(b"data: 1\n\n")),
+                Frame::data(Bytes::from_static(b"data: 2\n\n")),
+                Frame::trailers(trailers),
+            ]
+        };
+        let (text, whole, writes, _) = write(
+            Response::new(late_frames(frames())),
+            Method::GET,
+            Version::HTTP_11,
+            true,
+        )
+        .await;
+        assert!(whole.expect("written"));
+        assert!(writes >= 3, "each frame goes out as it comes: {writes}");
+        assert!(
+            text.ends_with(
+                "transfer-encoding: chunked\r\n\r\n9\r\ndata: 1\n\n\r\n9\r\ndata: 2\n\n\r\n0\r\nx-sum: 9\r\n\r\n"
+            ),
+            "{text}"
+        );
+        let (text, _, _, _) = write(
+            Response::new(late_frames(frames())),
+            Method::GET,
+            Version::HTTP_11,
+            false,
+        )
+        .await;
+        assert!(text.ends_with("\r\n0\r\n\r\n"), "{text}");
+        // HTTP/1.0: no chunks, the close ends the body.
+        let (text, whole, _, keep) = write(
+            Response::new(late_frames(frames())),
+            Method::GET,
+            Version::HTTP_10,
+            false,
+        )
+        .await;
+        assert!(whole.expect("written"));
+        assert!(!keep);
+        assert!(
+            text.ends_with("connection: close\r\n\r\ndata: 1\n\ndata: 2\n\n"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_its_length_ends_the_connection() {
+        for (declared, body) in [("10", &b"short"[..]), ("2", b"longer")] {
+            let mut response =
+                Response::new(late_frames(vec![Frame::data(Bytes::from_static(body))]));
+            response.headers_mut().insert(
+                http::header::CONTENT_LENGTH,
+                HeaderValue::from_str(declared).expect("value"),
+            );
+            let (_, whole, _, _) = write(response, Method::GET, Version::HTTP_11, false).await;
+            assert!(!whole.expect("written"), "{declared} vs {body:?}");
+        }
+        let mut response = Response::new(crate::body::full(Bytes::from_static(b"gone")));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        let (text, whole, _, _) = write(response, Method::GET, Version::HTTP_11, false).await;
+        assert!(whole.expect("written"));
+        assert!(
+            text.ends_with("\r\n\r\n") && !text.contains("gone"),
+            "{text}"
+        );
+    }
+}

@@ -15,8 +15,10 @@ use super::head::Framing;
 use crate::body::BoxError;
 use crate::invoke::h1::codec::{ChunkedDecoder, Decoded, ParseError};
 
-/// Read buffer room asked for before each read of a body.
+/// Read buffer room asked for before each read of a body, at first; doubled up to [`MAX_READ`]
+/// while reads fill it (a large upload is read in large pieces, with fewer hand-offs).
 const READ_CHUNK: usize = 16 * 1024;
+const MAX_READ: usize = 64 * 1024;
 
 type Item = Result<Frame<Bytes>, BoxError>;
 
@@ -93,6 +95,7 @@ impl Feed {
         rd: &mut R,
         buf: &mut BytesMut,
     ) -> FeedEnd {
+        let mut read_size = READ_CHUNK;
         loop {
             let data = match &mut self.state {
                 State::Length(0) => return FeedEnd::Complete,
@@ -129,7 +132,8 @@ impl Feed {
                 }
                 continue;
             }
-            buf.reserve(READ_CHUNK);
+            buf.reserve(read_size);
+            let room = buf.capacity() - buf.len();
             tokio::select! {
                 biased;
                 read = rd.read_buf(buf) => match read {
@@ -138,7 +142,11 @@ impl Feed {
                             .fail("the client closed the connection before the end of the body".into())
                             .await;
                     }
-                    Ok(_) => {}
+                    Ok(n) => {
+                        if n == room {
+                            read_size = (read_size * 2).min(MAX_READ);
+                        }
+                    }
                     Err(e) => return self.fail(format!("reading the request body failed: {e}")).await,
                 },
                 () = self.tx.closed() => return FeedEnd::Abandoned,
