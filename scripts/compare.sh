@@ -47,7 +47,8 @@
 #              TLS_STREAMS (default H2_CONNS, H2_STREAMS), host-routed; h3_vs_h2 = h3 req/s / h2 req/s
 #     logcost  what the access log and metrics cost: the better HTTP/1.1 arm against a second dataplane
 #              of the same build and thread count with `access-log = false` and no admin listener (so no
-#              metrics recorder), HTTP/1.1 -c H1_CONNS closed loop, interleaved;
+#              metrics recorder), and a third with `access-log = false` only (the split between the two),
+#              HTTP/1.1 -c H1_CONNS closed loop, interleaved;
 #              log_metrics_cost = 1 - req/s with both on / req/s with both off (goal <= 0.05)
 #     reuse    reads the dataplanes' /metrics (admin listener) before and after the closed-loop rounds:
 #              upstream_reuse = 1 - delta(gateway_worker_connections_opened_total) / delta(sum function_request)
@@ -193,10 +194,10 @@ trap 'exit 143' TERM
 
 # Free loopback ports, all bound at once so they are distinct; the last three (TLS on TCP, QUIC on
 # UDP) are free on both.
-read -r P_CP P_WK P_NG1 P_NG2 P_ADM1 P_ADM3 P_GWS0 P_GWS1 P_GWS2 P_GWA0 P_GWA1 P_GWA2 P_GWB P_TLS0 P_TLS1 P_TLS2 < <(python3 - <<'EOF'
+read -r P_CP P_WK P_NG1 P_NG2 P_ADM1 P_ADM3 P_GWS0 P_GWS1 P_GWS2 P_GWA0 P_GWA1 P_GWA2 P_GWB P_GWL P_GWLA P_TLS0 P_TLS1 P_TLS2 < <(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(13):
+for _ in range(15):
     s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
 both = []
 while len(both) < 3:
@@ -206,7 +207,7 @@ while len(both) < 3:
         u.bind(("127.0.0.1", s.getsockname()[1])); socks.append(u); both.append(s)
     except OSError:
         u.close()
-print(" ".join(str(s.getsockname()[1]) for s in socks[:13] + both))
+print(" ".join(str(s.getsockname()[1]) for s in socks[:15] + both))
 EOF
 )
 TOKEN=$(python3 -c 'import secrets; print(secrets.token_hex(24))')
@@ -703,17 +704,22 @@ if has_extra h3; then
   done
   LT_MORE=()
 fi
-if has_extra logcost; then # the same build and thread count without access log and metrics
+if has_extra logcost; then # the same build and thread count without the access log, and without both
   dataplane_toml dataplane-bare "${GW_T[$GB1]}" "$P_GWB" "" "" false
   "$GATEWAY_BIN" dataplane --config "$TMP/dataplane-bare.toml" >"$TMP/dataplane-bare.log" 2>&1 &
   PIDS+=($!); BARE_PID=$!
   check_gateway "${GW1[0]}-bare" "$P_GWB"
+  dataplane_toml dataplane-nolog "${GW_T[$GB1]}" "$P_GWL" "127.0.0.1:$P_GWLA" "" false
+  "$GATEWAY_BIN" dataplane --config "$TMP/dataplane-nolog.toml" >"$TMP/dataplane-nolog.log" 2>&1 &
+  PIDS+=($!); NOLOG_PID=$!
+  check_gateway "${GW1[0]}-nolog" "$P_GWL"
   for round in $(seq 1 "$EXTRA_ROUNDS"); do
     alive
     run_arm logcost "$round" "${GW1[@]}"
+    run_arm logcost "$round" "${GW1[0]}-nolog" "$NOLOG_PID" "http://127.0.0.1:$P_GWL/echo" "${GW_HDRS[@]}"
     run_arm logcost "$round" "${GW1[0]}-bare" "$BARE_PID" "http://127.0.0.1:$P_GWB/echo" "${GW_HDRS[@]}"
   done
-  kill "$BARE_PID" 2>/dev/null || true
+  kill "$BARE_PID" "$NOLOG_PID" 2>/dev/null || true
 fi
 STALL=$TMP/stall.jsonl
 : >"$STALL"
@@ -900,11 +906,18 @@ g = gw_arm("logcost")
 if g and X("logcost", g + "-bare"):
     G, B = X("logcost", g), X("logcost", g + "-bare")
     xrow(f"access log + metrics on, HTTP/1.1 -c {E['H1_CONNS']}", "logcost", g)
+    if X("logcost", g + "-nolog"):
+        xrow(f"access log off, metrics on, HTTP/1.1 -c {E['H1_CONNS']}", "logcost", g + "-nolog")
     xrow(f"both off, HTTP/1.1 -c {E['H1_CONNS']}", "logcost", g + "-bare")
     summary["log_metrics_cost"] = r(1 - G["rps"] / B["rps"])
     xprose.append(f"access log and metrics ({g} against the same build and thread count with `access-log = false` and no "
                   f"admin listener, hence no metrics recorder): throughput cost **{summary['log_metrics_cost']}** "
                   f"(1 − {G['rps']:,.0f} ÷ {B['rps']:,.0f} req/s), CPU per request {G['proxy_cpu']:.1f} against {B['proxy_cpu']:.1f} µs")
+    if X("logcost", g + "-nolog"):
+        L = X("logcost", g + "-nolog")
+        xprose.append(f"of which the access log (against `access-log = false` with metrics on): {r(1 - G['rps'] / L['rps'])} "
+                      f"of throughput, CPU {G['proxy_cpu']:.1f} against {L['proxy_cpu']:.1f} µs; metrics: {r(1 - L['rps'] / B['rps'])}, "
+                      f"CPU {L['proxy_cpu']:.1f} against {B['proxy_cpu']:.1f} µs")
 reuse = {}
 if os.path.exists(E.get("REUSE", "")):
     for l in open(E["REUSE"]):
