@@ -1,7 +1,7 @@
 //! Body types: the boxed response body every handler returns, the protocol-neutral
 //! [`RequestBody`] every listener produces (whole or streamed by the HTTP/1.1 front, hyper's
-//! `Incoming` for HTTP/2 unchanged, a streamed h3 body for HTTP/3), and the size-limited wrapper that streams client bodies upstream
-//! and remembers why it stopped.
+//! `Incoming` for HTTP/2 unchanged, a streamed h3 body for HTTP/3), and the size-limited wrapper
+//! that streams client bodies upstream and remembers why it stopped.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, Ordering};

@@ -920,6 +920,31 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn shutdown_closes_idle_and_silent_connections_at_once() {
+    let (_backend, gw) = setup().await;
+    // A keep-alive connection between requests, and one that never said anything.
+    let mut idle = TcpStream::connect(gw.addr).await.expect("connect");
+    idle.write_all(b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    read_until(&mut idle, &mut out, r#"{"status":"OK"}"#).await;
+    let _silent = TcpStream::connect(gw.addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    gw.stop().await;
+    // Well inside the 5 s grace that connections still busy would get.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(GUARD, idle.read_to_end(&mut rest)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+}
+
+#[tokio::test]
 async fn refused_heads_get_a_problem_and_the_connection_closes() {
     let (backend, gw) = setup().await;
     for (head, status, detail) in [

@@ -57,13 +57,13 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// What every connection is served with.
 #[derive(Debug)]
 pub(crate) struct Front {
-    pub(crate) state: Arc<State>,
+    state: Arc<State>,
     /// Largest request head (HTTP/1.1) or header list (HTTP/2).
-    pub(crate) max_head: usize,
+    max_head: usize,
     /// How long a request head may take from its first byte (from the accept for the first one).
-    pub(crate) head_timeout: Duration,
+    head_timeout: Duration,
     /// How long an HTTP/1.1 connection may wait for its next request.
-    pub(crate) idle_timeout: Duration,
+    idle_timeout: Duration,
     h2: http2::Builder<TokioExecutor>,
 }
 
@@ -89,36 +89,60 @@ impl Front {
 
     /// Serves a connection whose protocol is told by its first bytes (plain TCP, or TLS without
     /// ALPN `h2`) until it closes or `shutdown` fires and its exchange in progress ends.
-    pub(crate) async fn serve<I>(&self, mut io: I, peer: SocketAddr, shutdown: watch::Receiver<()>)
-    where
+    pub(crate) async fn serve<I>(
+        &self,
+        mut io: I,
+        peer: SocketAddr,
+        mut shutdown: watch::Receiver<()>,
+    ) where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let accepted = Instant::now();
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let detected = tokio::select! {
+            detected = self.detect(&mut io, &mut buf, accepted, peer) => detected,
+            // Not a request yet: nothing to finish.
+            _ = shutdown.changed() => return,
+        };
+        match detected {
+            Some(Protocol::Http2) => {
+                let io = rewind::Rewind::new(io, buf.freeze());
+                self.serve_h2(io, peer, shutdown).await;
+            }
+            Some(Protocol::Http1) => self.serve_h1(io, buf, accepted, peer, shutdown).await,
+            None => {}
+        }
+    }
+
+    /// Reads into `buf` until its first bytes are the HTTP/2 preface or cannot be; `None` when
+    /// the connection closes or stays silent past `header-read-timeout` first.
+    async fn detect<I: AsyncRead + Unpin>(
+        &self,
+        io: &mut I,
+        buf: &mut BytesMut,
+        accepted: Instant,
+        peer: SocketAddr,
+    ) -> Option<Protocol> {
         loop {
             match buf.len().min(H2_PREFACE.len()) {
-                n if buf[..n] != H2_PREFACE[..n] => break,
-                n if n == H2_PREFACE.len() => {
-                    let io = rewind::Rewind::new(io, buf.freeze());
-                    return self.serve_h2(io, peer, shutdown).await;
-                }
+                n if buf[..n] != H2_PREFACE[..n] => return Some(Protocol::Http1),
+                n if n == H2_PREFACE.len() => return Some(Protocol::Http2),
                 _ => {}
             }
-            let read = tokio::time::timeout_at(accepted + self.head_timeout, io.read_buf(&mut buf));
+            let read = tokio::time::timeout_at(accepted + self.head_timeout, io.read_buf(buf));
             match read.await {
-                Ok(Ok(0)) => return,
+                Ok(Ok(0)) => return None,
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
                     debug!(%peer, error = %e, "connection closed before its protocol was known");
-                    return;
+                    return None;
                 }
                 Err(_) => {
                     debug!(%peer, "no request within the header read timeout");
-                    return;
+                    return None;
                 }
             }
         }
-        self.serve_h1(io, buf, accepted, peer, shutdown).await;
     }
 
     /// Serves HTTP/2 with hyper until the connection closes; `shutdown` sends GOAWAY and lets
@@ -331,6 +355,13 @@ impl Front {
             }
         }
     }
+}
+
+/// What a plain connection's first bytes say it speaks.
+#[derive(Debug, Clone, Copy)]
+enum Protocol {
+    Http1,
+    Http2,
 }
 
 /// Where a connection stands, for shutdown.
