@@ -1,5 +1,6 @@
 //! Exists only so that the criterion benches in `benches/` can reach crate-private hot-path pieces
-//! (header rewrite, admission, balancer, pending table); thin wrappers, not a stable API.
+//! (header rewrite, admission, balancer, pending table, the HTTP/1.1 front's head parse and
+//! encode); thin wrappers, not a stable API.
 
 use std::time::{Duration, Instant};
 
@@ -254,4 +255,29 @@ impl PendingStore {
     pub fn sweep(&self) {
         self.0.sweep();
     }
+}
+
+/// The HTTP/1.1 front's request-head parse (`front::head::parse`): `wire` as it arrives, parsed
+/// into a request whose path and header values share the buffer. `None` when incomplete or
+/// refused.
+pub fn parse_request_head(wire: &[u8], limit: usize) -> Option<http::Request<()>> {
+    let mut buf = bytes::BytesMut::from(wire);
+    crate::front::head::parse(&mut buf, limit)
+        .ok()
+        .flatten()
+        .map(|head| head.request)
+}
+
+/// The HTTP/1.1 front's response-head encode (`front::response::encode_head`) into `out` for an
+/// answer with `headers` and a body of `len` bytes, to a keep-alive HTTP/1.1 POST.
+pub fn encode_response_head(out: &mut bytes::BytesMut, headers: &HeaderMap, len: u64) {
+    let mut exchange =
+        crate::front::response::Exchange::new(&http::Method::POST, http::Version::HTTP_11, true);
+    crate::front::response::encode_head(
+        out,
+        StatusCode::OK,
+        headers,
+        &http_body::SizeHint::with_exact(len),
+        &mut exchange,
+    );
 }

@@ -10,7 +10,7 @@
 
 pub(crate) mod head;
 mod request_body;
-mod response;
+pub(crate) mod response;
 mod rewind;
 
 use std::convert::Infallible;
