@@ -44,8 +44,7 @@ where
 pub(crate) struct RequestBody(Inner);
 
 enum Inner {
-    /// `None` once handed out.
-    Whole(Option<Bytes>),
+    Whole(http_body_util::Full<Bytes>),
     Wire(crate::front::WireBody),
     Hyper(Incoming),
     /// `Mutex` only makes the body `Sync` (what [`Body`] needs): polling goes through
@@ -56,7 +55,7 @@ enum Inner {
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Whole(b) => f.debug_tuple("Whole").field(b).finish(),
+            Self::Whole(b) => b.fmt(f),
             Self::Wire(b) => b.fmt(f),
             Self::Hyper(b) => b.fmt(f),
             Self::Stream(_) => f.write_str("Stream"),
@@ -67,7 +66,7 @@ impl std::fmt::Debug for Inner {
 impl RequestBody {
     /// A body that arrived whole (possibly empty).
     pub(crate) fn whole(bytes: Bytes) -> Self {
-        Self(Inner::Whole((!bytes.is_empty()).then_some(bytes)))
+        Self(Inner::Whole(http_body_util::Full::new(bytes)))
     }
 
     /// The HTTP/1.1 front's body, read off the connection as it is polled.
@@ -99,7 +98,7 @@ impl HttpBody for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().0 {
-            Inner::Whole(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Inner::Whole(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
             Inner::Wire(b) => Pin::new(b).poll_frame(cx),
             Inner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Inner::Stream(m) => match m.get_mut() {
@@ -111,7 +110,7 @@ impl HttpBody for RequestBody {
 
     fn is_end_stream(&self) -> bool {
         match &self.0 {
-            Inner::Whole(b) => b.is_none(),
+            Inner::Whole(b) => b.is_end_stream(),
             Inner::Wire(b) => b.is_end_stream(),
             Inner::Hyper(b) => b.is_end_stream(),
             Inner::Stream(_) => false,
@@ -120,7 +119,7 @@ impl HttpBody for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
-            Inner::Whole(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Whole(b) => b.size_hint(),
             Inner::Wire(b) => b.size_hint(),
             Inner::Hyper(b) => b.size_hint(),
             Inner::Stream(_) => SizeHint::default(),

@@ -1,12 +1,14 @@
-//! The accepted-connection wrapper: a lingering close, so that a response written just before
-//! closing (a 413 or 431 sent while the client is still sending) is not destroyed by a TCP reset
-//! caused by unread input.
+//! Connection I/O pieces: the accepted-connection wrapper, with a lingering close so that a
+//! response written just before closing (a 413 or 431 sent while the client is still sending) is
+//! not destroyed by a TCP reset caused by unread input; and [`ReadSize`], the read-buffer sizing
+//! of every connection reader (client heads and bodies, worker responses).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -14,6 +16,49 @@ use tokio::net::TcpStream;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 /// How much a closed connection reads and discards at most before giving up.
 const LINGER_BYTES: usize = 1024 * 1024;
+
+/// How much read-buffer room a connection reader asks for before a read: `start` at first,
+/// doubled up to `max` while reads fill the room, so that a large body is read in large pieces
+/// and a small exchange keeps a small buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReadSize {
+    start: usize,
+    size: usize,
+    max: usize,
+}
+
+impl ReadSize {
+    pub(crate) const fn new(start: usize, max: usize) -> Self {
+        Self {
+            start,
+            size: start,
+            max,
+        }
+    }
+
+    /// Makes room in `buf` for a read (a whole one when less than a quarter is left) and says
+    /// how much there is.
+    pub(crate) fn prepare(&self, buf: &mut BytesMut) -> usize {
+        if buf.capacity() - buf.len() < self.size / 4 {
+            buf.reserve(self.size);
+        }
+        buf.capacity() - buf.len()
+    }
+
+    /// Notes a read of `n` bytes into `room`: one that filled it means more is coming.
+    pub(crate) fn read(&mut self, n: usize, room: usize) {
+        if n == room {
+            self.size = (self.size * 2).min(self.max);
+        }
+    }
+
+    /// Back to `start`; true when it had grown (its buffer is then worth dropping).
+    pub(crate) fn reset(&mut self) -> bool {
+        let grown = self.size > self.start;
+        self.size = self.start;
+        grown
+    }
+}
 
 /// An accepted TCP connection.
 #[derive(Debug)]
@@ -108,4 +153,26 @@ async fn linger(mut stream: TcpStream) {
         }
     };
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_that_fill_the_room_grow_it_up_to_the_bound() {
+        let mut size = ReadSize::new(16, 64);
+        let mut buf = BytesMut::new();
+        let room = size.prepare(&mut buf);
+        assert!(room >= 16, "{room}");
+        size.read(room - 1, room);
+        assert_eq!(size.size, 16, "a short read keeps the size");
+        for _ in 0..4 {
+            size.read(room, room);
+        }
+        assert_eq!(size.size, 64, "doubled, then held at the bound");
+        assert!(size.reset());
+        assert_eq!(size.size, 16);
+        assert!(!size.reset(), "nothing to drop once back at the start");
+    }
 }

@@ -39,6 +39,7 @@ use tracing::debug;
 
 use crate::body::{Body, RequestBody};
 use crate::error::GatewayError;
+use crate::io::ReadSize;
 use crate::server::{State, handle};
 pub(crate) use request_body::WireBody;
 use request_body::{Feed, FeedEnd};
@@ -46,8 +47,10 @@ use response::{BodyPlan, Exchange};
 
 /// The HTTP/2 connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// Read buffer room asked for before each read of a head.
+/// Read buffer room asked for before each read of a head (heads are small; a large one is the
+/// exception `max-header-bytes` bounds).
 const READ_CHUNK: usize = 8 * 1024;
+const HEAD_READ: ReadSize = ReadSize::new(READ_CHUNK, READ_CHUNK);
 /// Body data frames up to this size are copied behind the head (or the chunk header), so that a
 /// small answer is one write; larger ones are written from where they are.
 const COPY_MAX: usize = 8 * 1024;
@@ -316,9 +319,7 @@ impl Front {
                 return Ok(Some(head));
             }
             let idle = buf.is_empty();
-            if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-                buf.reserve(READ_CHUNK);
-            }
+            HEAD_READ.prepare(buf);
             // Most reads are answered at once (pipelined or whole requests): no timer then.
             let read = match rd.read_buf(buf).now_or_never() {
                 Some(read) => read,
@@ -392,9 +393,7 @@ where
             return Poll::Ready(Some(response));
         }
         while buf.len() < limit {
-            if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-                buf.reserve(READ_CHUNK);
-            }
+            HEAD_READ.prepare(buf);
             match tokio_util::io::poll_read_buf(Pin::new(&mut *rd), cx, buf) {
                 Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
                 Poll::Ready(Ok(_)) => {}

@@ -14,11 +14,11 @@ use tokio::sync::{mpsc, oneshot};
 use super::head::Framing;
 use crate::body::BoxError;
 use crate::invoke::h1::codec::{ChunkedDecoder, Decoded, ParseError};
+use crate::io::ReadSize;
 
-/// Read buffer room asked for before each read of a body, at first; doubled up to [`MAX_READ`]
-/// while reads fill it (a large upload is read in large pieces, with fewer hand-offs).
-const READ_CHUNK: usize = 16 * 1024;
-const MAX_READ: usize = 64 * 1024;
+/// Read buffer room asked for before each read of a body: 16 KiB, doubled up to 64 KiB while reads
+/// fill it (a large upload is read in large pieces, with fewer hand-offs).
+const READ_SIZE: ReadSize = ReadSize::new(16 * 1024, 64 * 1024);
 
 type Item = Result<Frame<Bytes>, BoxError>;
 
@@ -95,7 +95,7 @@ impl Feed {
         rd: &mut R,
         buf: &mut BytesMut,
     ) -> FeedEnd {
-        let mut read_size = READ_CHUNK;
+        let mut read_size = READ_SIZE;
         loop {
             let data = match &mut self.state {
                 State::Length(0) => return FeedEnd::Complete,
@@ -132,8 +132,7 @@ impl Feed {
                 }
                 continue;
             }
-            buf.reserve(read_size);
-            let room = buf.capacity() - buf.len();
+            let room = read_size.prepare(buf);
             tokio::select! {
                 biased;
                 read = rd.read_buf(buf) => match read {
@@ -142,11 +141,7 @@ impl Feed {
                             .fail("the client closed the connection before the end of the body".into())
                             .await;
                     }
-                    Ok(n) => {
-                        if n == room {
-                            read_size = (read_size * 2).min(MAX_READ);
-                        }
-                    }
+                    Ok(n) => read_size.read(n, room),
                     Err(e) => return self.fail(format!("reading the request body failed: {e}")).await,
                 },
                 () = self.tx.closed() => return FeedEnd::Abandoned,

@@ -18,13 +18,13 @@ use tokio::net::TcpStream;
 use super::codec::{self, ChunkedDecoder, Decoded, RequestFraming, ResponseFraming};
 use super::{Conn, WorkerPool};
 use crate::body::{Body, BoxError};
+use crate::io::ReadSize;
 
 /// Request bytes queued for the socket before the body is no longer polled (backpressure).
 const HIGH_WATER: usize = 64 * 1024;
-/// Read buffer room asked for before each read, at first; doubled up to [`MAX_READ`] while
-/// reads fill it.
-pub(super) const READ_CHUNK: usize = 16 * 1024;
-const MAX_READ: usize = 64 * 1024;
+/// Read buffer room asked for before each read of a worker's answer: 16 KiB, doubled up to
+/// 64 KiB while reads fill it.
+pub(super) const READ_SIZE: ReadSize = ReadSize::new(16 * 1024, 64 * 1024);
 /// The most pieces handed to one vectored write.
 const MAX_IOVECS: usize = 16;
 /// The most pieces queued for the socket at once.
@@ -41,19 +41,13 @@ impl Conn {
     /// Through `AsyncRead`, whose short reads clear the socket's readiness: the next read waits
     /// for the reactor instead of costing a `recv` that answers `EAGAIN`.
     pub(super) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<ReadOutcome>> {
-        if self.read_buf.capacity() - self.read_buf.len() < self.read_size / 4 {
-            self.read_buf.reserve(self.read_size);
-        }
-        let room = self.read_buf.capacity() - self.read_buf.len();
+        let room = self.read_size.prepare(&mut self.read_buf);
         let n = ready!(tokio_util::io::poll_read_buf(
             Pin::new(&mut self.io),
             cx,
             &mut self.read_buf
         ))?;
-        // A read that filled the room: a large body is coming, read it in bigger pieces.
-        if n == room {
-            self.read_size = (self.read_size * 2).min(MAX_READ);
-        }
+        self.read_size.read(n, room);
         Poll::Ready(Ok(if n == 0 {
             ReadOutcome::Eof
         } else {

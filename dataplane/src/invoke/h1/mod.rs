@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 
 use crate::body::{Body, BoxError};
 use crate::invoke::dispatch::NvcfHeaders;
+use crate::io::ReadSize;
 pub(crate) use body::ResponseBody;
 use body::{Pump, ReadOutcome};
 use codec::RequestFraming;
@@ -68,7 +69,7 @@ pub(crate) struct Conn {
     /// Bytes read and not yet consumed.
     read_buf: BytesMut,
     /// Room asked for before each read (grows while reads fill it).
-    read_size: usize,
+    read_size: ReadSize,
 }
 
 impl Drop for Conn {
@@ -287,8 +288,7 @@ impl WorkerPool {
     /// Puts a connection whose exchange completed back for the next call, without the read room
     /// a large body made it take.
     fn checkin(&self, mut conn: Conn) {
-        if conn.read_size > body::READ_CHUNK {
-            conn.read_size = body::READ_CHUNK;
+        if conn.read_size.reset() {
             conn.read_buf = BytesMut::new();
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -347,7 +347,7 @@ async fn connect(authority: &str) -> Result<Conn, BoxError> {
     Ok(Conn {
         io,
         read_buf: BytesMut::new(),
-        read_size: body::READ_CHUNK,
+        read_size: body::READ_SIZE,
     })
 }
 
