@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::error::GatewayError;
@@ -69,28 +69,45 @@ pub(crate) fn nvcf_status(status: StatusCode) -> &'static str {
     }
 }
 
+const NVCF_STATUS: HeaderName = HeaderName::from_static("nvcf-status");
+/// `Access-Control-Expose-Headers` when the worker exposed nothing.
+const EXPOSE_REQID: HeaderValue = HeaderValue::from_static("nvcf-reqid");
+
+/// [`nvcf_status`] as a prebuilt header value (`from_static` outside a constant checks the text
+/// on every call).
+fn nvcf_status_value(status: StatusCode) -> HeaderValue {
+    const IN_PROGRESS: HeaderValue = HeaderValue::from_static("in-progress");
+    const FULFILLED: HeaderValue = HeaderValue::from_static("fulfilled");
+    const ERRORED: HeaderValue = HeaderValue::from_static("errored");
+    match nvcf_status(status) {
+        "in-progress" => IN_PROGRESS,
+        "fulfilled" => FULFILLED,
+        _ => ERRORED,
+    }
+}
+
 /// Adds `NVCF-REQID`, `NVCF-STATUS` for `status`, and `nvcf-reqid` to the exposed headers (kept
 /// beside whatever the worker exposed).
 pub(crate) fn mark(headers: &mut HeaderMap, request_id: &HeaderValue, status: StatusCode) {
     headers.insert(crate::headers::NVCF_REQID, request_id.clone());
-    headers.insert(
-        HeaderName::from_static("nvcf-status"),
-        HeaderValue::from_static(nvcf_status(status)),
-    );
-    let exposed: Vec<&[u8]> = headers
-        .get_all(header::ACCESS_CONTROL_EXPOSE_HEADERS)
-        .iter()
-        .map(HeaderValue::as_bytes)
-        .filter(|v| !v.is_empty())
-        .collect();
-    let value = if exposed.is_empty() {
-        HeaderValue::from_static("nvcf-reqid")
-    } else {
-        let mut joined = exposed.join(&b", "[..]);
-        joined.extend_from_slice(b", nvcf-reqid");
-        HeaderValue::from_bytes(&joined).unwrap_or(HeaderValue::from_static("nvcf-reqid"))
-    };
-    headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, value);
+    headers.insert(NVCF_STATUS, nvcf_status_value(status));
+    match headers.entry(header::ACCESS_CONTROL_EXPOSE_HEADERS) {
+        Entry::Vacant(slot) => {
+            slot.insert(EXPOSE_REQID);
+        }
+        Entry::Occupied(mut slot) => {
+            let mut joined = Vec::new();
+            for value in slot.iter().map(HeaderValue::as_bytes) {
+                if !value.is_empty() {
+                    joined.extend_from_slice(value);
+                    joined.extend_from_slice(b", ");
+                }
+            }
+            joined.extend_from_slice(b"nvcf-reqid");
+            // Joined from valid values with ASCII separators.
+            slot.insert(HeaderValue::from_bytes(&joined).unwrap_or(EXPOSE_REQID));
+        }
+    }
 }
 
 /// Turns the worker's response head into the client's: hop-by-hop headers go, NVCF's are added.
@@ -173,5 +190,22 @@ mod tests {
         );
         assert_eq!(bare["nvcf-status"], "errored");
         assert_eq!(bare["access-control-expose-headers"], "nvcf-reqid");
+        // Several exposed lists (one empty) become one.
+        let mut several = with(&[
+            ("access-control-expose-headers", "x-a"),
+            ("access-control-expose-headers", ""),
+            ("access-control-expose-headers", "x-b, x-c"),
+        ]);
+        mark(
+            &mut several,
+            &crate::headers::request_id_value(id),
+            StatusCode::ACCEPTED,
+        );
+        let exposed: Vec<_> = several
+            .get_all("access-control-expose-headers")
+            .iter()
+            .collect();
+        assert_eq!(exposed, ["x-a, x-b, x-c, nvcf-reqid"]);
+        assert_eq!(several["nvcf-status"], "in-progress");
     }
 }
