@@ -23,6 +23,9 @@ pub const BUCKETS: &[f64] = &[
     2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 
+/// How often histogram samples are folded into their buckets (between scrapes).
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
 /// Buckets of the batch-size histogram.
 pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
@@ -39,14 +42,19 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
     controlplane_stub::describe_metrics();
     dataplane::describe_metrics();
     worker::metrics::describe_metrics();
+    // Upkeep folds every histogram sample taken since the last one into its buckets: at 25k
+    // calls a second, 250k samples every 5 s. On a plain thread, like the log's flush, so that
+    // this burst never holds up a runtime thread and the calls queued on it.
     let upkeep = handle.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            }
+        })
+        .map_err(|e| format!("starting the metrics upkeep thread: {e}"))?;
     Ok(handle)
 }
 
