@@ -4,7 +4,7 @@
 //! guard [`init`] returns writes out what is left when the process ends.
 //!
 //! Batches are large because a write's cost is mostly per call, not per byte: appending to a log
-//! file at an access-log rate (one write every few milliseconds) measured 1.5 µs per line in
+//! file at an access-log rate (one write every few milliseconds) measured 0.8–1.7 µs per line in
 //! 32 KiB writes and 0.5 µs in 256 KiB ones on the benchmark machine (docs/performance.md). Two
 //! buffers take turns, so a batch never lands in freshly allocated memory.
 
