@@ -1,7 +1,10 @@
-//! Log output. Lines go into one shared buffer that is written to stdout when it holds
-//! [`BATCH_BYTES`] or every [`FLUSH_EVERY`], like nginx's `access_log … buffer= flush=`: under
-//! load one `write(2)` carries many lines, and no line costs a hand-off to another thread. The
-//! guard [`init`] returns writes out what is left when the process ends.
+//! Log output. Lines go into one shared buffer that a flush thread writes to stdout every
+//! [`FLUSH_EVERY`], or as soon as it holds [`BATCH_BYTES`], like nginx's `access_log … buffer=
+//! flush=`: under load one `write(2)` carries many lines, no line costs a hand-off to another
+//! thread, and the thread that logs never writes unless the flush thread has fallen
+//! [`BACKLOG_BYTES`] behind (a stuck stdout then holds up the loggers, as it must, rather than
+//! memory growing without bound). The guard [`init`] returns writes out what is left when the
+//! process ends.
 //!
 //! Batches are large because a write's cost is mostly per call, not per byte: appending to a log
 //! file at an access-log rate (one write every few milliseconds) measured 0.8–1.7 µs per line in
@@ -9,14 +12,17 @@
 //! buffers take turns, so a batch never lands in freshly allocated memory.
 
 use std::io::{self, IsTerminal, Write};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
-/// Buffered bytes that trigger a write at once: at 25k lines a second (about 8 MB/s) the
-/// [`FLUSH_EVERY`] tick writes first.
+/// Buffered bytes that wake the flush thread before its tick: at 25k lines a second (about
+/// 8 MB/s) the [`FLUSH_EVERY`] tick comes first.
 const BATCH_BYTES: usize = 1024 * 1024;
+/// Buffered bytes past which a logging thread writes the batch itself.
+const BACKLOG_BYTES: usize = 4 * BATCH_BYTES;
 /// Room for the line that crosses [`BATCH_BYTES`].
 const BATCH_ROOM: usize = BATCH_BYTES + 64 * 1024;
 /// Longest a line waits in the buffer.
@@ -32,6 +38,12 @@ struct Shared {
     spare: Mutex<Vec<u8>>,
     /// Locked before a batch is released, so that batches go out in the order they were filled.
     out: Mutex<Out>,
+    /// Whether a flush thread writes the batches (else whoever fills one writes it).
+    flusher: AtomicBool,
+    /// A batch is full: set by the logger that filled it, cleared by the flush thread.
+    full: Mutex<bool>,
+    /// Wakes the flush thread when `full` is set.
+    wake: Condvar,
 }
 
 impl Default for Shared {
@@ -57,6 +69,9 @@ impl Shared {
             buf: Mutex::default(),
             spare: Mutex::default(),
             out: Mutex::new(out),
+            flusher: AtomicBool::new(false),
+            full: Mutex::new(false),
+            wake: Condvar::new(),
         }
     }
 
@@ -86,12 +101,41 @@ impl Shared {
         self.write_out(lock(&self.buf));
     }
 
-    /// Adds whole lines to the batch, writing it out when full.
+    /// Adds whole lines to the batch; a full one wakes the flush thread, or is written here when
+    /// there is none or it is [`BACKLOG_BYTES`] behind.
     fn append(&self, bytes: &[u8]) {
         let mut buf = lock(&self.buf);
         buf.extend_from_slice(bytes);
-        if buf.len() >= BATCH_BYTES {
+        let len = buf.len();
+        if len < BATCH_BYTES {
+            return;
+        }
+        if self.flusher.load(Ordering::Relaxed) && len < BACKLOG_BYTES {
+            drop(buf);
+            let mut full = lock(&self.full);
+            if !*full {
+                *full = true;
+                self.wake.notify_one();
+            }
+        } else {
             self.write_out(buf);
+        }
+    }
+
+    /// The flush thread: writes the batch every [`FLUSH_EVERY`], or when a logger filled it,
+    /// until `shared` is gone.
+    fn flush_loop(shared: &std::sync::Weak<Self>) {
+        while let Some(this) = shared.upgrade() {
+            this.flusher.store(true, Ordering::Relaxed);
+            {
+                let full = lock(&this.full);
+                let (mut full, _) = this
+                    .wake
+                    .wait_timeout_while(full, FLUSH_EVERY, |full| !*full)
+                    .unwrap_or_else(PoisonError::into_inner);
+                *full = false;
+            }
+            this.flush();
         }
     }
 }
@@ -141,7 +185,7 @@ impl Drop for FlushGuard {
 }
 
 /// Installs the subscriber with `filter` (an `EnvFilter` directive); colours only when stdout is a
-/// terminal. Starts the thread that flushes the buffer every [`FLUSH_EVERY`].
+/// terminal. Starts the thread that writes the batches.
 pub fn init(filter: &str) -> FlushGuard {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -151,13 +195,7 @@ pub fn init(filter: &str) -> FlushGuard {
     // A plain thread: it must flush even while the async runtime is busy or stuck.
     let _ = std::thread::Builder::new()
         .name("log-flush".into())
-        .spawn(move || {
-            while let Some(shared) = ticker.upgrade() {
-                shared.flush();
-                drop(shared);
-                std::thread::sleep(FLUSH_EVERY);
-            }
-        });
+        .spawn(move || Shared::flush_loop(&ticker));
     let ansi = io::stdout().is_terminal();
     if !ansi {
         // Access lines skip the formatter (same text; a terminal gets tracing's colours instead).
@@ -222,5 +260,42 @@ mod tests {
             "the spare is filled next"
         );
         assert!(lock(&out.0).ends_with(b"xtwo\n"));
+    }
+
+    #[test]
+    fn with_a_flush_thread_a_full_batch_wakes_it_and_a_backlog_is_written_in_place() {
+        let out = Collected::default();
+        let shared = Shared::new(Box::new(out.clone()));
+        shared.flusher.store(true, Ordering::Relaxed);
+        shared.append(&vec![b'a'; BATCH_BYTES]);
+        assert!(
+            lock(&out.0).is_empty(),
+            "the logger leaves the write to the flush thread"
+        );
+        assert!(*lock(&shared.full), "and wakes it");
+        // The flush thread has not come: past the backlog the logger writes itself.
+        shared.append(&vec![b'b'; BACKLOG_BYTES]);
+        assert_eq!(lock(&out.0).len(), BATCH_BYTES + BACKLOG_BYTES);
+        assert!(lock(&shared.buf).is_empty());
+    }
+
+    #[test]
+    fn the_flush_thread_writes_batches_and_ends_with_the_log() {
+        let out = Collected::default();
+        let shared = Arc::new(Shared::new(Box::new(out.clone())));
+        let weak = Arc::downgrade(&shared);
+        let thread = std::thread::spawn(move || Shared::flush_loop(&weak));
+        shared.append(b"one\n");
+        shared.append(&vec![b'x'; BATCH_BYTES]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while lock(&out.0).len() < BATCH_BYTES + 4 {
+            assert!(std::time::Instant::now() < deadline, "never written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(lock(&out.0).starts_with(b"one\nxxx"));
+        drop(shared);
+        thread
+            .join()
+            .expect("the flush thread ends once the log is gone");
     }
 }
