@@ -844,6 +844,10 @@ extra = {
     "h2c_cpu_per_req_vs_nginx": r(A[("h2c", "gateway")]["proxy_cpu"] / A[("h2c", "nginx")]["proxy_cpu"]),
     "nginx_added_p50_ms": r((A[("h1", "nginx")]["p50"] - A[("h1", "direct")]["p50"]) / 1000),
 }
+# The better arm by throughput can be either when their throughputs are within the noise, and their
+# CPU per request is not: the text gives every arm's.
+cpu_by_arm = ", ".join(
+    f"{a} {r(A[('h1', a)]['proxy_cpu'] / A[('h1', 'nginx')]['proxy_cpu'])}" for a in GWS)
 # ---- extras (absent kinds are skipped): rows of (kind, arm) actually run
 EXTRA = [x for x in E.get("EXTRA", "").split(",") if x]
 kinds = {(r["proto"], r["arm"]) for r in rows}
@@ -979,7 +983,7 @@ process over the measured window ÷ requests; worker CPU likewise for the echo w
 
 Ratios (medians; "gateway" = the better thread count: {best['h1']} for HTTP/1.1, {best['h2c']} for h2c):
 HTTP/1.1 gateway ÷ nginx **{summary['h1_vs_nginx']}**, ÷ direct **{summary['h1_vs_direct']}**;
-CPU per request ÷ nginx **{summary['cpu_per_req_vs_nginx']}**; added p50 over direct **{summary['added_p50_ms']} ms**
+CPU per request ÷ nginx **{summary['cpu_per_req_vs_nginx']}** (by thread count: {cpu_by_arm}); added p50 over direct **{summary['added_p50_ms']} ms**
 (nginx: {extra['nginx_added_p50_ms']} ms); h2c gateway ÷ direct **{summary['h2c_vs_direct']}**, ÷ nginx {extra['h2c_vs_nginx']},
 h2c CPU per request ÷ nginx {extra['h2c_cpu_per_req_vs_nginx']}.
 {xsection}
