@@ -33,7 +33,9 @@
 #                                     CG_PROTO=h2c counts h2c calls instead (-c 2 -m 8); CG_BARE=1 runs
 #                                     that gateway with `access-log = false` and no admin listener (so no
 #                                     metrics recorder): the count without the access log and metrics;
-#                                     CG_BARE=log: without the access log only
+#                                     CG_BARE=log: without the access log only; CG_TARGET=worker counts the
+#                                     echo worker's instructions per call instead (calls still go through
+#                                     the gateway, so the worker sees the gateway's requests)
 # Extra measurements, after the closed-loop rounds, on the better gateway arm (by closed-loop median):
 #   EXTRA=open,1mib,streams,h3,logcost,reuse,stall  which ones (default: all; EXTRA= or EXTRA=none for none)
 #     open     open loop (`loadtest --rate`), HTTP/1.1 -c H1_CONNS, at OPEN_LOADS (default "25 50") % of
@@ -59,6 +61,11 @@
 #   NGINX_BUFFERING=0                 nginx streams bodies (proxy_request_buffering off, proxy_buffering
 #                                     off) instead of its default of spooling big ones to temp files
 #                                     (client_max_body_size 0 is always set, for the 1 MiB bodies)
+#   NGINX_WORKER_HEADERS=1            nginx also sends the worker the worker-owned headers the gateway sends
+#                                     (NVCF-FUNCTION-ID, -NCAID, -FUNCTION-NAME, -INVOCATION-REGION, -REQID
+#                                     from $request_id, nvcf-poll-seconds), so that the worker does the same
+#                                     work behind both proxies; default 0: only NVCF-FUNCTION-VERSION-ID,
+#                                     which the worker needs, beside performance.md's configuration
 #   EXTRA_GW=<n>                      run the extras on gateway-<n>t (one of GW_THREADS) instead of the
 #                                     better closed-loop arm
 #   EXTRA_ROUNDS=3 EXTRA_DURATION=5s EXTRA_WARMUP=1s   rounds, measured time and warm-up of each extra run
@@ -102,6 +109,8 @@ CG_REQUESTS=${CG_REQUESTS:-20000}
 CG_WARM=${CG_WARM:-2000}
 CG_PROTO=${CG_PROTO:-h1}
 CG_BARE=${CG_BARE:-0}
+CG_TARGET=${CG_TARGET:-gateway}
+[[ $CG_TARGET == gateway || $CG_TARGET == worker ]] || { echo "CG_TARGET is gateway or worker" >&2; exit 2; }
 case $CG_PROTO in
   h1) CG_SHAPE=(--proto h1 -c 8) ;;
   h2c) CG_SHAPE=(--proto h2c -c 2 -m 8) ;;
@@ -128,9 +137,11 @@ STALL_SIZE=${STALL_SIZE:-104857600}
 TLS_CONNS=${TLS_CONNS:-$H2_CONNS}
 TLS_STREAMS=${TLS_STREAMS:-$H2_STREAMS}
 NGINX_BUFFERING=${NGINX_BUFFERING:-1}
+NGINX_WORKER_HEADERS=${NGINX_WORKER_HEADERS:-0}
 EXTRA_GW=${EXTRA_GW:-}
 [[ -z $EXTRA_GW || " ${GW_T[*]} " == *" $EXTRA_GW "* ]] || { echo "EXTRA_GW: not one of GW_THREADS ($GW_THREADS)" >&2; exit 2; }
 [[ $NGINX_BUFFERING =~ ^[01]$ ]] || { echo "NGINX_BUFFERING: 0 or 1" >&2; exit 2; }
+[[ $NGINX_WORKER_HEADERS =~ ^[01]$ ]] || { echo "NGINX_WORKER_HEADERS: 0 or 1" >&2; exit 2; }
 
 GATEWAY_BIN=${GATEWAY_BIN:-$ROOT/target/release/nvcf-gateway}   # another build for A/B runs (SKIP_BUILD=1)
 LOADTEST_BIN=$ROOT/target/release/loadtest
@@ -264,15 +275,17 @@ EOF
 log "starting control plane :$P_CP, worker :$P_WK, gateway(s) :${P_GWS[*]:0:${#GW_T[@]}} (tokio threads ${GW_T[*]})"
 "$GATEWAY_BIN" controlplane --config "$TMP/controlplane.toml" >"$TMP/controlplane.log" 2>&1 &
 PIDS+=($!); CP_PID=$!
-"$GATEWAY_BIN" worker --config "$TMP/worker.toml" >"$TMP/worker.log" 2>&1 &
-PIDS+=($!); WK_PID=$!
-GW_PIDS=()
 GW_PREFIX=()
+WK_PREFIX=()
 if [[ -n $CALLGRIND ]]; then
   mkdir -p "$CALLGRIND"
   # Counting starts by hand (callgrind_control -i on) once the stack is set up and warm.
-  GW_PREFIX=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$CALLGRIND/callgrind.out")
+  cg=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$CALLGRIND/callgrind.out")
+  if [[ $CG_TARGET == worker ]]; then WK_PREFIX=("${cg[@]}"); else GW_PREFIX=("${cg[@]}"); fi
 fi
+"${WK_PREFIX[@]}" "$GATEWAY_BIN" worker --config "$TMP/worker.toml" >"$TMP/worker.log" 2>&1 &
+PIDS+=($!); WK_PID=$!
+GW_PIDS=()
 for i in "${!GW_T[@]}"; do
   "${GW_PREFIX[@]}" "$GATEWAY_BIN" dataplane --config "$TMP/dataplane$i.toml" >"$TMP/dataplane$i.log" 2>&1 &
   PIDS+=($!); GW_PIDS+=($!)
@@ -342,6 +355,17 @@ log "builtin/echo ACTIVE: function $FID version $VID on $GPU/$ITYPE"
 
 # ---------------------------------------------------------------- nginx
 mkdir -p "$TMP/nginx/logs" "$TMP/nginx/tmp"
+NG_HEADERS="      proxy_set_header NVCF-FUNCTION-VERSION-ID $VID;"
+if [[ $NGINX_WORKER_HEADERS == 1 ]]; then
+  FNAME=$(jq -r '.function.name' <<<"$FN")
+  NG_HEADERS+="
+      proxy_set_header NVCF-FUNCTION-ID $FID;
+      proxy_set_header NVCF-NCAID nvcf-default;
+      proxy_set_header NVCF-FUNCTION-NAME $FNAME;
+      proxy_set_header NVCF-INVOCATION-REGION local;
+      proxy_set_header NVCF-REQID \$request_id;
+      proxy_set_header NVCF-POLL-SECONDS 60;"
+fi
 cat >"$TMP/nginx/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -365,7 +389,7 @@ $([[ $NGINX_BUFFERING == 0 ]] && printf '  proxy_request_buffering off;\n  proxy
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-      proxy_set_header NVCF-FUNCTION-VERSION-ID $VID;
+$NG_HEADERS
     }
   }
   server {
@@ -374,7 +398,7 @@ $([[ $NGINX_BUFFERING == 0 ]] && printf '  proxy_request_buffering off;\n  proxy
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
-      proxy_set_header NVCF-FUNCTION-VERSION-ID $VID;
+$NG_HEADERS
     }
   }
 }
@@ -471,6 +495,11 @@ cpu_ticks() { # utime + stime of a pid (fields 14, 15 of /proc/pid/stat; comm ma
   set -- $s
   echo $(( ${12} + ${13} ))
 }
+busy_ticks() { # the machine's busy CPU ticks, all cores (user+nice+system+irq+softirq of /proc/stat; not idle, iowait, steal)
+  local _cpu user nice system _idle _iowait irq softirq _rest
+  read -r _cpu user nice system _idle _iowait irq softirq _rest </proc/stat
+  echo $((user + nice + system + irq + softirq))
+}
 min_faults() { # minor page faults of a pid (field 10 of /proc/pid/stat): memory handed back and touched again
   local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || die "process $1 went away (stopped from outside the script?)"
   s=${s##*) }
@@ -509,22 +538,23 @@ run_arm() { # kind round arm proxy_pid url [headers...]
   local lt=$!
   LT_PID=$lt
   sleep "$wus"
-  local p0 w0 p1 w1 c0 c1 f0 f1
-  p0=$(cpu_ticks "$ppid"); w0=$(cpu_ticks "$WK_PID"); c0=$(ctx_switches "$ppid"); f0=$(min_faults "$ppid")
+  local p0 w0 p1 w1 c0 c1 f0 f1 b0 b1
+  p0=$(cpu_ticks "$ppid"); w0=$(cpu_ticks "$WK_PID"); c0=$(ctx_switches "$ppid"); f0=$(min_faults "$ppid"); b0=$(busy_ticks)
   wait "$lt" || die "loadtest failed ($kind $arm): $(tail -n 5 "$TMP/loadtest.err")"
   LT_PID=
-  p1=$(cpu_ticks "$ppid"); w1=$(cpu_ticks "$WK_PID"); c1=$(ctx_switches "$ppid"); f1=$(min_faults "$ppid")
+  p1=$(cpu_ticks "$ppid"); w1=$(cpu_ticks "$WK_PID"); c1=$(ctx_switches "$ppid"); f1=$(min_faults "$ppid"); b1=$(busy_ticks)
   jq -c --arg proto "$kind" --arg arm "$arm" --argjson round "$round" \
-     --argjson pt $((p1 - p0)) --argjson wt $((w1 - w0)) --argjson tck "$CLK_TCK" --argjson cs $((c1 - c0)) --argjson pf $((f1 - f0)) \
+     --argjson pt $((p1 - p0)) --argjson wt $((w1 - w0)) --argjson tck "$CLK_TCK" --argjson cs $((c1 - c0)) --argjson pf $((f1 - f0)) --argjson bt $((b1 - b0)) \
      '{proto: $proto, arm: $arm, round: $round, rps: .throughput.req_per_s, mb_s: .throughput.resp_mb_per_s,
        rate: .target_rate, late: (.open_loop.client_late_sends // null),
        p50: .latency_us.p50, p99: .latency_us.p99, requests, ok, errors,
        proxy_cpu_us: (if .requests > 0 then $pt * 1e6 / $tck / .requests else null end),
        worker_cpu_us: (if .requests > 0 then $wt * 1e6 / $tck / .requests else null end),
+       all_cpu_us: (if .requests > 0 then $bt * 1e6 / $tck / .requests else null end),
        proxy_cs: (if .requests > 0 then $cs / .requests else null end),
        proxy_faults: (if .requests > 0 then $pf / .requests else null end)}' \
      "$out" >>"$RESULTS"
-  log "$(tail -n 1 "$RESULTS" | jq -r '"\(.proto) round \(.round) \(.arm): \(.rps|floor) req/s\(if .rate then " (target \(.rate))" else "" end)\(if .proto == "mib" then ", \(.mb_s|floor) MB/s" else "" end), p50 \(.p50) µs, p99 \(.p99) µs, ok \(.ok)/\(.requests), errors \(.errors), proxy \(.proxy_cpu_us|tostring|.[0:5]) µs/req (\(.proxy_cs|tostring|.[0:4]) context switches, \(.proxy_faults|tostring|.[0:5]) page faults), worker \(.worker_cpu_us|tostring|.[0:5]) µs/req"')"
+  log "$(tail -n 1 "$RESULTS" | jq -r '"\(.proto) round \(.round) \(.arm): \(.rps|floor) req/s\(if .rate then " (target \(.rate))" else "" end)\(if .proto == "mib" then ", \(.mb_s|floor) MB/s" else "" end), p50 \(.p50) µs, p99 \(.p99) µs, ok \(.ok)/\(.requests), errors \(.errors), proxy \(.proxy_cpu_us|tostring|.[0:5]) µs/req (\(.proxy_cs|tostring|.[0:4]) context switches, \(.proxy_faults|tostring|.[0:5]) page faults), worker \(.worker_cpu_us|tostring|.[0:5]) µs/req, machine \(.all_cpu_us|tostring|.[0:5]) µs/req"')"
 }
 median_rps() { # kind arm → the median req/s of its runs so far
   python3 - "$RESULTS" "$1" "$2" <<'EOF'
@@ -550,6 +580,7 @@ gw_metrics() { # index → "<gateway_worker_connections_opened_total> <Σ functi
 
 if [[ -n $CALLGRIND ]]; then
   pid=${GW_PIDS[0]}
+  [[ $CG_TARGET == worker ]] && pid=$WK_PID
   cg_calls() { # requests → runs them through the gateway (CG_SHAPE), and checks they all succeeded
     "$LOADTEST_BIN" "${CG_SHAPE[@]}" -n "$1" --body-size "$BODY_SIZE" --json -q \
       -H "Host: $FID.invocation.127.0.0.1" -H "Authorization: Bearer $NVCF_API_KEY" \
@@ -557,7 +588,7 @@ if [[ -n $CALLGRIND ]]; then
       || die "loadtest failed under callgrind: $(tail -n 5 "$TMP/loadtest.err")"
     [[ $(jq -r .ok "$TMP/cg.json") == "$1" ]] || die "under callgrind: $(jq -c '{ok, errors, status}' "$TMP/cg.json")"
   }
-  log "callgrind ($CG_PROTO): $CG_WARM calls to warm up, then $CG_REQUESTS counted (the gateway runs about 50 times slower)"
+  log "callgrind ($CG_PROTO, counting the $CG_TARGET): $CG_WARM calls to warm up, then $CG_REQUESTS counted (the counted process runs about 50 times slower)"
   cg_calls "$CG_WARM"
   callgrind_control -i on "$pid" >/dev/null 2>&1
   cg_calls "$CG_REQUESTS"
@@ -570,7 +601,7 @@ if [[ -n $CALLGRIND ]]; then
   ir=$(grep -m1 -E '^ *[0-9,]+ .*PROGRAM TOTALS' "$CALLGRIND/self.txt" | awk '{ gsub(",", "", $1); print $1 }')
   [[ -n $ir ]] || die "no totals in $out"
   per=$(( ir / CG_REQUESTS ))
-  log "callgrind: $ir instructions over $CG_REQUESTS calls = $per per request (user space; reports in $CALLGRIND)"
+  log "callgrind: the $CG_TARGET ran $ir instructions over $CG_REQUESTS calls = $per per request (user space; reports in $CALLGRIND)"
   echo "{\"instructions_per_request\": $per}"
   exit 0
 fi
@@ -786,7 +817,7 @@ EXTRA_ELAPSED=$(( $(date -u +%s) - XSTART ))
 # ---------------------------------------------------------------- report
 export RESULTS ROUNDS DURATION WARMUP BODY_SIZE H1_CONNS H2_CONNS H2_STREAMS GW_THREADS NOTE ELAPSED WRITE_DOC DOC
 export REUSE STALL EXTRA EXTRA_ROUNDS EXTRA_DURATION EXTRA_WARMUP OPEN_LOADS MIB_SIZE MIB_CONNS TLS_CONNS TLS_STREAMS EXTRA_ELAPSED
-export NGINX_CAP=${NGINX_CAP:-} NGINX_BUFFERING EXTRA_GW STALL_SIZE
+export NGINX_CAP=${NGINX_CAP:-} NGINX_BUFFERING NGINX_WORKER_HEADERS EXTRA_GW STALL_SIZE
 export NGINX_VERSION=$("$NGINX_BIN" -v 2>&1 | sed 's/.*\///')
 export MACHINE="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || echo unknown)), $(uname -r)"
 python3 - <<'EOF'
@@ -803,6 +834,7 @@ def agg(proto, arm):
         "p99": med([r["p99"] for r in rs]),
         "proxy_cpu": med([r["proxy_cpu_us"] for r in rs if r["proxy_cpu_us"] is not None]),
         "worker_cpu": med([r["worker_cpu_us"] for r in rs if r["worker_cpu_us"] is not None]),
+        "all_cpu": med([r["all_cpu_us"] for r in rs if r.get("all_cpu_us") is not None]),
         "errors": sum(r["errors"] for r in rs),
         "non2xx": sum(r["requests"] - r["ok"] for r in rs),
         "mb_s": med([r["mb_s"] for r in rs if r.get("mb_s") is not None]),
@@ -819,8 +851,8 @@ for p in ("h1", "h2c"):
     A[(p, "gateway")] = A[(p, best[p])]
 E = os.environ
 shape = {"h1": f"HTTP/1.1, -c {E['H1_CONNS']}", "h2c": f"h2c, -c {E['H2_CONNS']} -m {E['H2_STREAMS']}"}
-lines = ["| Arm | req/s (median) | ÷ direct | ÷ nginx | p50 | p99 | proxy CPU µs/req | worker CPU µs/req | req/s per run | errors / non-2xx |",
-         "|---|---|---|---|---|---|---|---|---|---|"]
+lines = ["| Arm | req/s (median) | ÷ direct | ÷ nginx | p50 | p99 | proxy CPU µs/req | worker CPU µs/req | machine CPU µs/req | req/s per run | errors / non-2xx |",
+         "|---|---|---|---|---|---|---|---|---|---|---|"]
 for p in ("h1", "h2c"):
     d, n = A[(p, "direct")], A[(p, "nginx")]
     for a in ARMS:
@@ -828,7 +860,7 @@ for p in ("h1", "h2c"):
         cpu = "—" if a == "direct" else f"{x['proxy_cpu']:.1f}"
         lines.append(
             f"| {shape[p]} {a} | {x['rps']:,.0f} | {x['rps']/d['rps']:.2f} | {x['rps']/n['rps']:.2f} | "
-            f"{x['p50']/1000:.2f} ms | {x['p99']/1000:.2f} ms | {cpu} | {x['worker_cpu']:.1f} | "
+            f"{x['p50']/1000:.2f} ms | {x['p99']/1000:.2f} ms | {cpu} | {x['worker_cpu']:.1f} | {x['all_cpu']:.1f} | "
             + ", ".join(f"{v/1000:.1f}k" for v in x["runs"]) + f" | {x['errors']} / {x['non2xx']} |")
 table = "\n".join(lines)
 r = lambda v: round(v, 3)
@@ -956,6 +988,7 @@ params = (f"`ROUNDS={E['ROUNDS']} DURATION={E['DURATION']} WARMUP={E['WARMUP']} 
              f" OPEN_LOADS=\"{E['OPEN_LOADS']}\" MIB_SIZE={E['MIB_SIZE']} MIB_CONNS={E['MIB_CONNS']}"
              f" TLS_CONNS={E['TLS_CONNS']} TLS_STREAMS={E['TLS_STREAMS']}" if EXTRA else "")
           + (" NGINX_BUFFERING=0" if E["NGINX_BUFFERING"] == "0" else "")
+          + (" NGINX_WORKER_HEADERS=1" if E["NGINX_WORKER_HEADERS"] == "1" else "")
           + (f" EXTRA_GW={E['EXTRA_GW']}" if E["EXTRA_GW"] and EXTRA else "")
           + " scripts/compare.sh`")
 xsection = "" if not (xtable or xprose) else f"""
@@ -977,7 +1010,8 @@ dataplane (one process per `runtime-threads` value: {threads}, where 1 is the si
 all share the machine. Command: {params} ({E['ELAPSED']} s of runs). Closed loop, {E['BODY_SIZE']}-byte POSTs
 to `/echo`, rounds of direct → nginx → gateway arm(s) interleaved; medians over the rounds. Latency here is
 closed-loop (not for latency goals). Proxy CPU = Δ(utime+stime) of nginx's worker process / the dataplane
-process over the measured window ÷ requests; worker CPU likewise for the echo worker.
+process over the measured window ÷ requests; worker CPU likewise for the echo worker; machine CPU = the busy
+time of both cores (`/proc/stat`: user, nice, system, irq, softirq) ÷ requests, the whole call with the client's share.
 
 {table}
 
