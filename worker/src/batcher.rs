@@ -17,9 +17,11 @@
 //! than `max_rows` runs alone. Order is FIFO: a job never overtakes an older one.
 
 use crate::kernels::KernelError;
+use crate::metrics::VersionMetrics;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -176,13 +178,18 @@ pub struct Batcher {
 pub struct Stopped;
 
 impl Batcher {
-    /// Starts the driver task of one function version (`label` names it in metrics).
-    pub fn spawn(max_rows: usize, max_delay: Duration, label: String, launch: Launch) -> Self {
+    /// Starts the driver task of one function version (`metrics` are its handles).
+    pub fn spawn(
+        max_rows: usize,
+        max_delay: Duration,
+        metrics: Arc<VersionMetrics>,
+        launch: Launch,
+    ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(drive(
             BatchPolicy::new(max_rows, max_delay),
             rx,
-            label,
+            metrics,
             launch,
         ));
         Self { tx }
@@ -215,7 +222,7 @@ const IDLE: Duration = Duration::from_secs(3600);
 async fn drive(
     mut policy: BatchPolicy<Job>,
     mut rx: mpsc::UnboundedReceiver<Job>,
-    label: String,
+    metrics: Arc<VersionMetrics>,
     launch: Launch,
 ) {
     let mut open = true;
@@ -235,7 +242,7 @@ async fn drive(
             policy.flush()
         };
         if let Some(batch) = batch {
-            run(batch, &label, &launch).await;
+            run(batch, &metrics, &launch).await;
             continue;
         }
         if !open {
@@ -254,12 +261,12 @@ async fn drive(
     }
 }
 
-async fn run(batch: Batch<Job>, label: &str, launch: &Launch) {
+async fn run(batch: Batch<Job>, metrics: &VersionMetrics, launch: &Launch) {
     let start = Instant::now();
     for e in &batch.entries {
-        crate::metrics::record_queue_wait(label, start.saturating_duration_since(e.item.arrived));
+        metrics.queue_wait(start.saturating_duration_since(e.item.arrived));
     }
-    crate::metrics::record_batch(label, batch.rows);
+    metrics.batch(batch.rows);
     let Batch { rows, mut entries } = batch;
     let inputs = if entries.len() == 1 {
         std::mem::take(&mut entries[0].item.inputs)
@@ -419,7 +426,12 @@ mod tests {
     #[tokio::test]
     async fn driver_batches_concurrent_jobs_and_splits_results() {
         let calls = Arc::new(AtomicUsize::new(0));
-        let b = Batcher::spawn(64, ms(20), "v".into(), doubling(Arc::clone(&calls)));
+        let b = Batcher::spawn(
+            64,
+            ms(20),
+            Arc::new(VersionMetrics::new("v".into())),
+            doubling(Arc::clone(&calls)),
+        );
         let now = Instant::now();
         let rxs: Vec<_> = (0..8)
             .map(|i| {
@@ -437,7 +449,12 @@ mod tests {
     #[tokio::test]
     async fn driver_skips_jobs_whose_requester_left() {
         let calls = Arc::new(AtomicUsize::new(0));
-        let b = Batcher::spawn(64, ms(30), "v".into(), doubling(Arc::clone(&calls)));
+        let b = Batcher::spawn(
+            64,
+            ms(30),
+            Arc::new(VersionMetrics::new("v".into())),
+            doubling(Arc::clone(&calls)),
+        );
         let gone = b.submit(vec![1.0], 1, Instant::now()).expect("submit");
         drop(gone);
         let kept = b.submit(vec![3.0], 1, Instant::now()).expect("submit");
@@ -455,7 +472,7 @@ mod tests {
                 })
             })
         });
-        let b = Batcher::spawn(4, ms(1), "v".into(), launch);
+        let b = Batcher::spawn(4, ms(1), Arc::new(VersionMetrics::new("v".into())), launch);
         let r1 = b.submit(vec![1.0], 1, Instant::now()).expect("submit");
         let r2 = b.submit(vec![1.0], 1, Instant::now()).expect("submit");
         drop(b);

@@ -36,7 +36,7 @@ use crate::kernels::Backend;
 use crate::runtime::admission::Permit;
 use crate::runtime::{self, Body, BoxError, Ctx, Invocation, Runtime, RuntimeError};
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, Method, Request, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -56,6 +56,9 @@ use uuid::Uuid;
 pub const FUNCTION_VERSION_ID: &str = "nvcf-function-version-id";
 /// Its function (optional, checked when present).
 pub const FUNCTION_ID: &str = "nvcf-function-id";
+/// The names as header names, so that a lookup does not parse them again.
+const FUNCTION_VERSION_ID_NAME: HeaderName = HeaderName::from_static(FUNCTION_VERSION_ID);
+const FUNCTION_ID_NAME: HeaderName = HeaderName::from_static(FUNCTION_ID);
 
 /// HTTP/2 streams one gateway connection may keep open at once. Per-version limits bound the work;
 /// this only has to exceed what one gateway multiplexes onto one connection.
@@ -116,12 +119,12 @@ impl Server {
         self.shared.in_flight.retain(|v| assigned.contains(v));
     }
 
-    /// The invocation of `version` and its concurrency limit, if assigned here.
+    /// What serving `version` needs to know, and its concurrency limit, if assigned here.
     fn lookup(
         &self,
         version: Uuid,
         function: Option<Uuid>,
-    ) -> Result<(Invocation, u32), RuntimeError> {
+    ) -> Result<(Deployed, u32), RuntimeError> {
         let feed = self
             .shared
             .feed
@@ -141,14 +144,12 @@ impl Server {
                 "function version {version} is not a version of function {fid}"
             )));
         }
-        let inv = Invocation {
-            version_id: version,
-            label: version.to_string(),
+        let deployed = Deployed {
             runtime: Runtime::for_image(f.container_image.as_deref().unwrap_or_default()),
             inference_port: f.inference_port,
             model_uri: f.models.first().and_then(|m| m.uri.clone()),
         };
-        Ok((inv, instance.max_request_concurrency))
+        Ok((deployed, instance.max_request_concurrency))
     }
 
     /// Admits and runs one request; every failure becomes a problem response here.
@@ -165,31 +166,40 @@ impl Server {
             );
             return r.map(|b| Guarded::new(b, None));
         }
-        let (label, result) = match self.admit(req.headers()) {
-            Err((label, e)) => (label, Err(e)),
-            Ok((inv, permit)) => {
-                tracing::debug!(
-                    version = %inv.version_id,
-                    reqid = req.headers().get(model::headers::NVCF_REQID).and_then(|v| v.to_str().ok()),
-                    runtime = ?inv.runtime,
-                    "invocation"
-                );
-                let r = runtime::dispatch(&self.ctx, &inv, req).await;
-                (inv.label, r.map(|resp| (resp, permit)))
+        let (inv, permit) = match self.admit(req.headers()) {
+            Ok(admitted) => admitted,
+            Err((version, e)) => {
+                // Never admitted: counted under the version it named, if any.
+                let label = version.map(|v| v.to_string()).unwrap_or_default();
+                let resp = e.into_response(&path);
+                crate::metrics::record_request(&label, resp.status());
+                return resp.map(|b| Guarded::new(b, None));
             }
         };
-        let (resp, permit) = match result {
-            Ok((resp, permit)) => (resp, Some(permit)),
-            Err(e) => (e.into_response(&path), None),
+        tracing::debug!(
+            version = %inv.version_id,
+            reqid = req.headers().get(model::headers::NVCF_REQID).and_then(|v| v.to_str().ok()),
+            runtime = ?inv.runtime,
+            "invocation"
+        );
+        let (resp, permit) = match runtime::dispatch(&self.ctx, &inv, req).await {
+            Ok(resp) => (resp, Some(permit)),
+            Err(e) => {
+                drop(permit);
+                (e.into_response(&path), None)
+            }
         };
-        crate::metrics::record_request(&label, resp.status());
+        inv.metrics.request(resp.status());
         resp.map(|b| Guarded::new(b, permit))
     }
 
     /// Parses the version headers, looks the version up and takes a concurrency slot. The error
-    /// carries the metric label known so far.
-    fn admit(&self, headers: &HeaderMap) -> Result<(Invocation, Permit), (String, RuntimeError)> {
-        let version = uuid_header(headers, FUNCTION_VERSION_ID)
+    /// carries the version when the request named a valid one.
+    fn admit(
+        &self,
+        headers: &HeaderMap,
+    ) -> Result<(Invocation, Permit), (Option<Uuid>, RuntimeError)> {
+        let version = uuid_header(headers, &FUNCTION_VERSION_ID_NAME)
             .and_then(|v| {
                 v.ok_or_else(|| {
                     RuntimeError::BadRequest(
@@ -197,23 +207,36 @@ impl Server {
                     )
                 })
             })
-            .map_err(|e| (String::new(), e))?;
-        let label = version.to_string();
-        let function = uuid_header(headers, FUNCTION_ID).map_err(|e| (label.clone(), e))?;
-        let (inv, limit) = self
+            .map_err(|e| (None, e))?;
+        let function = uuid_header(headers, &FUNCTION_ID_NAME).map_err(|e| (Some(version), e))?;
+        let (deployed, limit) = self
             .lookup(version, function)
-            .map_err(|e| (label.clone(), e))?;
+            .map_err(|e| (Some(version), e))?;
         let permit = self
             .shared
             .in_flight
-            .try_admit(version, &inv.label, limit)
-            .map_err(|e| (label, e))?;
+            .try_admit(version, limit)
+            .map_err(|e| (Some(version), e))?;
+        let inv = Invocation {
+            version_id: version,
+            metrics: Arc::clone(permit.metrics()),
+            runtime: deployed.runtime,
+            inference_port: deployed.inference_port,
+            model_uri: deployed.model_uri,
+        };
         Ok((inv, permit))
     }
 }
 
+/// What the feed says of a version assigned here.
+struct Deployed {
+    runtime: Runtime,
+    inference_port: Option<u16>,
+    model_uri: Option<String>,
+}
+
 /// A UUID header: `Ok(None)` when absent, 400 when not a UUID.
-fn uuid_header(headers: &HeaderMap, name: &str) -> Result<Option<Uuid>, RuntimeError> {
+fn uuid_header(headers: &HeaderMap, name: &HeaderName) -> Result<Option<Uuid>, RuntimeError> {
     let Some(v) = headers.get(name) else {
         return Ok(None);
     };
@@ -224,7 +247,7 @@ fn uuid_header(headers: &HeaderMap, name: &str) -> Result<Option<Uuid>, RuntimeE
         .ok_or_else(|| {
             RuntimeError::BadRequest(format!(
                 "the {} header must be a UUID, got '{}'",
-                name.to_ascii_uppercase(),
+                name.as_str().to_ascii_uppercase(),
                 String::from_utf8_lossy(v.as_bytes())
             ))
         })

@@ -10,11 +10,13 @@
 //! drops the pull; a kernel call already running finishes and its result is discarded.
 
 use super::{Body, BoxError, Ctx, Exec, Invocation, RuntimeError};
+use crate::metrics::VersionMetrics;
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, stream};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Most bytes one echo call takes: frames already received are gathered up to this size, so a
@@ -25,7 +27,7 @@ const MAX_CHUNK: usize = 1 << 20;
 struct Pump {
     body: Incoming,
     exec: Exec,
-    label: String,
+    metrics: Arc<VersionMetrics>,
     /// The request body ended (or failed) while a chunk was being gathered.
     ended: bool,
     /// A body error seen while gathering; reported after the chunk before it.
@@ -113,7 +115,7 @@ impl Pump {
         let data = chunk.map_or(first, BytesMut::freeze);
         let echoed = self
             .exec
-            .run(&self.label, "echo", Some(arrived), move |b| b.echo(&data))
+            .run(&self.metrics, "echo", Some(arrived), move |b| b.echo(&data))
             .await;
         Some(match echoed {
             Ok(out) => Ok(Frame::data(Bytes::from(out))),
@@ -140,7 +142,7 @@ pub fn serve(
     let pump = Pump {
         body,
         exec: ctx.exec.clone(),
-        label: inv.label.clone(),
+        metrics: Arc::clone(&inv.metrics),
         ended: false,
         failed: None,
     };

@@ -168,7 +168,7 @@ pub async fn serve(
     let arrived = Instant::now();
     let out = ctx
         .exec
-        .run(&inv.label, "repeat", Some(arrived), move |b| {
+        .run(&inv.metrics, "repeat", Some(arrived), move |b| {
             b.repeat(&text.bytes(), times)
         })
         .await?;

@@ -103,7 +103,7 @@ async fn load(ctx: &Ctx, inv: &Invocation) -> Result<Arc<Slot>, RuntimeError> {
         .unwrap_or_else(|| "the seeded network".into());
     let model = ctx
         .exec
-        .run(&inv.label, "mlp_load", None, move |b| {
+        .run(&inv.metrics, "mlp_load", None, move |b| {
             let start = Instant::now();
             let m = b.load_mlp(&weights)?;
             Ok((
@@ -120,12 +120,16 @@ async fn load(ctx: &Ctx, inv: &Invocation) -> Result<Arc<Slot>, RuntimeError> {
             e => RuntimeError::Kernel(e),
         })?;
     let exec = ctx.exec.clone();
-    let label = inv.label.clone();
+    let metrics = Arc::clone(&inv.metrics);
     let forward_model = Arc::clone(&model);
     let launch: Launch = Box::new(move |inputs, rows| {
-        let (exec, label, model) = (exec.clone(), label.clone(), Arc::clone(&forward_model));
+        let (exec, metrics, model) = (
+            exec.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&forward_model),
+        );
         Box::pin(async move {
-            exec.run(&label, "mlp_forward", None, move |_| {
+            exec.run(&metrics, "mlp_forward", None, move |_| {
                 model.forward(&inputs, rows)
             })
             .await
@@ -135,7 +139,7 @@ async fn load(ctx: &Ctx, inv: &Invocation) -> Result<Arc<Slot>, RuntimeError> {
     let batcher = Batcher::spawn(
         ctx.cfg.max_batch_size,
         ctx.cfg.max_batch_delay,
-        inv.label.clone(),
+        Arc::clone(&inv.metrics),
         launch,
     );
     Ok(Arc::new(Slot { model, batcher }))

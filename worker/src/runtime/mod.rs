@@ -20,6 +20,7 @@ pub mod saxpy;
 use crate::agent::Shared;
 use crate::config::ServeConfig;
 use crate::kernels::{Backend, KernelError, KernelTiming};
+use crate::metrics::VersionMetrics;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
@@ -66,8 +67,8 @@ impl Runtime {
 #[derive(Debug, Clone)]
 pub struct Invocation {
     pub version_id: Uuid,
-    /// The version id as a metric label.
-    pub label: String,
+    /// The version's metric handles (its id is their label).
+    pub metrics: Arc<VersionMetrics>,
     pub runtime: Runtime,
     /// `inferencePort` (passthrough; 8000 when unset).
     pub inference_port: Option<u16>,
@@ -164,11 +165,16 @@ impl RuntimeError {
 pub struct Exec {
     backend: Arc<dyn Backend>,
     shared: Arc<Shared>,
+    device_memory: metrics::Gauge,
 }
 
 impl Exec {
     pub fn new(backend: Arc<dyn Backend>, shared: Arc<Shared>) -> Self {
-        Self { backend, shared }
+        Self {
+            backend,
+            shared,
+            device_memory: crate::metrics::device_memory(),
+        }
     }
 
     /// The backend.
@@ -181,7 +187,7 @@ impl Exec {
     /// finishes on its thread and its result is dropped.
     pub async fn run<T, F>(
         &self,
-        label: &str,
+        metrics: &Arc<VersionMetrics>,
         kernel: &'static str,
         arrived: Option<Instant>,
         f: F,
@@ -191,10 +197,10 @@ impl Exec {
         F: FnOnce(&dyn Backend) -> Result<(T, KernelTiming), KernelError> + Send + 'static,
     {
         let backend = Arc::clone(&self.backend);
-        let wait_label = label.to_owned();
+        let wait = arrived.map(|arrived| (arrived, Arc::clone(metrics)));
         let joined = tokio::task::spawn_blocking(move || {
-            if let Some(arrived) = arrived {
-                crate::metrics::record_queue_wait(&wait_label, arrived.elapsed());
+            if let Some((arrived, metrics)) = wait {
+                metrics.queue_wait(arrived.elapsed());
             }
             f(backend.as_ref())
         })
@@ -205,10 +211,12 @@ impl Exec {
                 lost: false,
             })
         });
-        crate::metrics::record_device_memory(self.backend.memory_in_use());
+        // Bytes to f64: exact below 2^53.
+        #[allow(clippy::cast_precision_loss)]
+        self.device_memory.set(self.backend.memory_in_use() as f64);
         match result {
             Ok((out, timing)) => {
-                crate::metrics::record_kernel(label, kernel, &timing);
+                metrics.kernel(kernel, &timing);
                 Ok(out)
             }
             Err(e) => {

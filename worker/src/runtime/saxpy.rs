@@ -70,7 +70,7 @@ pub async fn serve(
     let arrived = Instant::now();
     let out = ctx
         .exec
-        .run(&inv.label, "saxpy", Some(arrived), move |b| {
+        .run(&inv.metrics, "saxpy", Some(arrived), move |b| {
             b.saxpy(a, &x, &y)
         })
         .await?;
