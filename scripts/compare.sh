@@ -77,6 +77,9 @@
 #   {"h1_vs_nginx":…, "h1_vs_direct":…, "cpu_per_req_vs_nginx":…, "added_p50_ms":…, "h2c_vs_direct":…,
 #    "open25_added_p50_ms":…, "open25_nginx_added_p50_ms":…, "open25_p99_added_vs_nginx":…, (and open50_…),
 #    "mib_vs_direct":…, "h2_1x64_vs_8x16":…, "h3_vs_h2":…, "log_metrics_cost":…, "upstream_reuse":…}
+# Ratios are of the arms' medians over the rounds; the `*_paired` keys (h1_vs_nginx_paired,
+# open<pct>_p99_added_vs_nginx_paired, log_metrics_cost_paired) are the medians of each round's own
+# ratio instead, which cancels the machine's drift over a run (rounds interleave the arms).
 # (keys of extras that were not run are left out; a ratio whose denominator is not positive is null).
 # With the defaults it takes about 12 minutes on the 2-core VM: the closed-loop rounds (4 arms × 2
 # protocols × 5 rounds × 12 s) about 8, the extras (18 open-loop + 9 1-MiB + 6 streams + 6 TLS runs of
@@ -880,6 +883,22 @@ extra = {
 # CPU per request is not: the text gives every arm's.
 cpu_by_arm = ", ".join(
     f"{a} {r(A[('h1', a)]['proxy_cpu'] / A[('h1', 'nginx')]['proxy_cpu'])}" for a in GWS)
+def paired(kind, arms, f):
+    """The median over rounds of f(row of each arm in that round): a ratio taken within one round,
+    whose arms ran minutes apart at most, so that the machine's drift over the run cancels
+    ("ratios in one run, medians of several runs"). None when no round gives a value."""
+    by = {}
+    for x in rows:
+        if x["proto"] == kind and x["arm"] in arms:
+            by.setdefault(x["round"], {})[x["arm"]] = x
+    vs = [v for rr in by.values() if len(rr) == len(arms)
+          for v in [f(*(rr[a] for a in arms))] if v is not None]
+    return r(statistics.median(vs)) if vs else None
+def div(a, b):
+    return a / b if b and b > 0 else None
+paired_h1 = paired("h1", [best["h1"], "nginx"], lambda g, n: div(g["rps"], n["rps"]))
+paired_cpu = paired("h1", [best["h1"], "nginx"], lambda g, n: div(g["proxy_cpu_us"], n["proxy_cpu_us"]))
+summary["h1_vs_nginx_paired"] = paired_h1
 # ---- extras (absent kinds are skipped): rows of (kind, arm) actually run
 EXTRA = [x for x in E.get("EXTRA", "").split(",") if x]
 kinds = {(r["proto"], r["arm"]) for r in rows}
@@ -912,10 +931,13 @@ for l in E.get("OPEN_LOADS", "").split():
     summary[f"open{l}_added_p50_ms"] = r((G["p50"] - d["p50"]) / 1000)
     summary[f"open{l}_nginx_added_p50_ms"] = r((n["p50"] - d["p50"]) / 1000)
     summary[f"open{l}_p99_added_vs_nginx"] = ratio(G["p99"] - d["p99"], n["p99"] - d["p99"])
+    summary[f"open{l}_p99_added_vs_nginx_paired"] = paired(
+        k, [g, "nginx", "direct"], lambda G_, n_, d_: div(G_["p99"] - d_["p99"], n_["p99"] - d_["p99"]))
     xprose.append(f"open loop at {l}% of nginx's capacity ({d['rate']:,.0f} req/s): added p50 over direct gateway "
                   f"**{summary[f'open{l}_added_p50_ms']} ms**, nginx {summary[f'open{l}_nginx_added_p50_ms']} ms; "
                   f"added p99 gateway ÷ nginx **{summary[f'open{l}_p99_added_vs_nginx'] if summary[f'open{l}_p99_added_vs_nginx'] is not None else 'n/a'}** "
-                  f"({(G['p99'] - d['p99'])/1000:+.2f} ms vs {(n['p99'] - d['p99'])/1000:+.2f} ms)")
+                  f"({(G['p99'] - d['p99'])/1000:+.2f} ms vs {(n['p99'] - d['p99'])/1000:+.2f} ms; "
+                  f"the median of the rounds' own ratios: {summary[f'open{l}_p99_added_vs_nginx_paired']})")
 g = gw_arm("mib")
 if g and X("mib", "direct") and X("mib", "nginx"):
     d, n, G = X("mib", "direct"), X("mib", "nginx"), X("mib", g)
@@ -946,9 +968,12 @@ if g and X("logcost", g + "-bare"):
         xrow(f"access log off, metrics on, HTTP/1.1 -c {E['H1_CONNS']}", "logcost", g + "-nolog")
     xrow(f"both off, HTTP/1.1 -c {E['H1_CONNS']}", "logcost", g + "-bare")
     summary["log_metrics_cost"] = r(1 - G["rps"] / B["rps"])
+    summary["log_metrics_cost_paired"] = paired(
+        "logcost", [g, g + "-bare"], lambda on, off: 1 - on["rps"] / off["rps"] if off["rps"] > 0 else None)
     xprose.append(f"access log and metrics ({g} against the same build and thread count with `access-log = false` and no "
                   f"admin listener, hence no metrics recorder): throughput cost **{summary['log_metrics_cost']}** "
-                  f"(1 − {G['rps']:,.0f} ÷ {B['rps']:,.0f} req/s), CPU per request {G['proxy_cpu']:.1f} against {B['proxy_cpu']:.1f} µs")
+                  f"(1 − {G['rps']:,.0f} ÷ {B['rps']:,.0f} req/s; the median of the rounds' own costs: {summary['log_metrics_cost_paired']}), "
+                  f"CPU per request {G['proxy_cpu']:.1f} against {B['proxy_cpu']:.1f} µs")
     if X("logcost", g + "-nolog"):
         L = X("logcost", g + "-nolog")
         xprose.append(f"of which the access log (against `access-log = false` with metrics on): {r(1 - G['rps'] / L['rps'])} "
@@ -1016,8 +1041,8 @@ time of both cores (`/proc/stat`: user, nice, system, irq, softirq) ÷ requests,
 {table}
 
 Ratios (medians; "gateway" = the better thread count: {best['h1']} for HTTP/1.1, {best['h2c']} for h2c):
-HTTP/1.1 gateway ÷ nginx **{summary['h1_vs_nginx']}**, ÷ direct **{summary['h1_vs_direct']}**;
-CPU per request ÷ nginx **{summary['cpu_per_req_vs_nginx']}** (by thread count: {cpu_by_arm}); added p50 over direct **{summary['added_p50_ms']} ms**
+HTTP/1.1 gateway ÷ nginx **{summary['h1_vs_nginx']}** (the median of the rounds' own ratios: {paired_h1}), ÷ direct **{summary['h1_vs_direct']}**;
+CPU per request ÷ nginx **{summary['cpu_per_req_vs_nginx']}** (by thread count: {cpu_by_arm}; rounds' own ratios: {paired_cpu}); added p50 over direct **{summary['added_p50_ms']} ms**
 (nginx: {extra['nginx_added_p50_ms']} ms); h2c gateway ÷ direct **{summary['h2c_vs_direct']}**, ÷ nginx {extra['h2c_vs_nginx']},
 h2c CPU per request ÷ nginx {extra['h2c_cpu_per_req_vs_nginx']}.
 {xsection}
