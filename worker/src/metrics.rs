@@ -159,11 +159,6 @@ impl VersionMetrics {
         }
     }
 
-    /// The version id as the metrics label it is.
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
     /// Moves the in-flight gauge by `delta` (+1 on admission, −1 on release).
     pub(crate) fn in_flight(&self, delta: f64) {
         if delta >= 0.0 {
