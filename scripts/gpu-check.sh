@@ -136,7 +136,7 @@ serve() { # name, loadtest args… (env from the caller selects device and batch
         sleep 0.2
     done
     echo "== serving: $name" | tee -a "$log"
-    timeout 90 "$here/bin/loadtest" nvcf --cleanup -q --json "$@" >"$out/$name.json" 2>>"$log" \
+    timeout 90 "$here/bin/loadtest" nvcf -q --json "$@" >"$out/$name.json" 2>>"$log" \
         || { echo "loadtest $name failed" | tee -a "$log"; status=1; }
     python3 - "$out/$name.json" <<'PY' 2>&1 | tee -a "$log"
 import json, sys

@@ -162,8 +162,12 @@ pub struct NvcfArgs {
     /// Pause between status polls after a 202.
     #[arg(long, value_parser = parse_duration, default_value = "10ms")]
     pub poll_interval: Duration,
-    /// Delete the deployment and the function at the end.
+    /// Keep the function and its deployment at the end (by default they are deleted, also when
+    /// the set-up fails or the run is interrupted, so that repeated runs do not fill the workers).
     #[arg(long)]
+    pub keep: bool,
+    /// Accepted for older scripts: deleting at the end is the default now (see --keep).
+    #[arg(long, hide = true, conflicts_with = "keep")]
     pub cleanup: bool,
     #[command(flatten)]
     pub run: RunArgs,

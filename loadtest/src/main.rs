@@ -19,22 +19,47 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Nvcf(args)) => {
             let api = nvcf::Api::new(&args.gateway);
-            let setup = nvcf::setup(&api, &args, !args.run.quiet)
-                .await
-                .context("NVCF setup")?;
-            let run = async {
-                let (url, target, tpl) = nvcf::invocation(&args, &setup)?;
-                loadtest::run(args.run.plan(url, target, tpl)).await
+            let log = !args.run.quiet;
+            let mut made = nvcf::Created::default();
+            // Ctrl-C stops the set-up or the run; what was made is deleted all the same.
+            let outcome = tokio::select! {
+                r = async {
+                    let setup = nvcf::setup(&api, &args, log, &mut made)
+                        .await
+                        .context("NVCF setup")?;
+                    let (url, target, tpl) = nvcf::invocation(&args, &setup)?;
+                    loadtest::run(args.run.plan(url, target, tpl))
+                        .await
+                        .context("load run")
+                } => Some(r),
+                _ = tokio::signal::ctrl_c() => None,
             };
-            let result = run.await;
-            if args.cleanup {
-                match nvcf::cleanup(&api, &setup).await {
-                    Ok(()) if !args.run.quiet => eprintln!("nvcf: deleted {}", setup.function_id),
-                    Ok(()) => {}
-                    Err(e) => eprintln!("nvcf: cleanup failed: {e}"),
+            if !made.is_empty() {
+                let what = made.describe();
+                if args.keep {
+                    if log {
+                        eprintln!("nvcf: kept {what}");
+                    }
+                } else {
+                    // (A failed set-up deleted what it made itself and left `made` empty.)
+                    let when = if outcome.is_some() {
+                        ""
+                    } else {
+                        "interrupted; "
+                    };
+                    match nvcf::cleanup(&api, &made).await {
+                        Ok(()) if log || outcome.is_none() => {
+                            eprintln!("nvcf: {when}deleted {what}");
+                        }
+                        Ok(()) => {}
+                        Err(e) => eprintln!("nvcf: {when}cleanup of {what} failed: {e}"),
+                    }
                 }
             }
-            print(&result.context("load run")?, args.run.json);
+            let Some(result) = outcome else {
+                anyhow::bail!("interrupted");
+            };
+            print(&result?, args.run.json);
         }
         None => {
             let plan = loadtest::cli::plain_plan(&cli.plain)?;

@@ -25,10 +25,41 @@ pub const KEY_OWNER: &str = "loadtest@nvcf-api.local";
 pub struct Setup {
     pub admin_token: String,
     pub api_key: String,
+    /// The API key's id (for its deletion).
+    pub api_key_id: String,
     pub function_id: String,
     pub version_id: String,
     pub gpu: String,
     pub instance_type: String,
+}
+
+impl Setup {
+    /// What [`cleanup`] deletes.
+    pub fn created(&self) -> Created {
+        Created {
+            admin_token: self.admin_token.clone(),
+            api_key_id: Some(self.api_key_id.clone()),
+            function: Some((self.function_id.clone(), self.version_id.clone())),
+        }
+    }
+}
+
+/// What a set-up has created so far, filled in as each piece exists, so that [`cleanup`] can
+/// delete it whether the set-up finished, failed or was interrupted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Created {
+    pub admin_token: String,
+    /// The invoke key (each run mints one; the key service allows an owner only so many).
+    pub api_key_id: Option<String>,
+    /// Function and version ids.
+    pub function: Option<(String, String)>,
+}
+
+impl Created {
+    /// Whether there is anything to delete.
+    pub fn is_empty(&self) -> bool {
+        self.api_key_id.is_none() && self.function.is_none()
+    }
 }
 
 /// A small JSON client for the management and key APIs through the gateway.
@@ -200,13 +231,46 @@ pub fn default_body(image: &str, size: Option<usize>) -> (Bytes, &'static str) {
 }
 
 /// Mints the credentials, creates and deploys the function, waits for `ACTIVE` and for the gateway
-/// to route it.
-pub async fn setup(api: &Api, args: &NvcfArgs, log: bool) -> Result<Setup, ClientError> {
+/// to route it. What it creates is noted in `made` as soon as it exists, so that a caller whose
+/// set-up was interrupted can still delete it; when the set-up fails, what it made is deleted
+/// here (unless `--keep`) and `made` is left empty.
+pub async fn setup(
+    api: &Api,
+    args: &NvcfArgs,
+    log: bool,
+    made: &mut Created,
+) -> Result<Setup, ClientError> {
     let say = |m: String| {
         if log {
             eprintln!("nvcf: {m}");
         }
     };
+    let e = match create_and_deploy(api, args, &say, made).await {
+        Ok(setup) => return Ok(setup),
+        Err(e) => e,
+    };
+    if !args.keep && !made.is_empty() {
+        match cleanup(api, made).await {
+            Ok(()) => {
+                say(format!(
+                    "deleted what the failed set-up made ({})",
+                    made.describe()
+                ));
+                *made = Created::default();
+            }
+            // Left in `made`: the caller may try again.
+            Err(c) => say(format!("could not delete {}: {c}", made.describe())),
+        }
+    }
+    Err(e)
+}
+
+async fn create_and_deploy(
+    api: &Api,
+    args: &NvcfArgs,
+    say: &impl Fn(String),
+    made: &mut Created,
+) -> Result<Setup, ClientError> {
     let v = api
         .expect(
             "mint admin token",
@@ -218,6 +282,7 @@ pub async fn setup(api: &Api, args: &NvcfArgs, log: bool) -> Result<Setup, Clien
         )
         .await?;
     let admin_token = str_at(&v, "/value", "admin token")?.to_string();
+    made.admin_token.clone_from(&admin_token);
     let admin = format!("Bearer {admin_token}");
 
     let expires = time::OffsetDateTime::now_utc() + time::Duration::days(1);
@@ -255,6 +320,8 @@ pub async fn setup(api: &Api, args: &NvcfArgs, log: bool) -> Result<Setup, Clien
         )
         .await?;
     let api_key = str_at(&v, "/value", "API key")?.to_string();
+    let api_key_id = str_at(&v, "/id", "API key")?.to_string();
+    made.api_key_id = Some(api_key_id.clone());
 
     let auth = [("authorization", admin.as_str())];
     // A stack that was just started may not have its worker registered yet (a CUDA worker
@@ -304,6 +371,18 @@ pub async fn setup(api: &Api, args: &NvcfArgs, log: bool) -> Result<Setup, Clien
         "created {name} ({function_id} / {version_id}) from {}",
         args.image
     ));
+    made.function = Some((function_id.clone(), version_id.clone()));
+    let setup = Setup {
+        admin_token,
+        api_key,
+        api_key_id,
+        function_id,
+        version_id,
+        gpu,
+        instance_type,
+    };
+    let (function_id, version_id) = (&setup.function_id, &setup.version_id);
+    let (gpu, instance_type) = (&setup.gpu, &setup.instance_type);
 
     let slots = (args.run.connections * args.run.streams.max(1)) as u32;
     let concurrency = args
@@ -326,14 +405,6 @@ pub async fn setup(api: &Api, args: &NvcfArgs, log: bool) -> Result<Setup, Clien
         "deploying on {gpu} / {instance_type}, maxRequestConcurrency {concurrency}"
     ));
 
-    let setup = Setup {
-        admin_token,
-        api_key,
-        function_id,
-        version_id,
-        gpu,
-        instance_type,
-    };
     let deadline = Instant::now() + args.ready_timeout;
     let path = format!(
         "/v2/nvcf/functions/{}/versions/{}",
@@ -441,33 +512,62 @@ pub fn invocation(
     Ok((url, target, tpl))
 }
 
-/// Deletes the deployment and the function; returns what failed, if anything.
-pub async fn cleanup(api: &Api, s: &Setup) -> Result<(), ClientError> {
-    let admin = format!("Bearer {}", s.admin_token);
+/// Deletes what a set-up created: the deployment and the function, then the API key; returns
+/// what failed, if anything.
+pub async fn cleanup(api: &Api, made: &Created) -> Result<(), ClientError> {
+    let admin = format!("Bearer {}", made.admin_token);
     let auth = [("authorization", admin.as_str())];
-    let dep = format!(
-        "/v2/nvcf/deployments/functions/{}/versions/{}",
-        s.function_id, s.version_id
-    );
-    let (st, v) = api.call(Method::DELETE, "api.", &dep, &auth, None).await?;
-    if !st.is_success() && st != StatusCode::NOT_FOUND {
-        return Err(setup_err("delete deployment", format!("{st}: {v}")));
+    if let Some((function_id, version_id)) = &made.function {
+        let dep = format!("/v2/nvcf/deployments/functions/{function_id}/versions/{version_id}");
+        let (st, v) = api.call(Method::DELETE, "api.", &dep, &auth, None).await?;
+        if !st.is_success() && st != StatusCode::NOT_FOUND {
+            return Err(setup_err("delete deployment", format!("{st}: {v}")));
+        }
+        let f = format!("/v2/nvcf/functions/{function_id}/versions/{version_id}");
+        // A graceful undeploy may still be draining; retry the function delete for a while.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (st, v) = api.call(Method::DELETE, "api.", &f, &auth, None).await?;
+            if st.is_success() || st == StatusCode::NOT_FOUND {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(setup_err("delete function", format!("{st}: {v}")));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
-    let f = format!(
-        "/v2/nvcf/functions/{}/versions/{}",
-        s.function_id, s.version_id
-    );
-    // A graceful undeploy may still be draining; retry the function delete for a while.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (st, v) = api.call(Method::DELETE, "api.", &f, &auth, None).await?;
-        if st.is_success() || st == StatusCode::NOT_FOUND {
-            return Ok(());
+    if let Some(key_id) = &made.api_key_id {
+        let headers = [
+            ("authorization", admin.as_str()),
+            ("key-issuer-service", "nvcf-api"),
+            ("key-issuer-id", NVCF_SERVICE_ID),
+            ("key-owner-id", KEY_OWNER),
+        ];
+        let path = format!("/v1/keys/{key_id}");
+        let (st, v) = api
+            .call(Method::DELETE, "api-keys.", &path, &headers, None)
+            .await?;
+        if !st.is_success() && st != StatusCode::NOT_FOUND {
+            return Err(setup_err("delete API key", format!("{st}: {v}")));
         }
-        if Instant::now() >= deadline {
-            return Err(setup_err("delete function", format!("{st}: {v}")));
+    }
+    Ok(())
+}
+
+impl Created {
+    /// What there is, for messages (ids only, never the secrets).
+    pub fn describe(&self) -> String {
+        let function = self
+            .function
+            .as_ref()
+            .map(|(f, v)| format!("function {f} (version {v})"));
+        let key = self.api_key_id.as_ref().map(|k| format!("API key {k}"));
+        match (function, key) {
+            (Some(f), Some(k)) => format!("{f} and {k}"),
+            (Some(one), None) | (None, Some(one)) => one,
+            (None, None) => "nothing".into(),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

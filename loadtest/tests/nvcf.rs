@@ -10,7 +10,8 @@ use nvcf_gateway::launcher::{self, Role};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-fn test_config(dir: &Path) -> config::FileConfig {
+/// The whole stack on port 0, with room for `capacity` deployed instances on its one worker.
+fn test_config(dir: &Path, capacity: u32) -> config::FileConfig {
     let text = format!(
         r#"
 internal-token = "loadtest-internal-token"
@@ -24,11 +25,13 @@ heartbeat-timeout = "600ms"
 [dataplane]
 listen = "127.0.0.1:0"
 tls-listen = "127.0.0.1:0"
+quic-listen = "127.0.0.1:0"
 data-dir = "{dp}"
 [worker]
 listen = "127.0.0.1:0"
 data-dir = "{w}"
 device = "cpu"
+capacity = {capacity}
 "#,
         cp = dir.join("cp").display(),
         dp = dir.join("dp").display(),
@@ -49,7 +52,7 @@ fn args(extra: &[&str]) -> NvcfArgs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nvcf_mode_against_the_stack() {
     let dir = tempfile::tempdir().expect("tmp");
-    let stack = launcher::start(&test_config(dir.path()), Role::Up, None)
+    let stack = launcher::start(&test_config(dir.path(), 8), Role::Up, None)
         .await
         .expect("start");
     let gw = stack.gateway.expect("gateway").to_string();
@@ -78,7 +81,9 @@ async fn nvcf_mode_against_the_stack() {
             "30s",
         ]);
         let api = nvcf::Api::new(&gw);
-        let setup = nvcf::setup(&api, &a, false).await.expect("setup");
+        let setup = nvcf::setup(&api, &a, false, &mut nvcf::Created::default())
+            .await
+            .expect("setup");
         assert_eq!(setup.gpu, "CPU");
         let (url, target, tpl) = nvcf::invocation(&a, &setup).expect("invocation");
         let r = loadtest::run(a.run.plan(url, target, tpl))
@@ -92,7 +97,9 @@ async fn nvcf_mode_against_the_stack() {
             assert_eq!(r.bytes.sent, 200 * 256, "{r}");
             assert_eq!(r.bytes.received, 200 * 256, "{r}");
         }
-        nvcf::cleanup(&api, &setup).await.expect("cleanup");
+        nvcf::cleanup(&api, &setup.created())
+            .await
+            .expect("cleanup");
     }
 
     // A call longer than NVCF-POLL-SECONDS is answered 202 and followed by status polls.
@@ -113,7 +120,9 @@ async fn nvcf_mode_against_the_stack() {
         "50ms",
     ]);
     let api = nvcf::Api::new(&gw);
-    let setup = nvcf::setup(&api, &a, false).await.expect("setup");
+    let setup = nvcf::setup(&api, &a, false, &mut nvcf::Created::default())
+        .await
+        .expect("setup");
     let (url, target, tpl) = nvcf::invocation(&a, &setup).expect("invocation");
     let r = loadtest::run(a.run.plan(url, target, tpl))
         .await
@@ -122,7 +131,123 @@ async fn nvcf_mode_against_the_stack() {
     assert!(r.polls >= 3, "every call was answered 202 first: {r}");
     assert_eq!(r.bytes.received, 3 * 4, "{r}");
     assert!(r.latency_us.min >= 1_400_000, "{r}");
-    nvcf::cleanup(&api, &setup).await.expect("cleanup");
+    nvcf::cleanup(&api, &setup.created())
+        .await
+        .expect("cleanup");
 
     stack.shutdown().await.expect("shutdown");
+}
+
+/// A set-up that fails after creating its function deletes it, so that repeated failed runs do
+/// not fill the workers with deployments nobody uses: here the one instance the worker has room
+/// for is taken, so the second function never becomes ACTIVE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_set_up_deletes_its_function() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let stack = launcher::start(&test_config(dir.path(), 1), Role::Up, None)
+        .await
+        .expect("start");
+    let gw = stack.gateway.expect("gateway").to_string();
+    let api = nvcf::Api::new(&gw);
+    let kept = nvcf::setup(
+        &api,
+        &args(&["--gateway", &gw, "--keep"]),
+        false,
+        &mut nvcf::Created::default(),
+    )
+    .await
+    .expect("the first function takes the worker's one place");
+
+    let mut made = nvcf::Created::default();
+    let e = nvcf::setup(
+        &api,
+        &args(&["--gateway", &gw, "--ready-timeout", "2s"]),
+        false,
+        &mut made,
+    )
+    .await
+    .expect_err("no room for a second instance");
+    assert!(e.to_string().contains("not ACTIVE"), "{e}");
+    assert!(
+        made.is_empty(),
+        "deleted, so nothing left to delete: {made:?}"
+    );
+    let admin = format!("Bearer {}", kept.admin_token);
+    let (status, list) = api
+        .call(
+            http::Method::GET,
+            "api.",
+            "/v2/nvcf/functions",
+            &[("authorization", &admin)],
+            None,
+        )
+        .await
+        .expect("list functions");
+    assert!(status.is_success(), "{status}: {list}");
+    let ids: Vec<&str> = list["functions"]
+        .as_array()
+        .expect("functions")
+        .iter()
+        .filter_map(|f| f["id"].as_str())
+        .collect();
+    assert_eq!(ids, [kept.function_id.as_str()], "{list}");
+    // Its API key went too: only the kept set-up's key is left for the owner.
+    let key_headers = [
+        ("authorization", admin.as_str()),
+        ("key-issuer-service", "nvcf-api"),
+        (
+            "key-issuer-id",
+            "nvidia-cloud-functions-ncp-service-id-aketm",
+        ),
+        ("key-owner-id", nvcf::KEY_OWNER),
+    ];
+    let keys = |list: serde_json::Value| -> Vec<String> {
+        list["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .filter_map(|k| k["id"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let (_, list) = api
+        .call(
+            http::Method::GET,
+            "api-keys.",
+            "/v1/keys",
+            &key_headers,
+            None,
+        )
+        .await
+        .expect("list keys");
+    assert_eq!(keys(list), std::slice::from_ref(&kept.api_key_id));
+
+    nvcf::cleanup(&api, &kept.created()).await.expect("cleanup");
+    let (_, list) = api
+        .call(
+            http::Method::GET,
+            "api-keys.",
+            "/v1/keys",
+            &key_headers,
+            None,
+        )
+        .await
+        .expect("list keys");
+    assert_eq!(
+        keys(list),
+        Vec::<String>::new(),
+        "the cleanup deletes the key"
+    );
+    stack.shutdown().await.expect("shutdown");
+}
+
+#[test]
+fn keep_and_the_old_cleanup_flag() {
+    assert!(!args(&[]).keep, "deleting at the end is the default");
+    assert!(args(&["--keep"]).keep);
+    // Older scripts pass --cleanup: still accepted, and it means the default.
+    assert!(!args(&["--cleanup"]).keep);
+    assert!(
+        Cli::try_parse_from(["loadtest", "nvcf", "--keep", "--cleanup"]).is_err(),
+        "contradictory"
+    );
 }
