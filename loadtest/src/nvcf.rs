@@ -422,7 +422,24 @@ async fn create_and_deploy(
                     format!("the function went to ERROR: {v}"),
                 ));
             }
-            _ if Instant::now() >= deadline => {
+            Some(status) if Instant::now() >= deadline => {
+                // The usual cause: every worker offering the GPU is full (each instance takes
+                // one of a worker's `capacity` places until its deployment is deleted).
+                let hint = if status == "DEPLOYING" {
+                    "; no worker may have room for another instance (see the workers' `capacity`, \
+                     and delete deployments no longer used)"
+                } else {
+                    ""
+                };
+                return Err(setup_err(
+                    "deploy",
+                    format!(
+                        "not ACTIVE after {:?} (status {status}{hint}): {v}",
+                        args.ready_timeout
+                    ),
+                ));
+            }
+            None if Instant::now() >= deadline => {
                 return Err(setup_err(
                     "deploy",
                     format!("not ACTIVE after {:?}: {v}", args.ready_timeout),

@@ -168,6 +168,7 @@ async fn a_failed_set_up_deletes_its_function() {
     .await
     .expect_err("no room for a second instance");
     assert!(e.to_string().contains("not ACTIVE"), "{e}");
+    assert!(e.to_string().contains("no worker may have room"), "{e}");
     assert!(
         made.is_empty(),
         "deleted, so nothing left to delete: {made:?}"
