@@ -7,12 +7,14 @@
 //! Small HTTP/2 frames therefore share one device round trip, yet nothing waits for data that has
 //! not arrived, and at most one chunk is in the worker at a time whatever the body's size; flow
 //! control on both sides of the stream applies back-pressure. A stream reset drops the body, which
-//! drops the pull; a kernel call already running finishes and its result is discarded.
+//! drops the pull; a kernel call already running finishes and its result is discarded. The first
+//! chunk is echoed before the response head is handed to the server, so that the two leave
+//! together.
 
 use super::{Body, BoxError, Ctx, Exec, Invocation, RuntimeError};
 use crate::metrics::VersionMetrics;
 use bytes::{Bytes, BytesMut};
-use futures_util::{FutureExt, stream};
+use futures_util::{FutureExt, StreamExt, stream};
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -129,8 +131,12 @@ impl Pump {
     }
 }
 
-/// Answers the request body echoed through the device.
-pub fn serve(
+/// Answers the request body echoed through the device. The answer is returned with its first
+/// chunk already echoed, so that the server writes the head and that chunk together: a small
+/// echo leaves in one write, not in a head the server flushes while the kernel call is on the
+/// blocking pool and a body after it (two segments, two reads and wake-ups for whoever reads
+/// them).
+pub async fn serve(
     ctx: &Ctx,
     inv: &Invocation,
     req: Request<Incoming>,
@@ -139,17 +145,19 @@ pub fn serve(
     // The echo is as long as the request: a known length goes on the response, which then needs
     // no chunked framing (and its end is known with its last byte).
     let length = http_body::Body::size_hint(&body).exact();
-    let pump = Pump {
+    let mut pump = Pump {
         body,
         exec: ctx.exec.clone(),
         metrics: Arc::clone(&inv.metrics),
         ended: false,
         failed: None,
     };
-    let frames = stream::unfold(pump, |mut pump| async move {
+    let first = pump.next().await;
+    let rest = stream::unfold(pump, |mut pump| async move {
         let item = pump.next().await?;
         Some((item, pump))
     });
+    let frames = stream::iter(first).chain(rest);
     let mut resp = Response::new(StreamBody::new(frames).boxed_unsync());
     *resp.status_mut() = StatusCode::OK;
     if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {

@@ -268,7 +268,7 @@ pub async fn dispatch(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, RuntimeError> {
     match inv.runtime {
-        Runtime::Echo => echo::serve(ctx, inv, req),
+        Runtime::Echo => echo::serve(ctx, inv, req).await,
         Runtime::LoadTester => load_tester::serve(ctx, inv, req).await,
         Runtime::Saxpy => saxpy::serve(ctx, inv, req).await,
         Runtime::Mlp => mlp::serve(ctx, inv, req).await,
