@@ -202,43 +202,33 @@ async fn a_failed_set_up_deletes_its_function() {
         ),
         ("key-owner-id", nvcf::KEY_OWNER),
     ];
-    let keys = |list: serde_json::Value| -> Vec<String> {
-        list["keys"]
-            .as_array()
-            .expect("keys")
-            .iter()
-            .filter_map(|k| k["id"].as_str().map(str::to_owned))
-            .collect()
-    };
-    let (_, list) = api
-        .call(
-            http::Method::GET,
-            "api-keys.",
-            "/v1/keys",
-            &key_headers,
-            None,
-        )
-        .await
-        .expect("list keys");
-    assert_eq!(keys(list), std::slice::from_ref(&kept.api_key_id));
+    assert_eq!(
+        key_ids(&api, &key_headers).await,
+        std::slice::from_ref(&kept.api_key_id)
+    );
 
     nvcf::cleanup(&api, &kept.created()).await.expect("cleanup");
-    let (_, list) = api
-        .call(
-            http::Method::GET,
-            "api-keys.",
-            "/v1/keys",
-            &key_headers,
-            None,
-        )
-        .await
-        .expect("list keys");
     assert_eq!(
-        keys(list),
+        key_ids(&api, &key_headers).await,
         Vec::<String>::new(),
         "the cleanup deletes the key"
     );
     stack.shutdown().await.expect("shutdown");
+}
+
+/// The ids of the keys `GET /v1/keys` lists for the caller in `headers`.
+async fn key_ids(api: &nvcf::Api, headers: &[(&str, &str)]) -> Vec<String> {
+    let (status, list) = api
+        .call(http::Method::GET, "api-keys.", "/v1/keys", headers, None)
+        .await
+        .expect("list keys");
+    assert!(status.is_success(), "{status}: {list}");
+    list["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["id"].as_str().map(str::to_owned))
+        .collect()
 }
 
 #[test]
