@@ -895,7 +895,8 @@ def paired(kind, arms, f):
           for v in [f(*(rr[a] for a in arms))] if v is not None]
     return r(statistics.median(vs)) if vs else None
 def div(a, b):
-    return a / b if b and b > 0 else None
+    """a ÷ b, or None where b is not positive or either is not a number."""
+    return a / b if b and b > 0 and a == a and b == b else None
 paired_h1 = paired("h1", [best["h1"], "nginx"], lambda g, n: div(g["rps"], n["rps"]))
 paired_cpu = paired("h1", [best["h1"], "nginx"], lambda g, n: div(g["proxy_cpu_us"], n["proxy_cpu_us"]))
 summary["h1_vs_nginx_paired"] = paired_h1
@@ -904,7 +905,8 @@ EXTRA = [x for x in E.get("EXTRA", "").split(",") if x]
 kinds = {(r["proto"], r["arm"]) for r in rows}
 X = lambda k, a: agg(k, a) if (k, a) in kinds else None
 def ratio(num, den):
-    return r(num / den) if den and den > 0 and num == num and den == den else None
+    q = div(num, den)
+    return None if q is None else r(q)
 gw_arm = lambda k: next((a for (kk, a) in sorted(kinds) if kk == k and a.startswith("gateway")), None)
 xlines = ["| Run | Arm | req/s (median) | resp MB/s | p50 | p99 | p50 − direct | p99 − direct | proxy CPU µs/req | req/s per run | errors / non-2xx / late sends |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -40,6 +40,15 @@ capacity = {capacity}
     config::parse("test", &text, &BTreeMap::new()).expect("test config")
 }
 
+/// The stack of [`test_config`], started, and its gateway's address.
+async fn start_stack(dir: &Path, capacity: u32) -> (launcher::Stack, String) {
+    let stack = launcher::start(&test_config(dir, capacity), Role::Up, None)
+        .await
+        .expect("start");
+    let gw = stack.gateway.expect("gateway").to_string();
+    (stack, gw)
+}
+
 fn args(extra: &[&str]) -> NvcfArgs {
     let mut argv = vec!["loadtest", "nvcf", "-q"];
     argv.extend_from_slice(extra);
@@ -52,10 +61,7 @@ fn args(extra: &[&str]) -> NvcfArgs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nvcf_mode_against_the_stack() {
     let dir = tempfile::tempdir().expect("tmp");
-    let stack = launcher::start(&test_config(dir.path(), 8), Role::Up, None)
-        .await
-        .expect("start");
-    let gw = stack.gateway.expect("gateway").to_string();
+    let (stack, gw) = start_stack(dir.path(), 8).await;
 
     for (image, mode, proto) in [
         ("builtin/echo", "pexec", "h1"),
@@ -144,10 +150,7 @@ async fn nvcf_mode_against_the_stack() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_set_up_deletes_its_function() {
     let dir = tempfile::tempdir().expect("tmp");
-    let stack = launcher::start(&test_config(dir.path(), 1), Role::Up, None)
-        .await
-        .expect("start");
-    let gw = stack.gateway.expect("gateway").to_string();
+    let (stack, gw) = start_stack(dir.path(), 1).await;
     let api = nvcf::Api::new(&gw);
     let kept = nvcf::setup(
         &api,

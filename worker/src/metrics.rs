@@ -194,7 +194,7 @@ impl VersionMetrics {
             .record(rows as f64);
     }
 
-    /// Records one kernel call: its time and the bytes it moved.
+    /// Records one kernel call's time (its bytes go to the executor's [`DeviceMetrics`]).
     pub(crate) fn kernel(&self, kernel: &'static str, t: &crate::kernels::KernelTiming) {
         let secs = t.kernel.as_secs_f64();
         match KERNELS.iter().position(|k| *k == kernel) {
@@ -202,12 +202,6 @@ impl VersionMetrics {
                 .get_or_init(|| kernel_histogram(&self.label, KERNELS[i]))
                 .record(secs),
             None => kernel_histogram(&self.label, kernel).record(secs),
-        }
-        if t.h2d_bytes > 0 {
-            metrics::counter!(H2D_BYTES_TOTAL).increment(t.h2d_bytes);
-        }
-        if t.d2h_bytes > 0 {
-            metrics::counter!(D2H_BYTES_TOTAL).increment(t.d2h_bytes);
         }
     }
 }
@@ -228,9 +222,49 @@ fn request_counter(vid: &str, status: &'static str) -> Counter {
     metrics::counter!(REQUESTS_TOTAL, "function_version_id" => vid.to_owned(), "status" => status)
 }
 
-/// The device memory gauge's handle (one per executor).
-pub(crate) fn device_memory() -> Gauge {
-    metrics::gauge!(DEVICE_MEMORY_BYTES)
+/// The executor's unlabelled handles: device memory and the bytes kernel calls moved (made at
+/// their first use, so that a backend that copies nothing lists no byte counters).
+pub(crate) struct DeviceMetrics {
+    memory: Gauge,
+    h2d: OnceLock<Counter>,
+    d2h: OnceLock<Counter>,
+}
+
+impl DeviceMetrics {
+    pub(crate) fn new() -> Self {
+        Self {
+            memory: metrics::gauge!(DEVICE_MEMORY_BYTES),
+            h2d: OnceLock::new(),
+            d2h: OnceLock::new(),
+        }
+    }
+
+    /// Records the backend's device memory in use.
+    pub(crate) fn memory(&self, bytes: u64) {
+        // Bytes to f64: exact below 2^53.
+        #[allow(clippy::cast_precision_loss)]
+        self.memory.set(bytes as f64);
+    }
+
+    /// Adds the bytes one kernel call moved.
+    pub(crate) fn moved(&self, t: &crate::kernels::KernelTiming) {
+        if t.h2d_bytes > 0 {
+            self.h2d
+                .get_or_init(|| metrics::counter!(H2D_BYTES_TOTAL))
+                .increment(t.h2d_bytes);
+        }
+        if t.d2h_bytes > 0 {
+            self.d2h
+                .get_or_init(|| metrics::counter!(D2H_BYTES_TOTAL))
+                .increment(t.d2h_bytes);
+        }
+    }
+}
+
+impl std::fmt::Debug for DeviceMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeviceMetrics")
+    }
 }
 
 /// Counts one answered invocation that was never admitted (no [`VersionMetrics`] yet: a bad or
@@ -287,6 +321,16 @@ mod tests {
         assert_eq!(status_label(StatusCode::IM_A_TEAPOT), "4xx");
         assert_eq!(status_label(StatusCode::CREATED), "2xx");
         assert_eq!(status_label(StatusCode::GATEWAY_TIMEOUT), "5xx");
+        for (code, label) in [
+            (200, "200"),
+            (404, "404"),
+            (503, "503"),
+            (204, "2xx"),
+            (599, "5xx"),
+        ] {
+            let status = StatusCode::from_u16(code).expect("status");
+            assert_eq!(STATUS_LABELS[status_index(status)], label);
+        }
     }
 
     #[test]
@@ -302,7 +346,9 @@ mod tests {
         v.queue_wait(Duration::from_millis(1));
         v.kernel("echo", &crate::kernels::KernelTiming::default());
         v.kernel("unlisted", &crate::kernels::KernelTiming::default());
-        device_memory().set(0.0);
+        let d = DeviceMetrics::new();
+        d.memory(0);
+        d.moved(&crate::kernels::KernelTiming::default());
         record_device_error();
     }
 
@@ -337,19 +383,5 @@ mod tests {
         // Series that never happened are not listed.
         assert!(!text.contains("worker_batch_size"), "{text}");
         assert!(!text.contains(r#"kernel="saxpy""#), "{text}");
-    }
-
-    #[test]
-    fn every_status_has_its_label() {
-        for (code, label) in [
-            (200, "200"),
-            (404, "404"),
-            (503, "503"),
-            (204, "2xx"),
-            (599, "5xx"),
-        ] {
-            let status = StatusCode::from_u16(code).expect("status");
-            assert_eq!(STATUS_LABELS[status_index(status)], label);
-        }
     }
 }

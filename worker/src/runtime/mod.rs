@@ -165,7 +165,8 @@ impl RuntimeError {
 pub struct Exec {
     backend: Arc<dyn Backend>,
     shared: Arc<Shared>,
-    device_memory: metrics::Gauge,
+    /// Shared, so that cloning the executor (once per echo call) stays one count.
+    device: Arc<crate::metrics::DeviceMetrics>,
 }
 
 impl Exec {
@@ -173,7 +174,7 @@ impl Exec {
         Self {
             backend,
             shared,
-            device_memory: crate::metrics::device_memory(),
+            device: Arc::new(crate::metrics::DeviceMetrics::new()),
         }
     }
 
@@ -211,12 +212,11 @@ impl Exec {
                 lost: false,
             })
         });
-        // Bytes to f64: exact below 2^53.
-        #[allow(clippy::cast_precision_loss)]
-        self.device_memory.set(self.backend.memory_in_use() as f64);
+        self.device.memory(self.backend.memory_in_use());
         match result {
             Ok((out, timing)) => {
                 metrics.kernel(kernel, &timing);
+                self.device.moved(&timing);
                 Ok(out)
             }
             Err(e) => {
