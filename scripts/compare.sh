@@ -62,10 +62,11 @@
 #                                     off) instead of its default of spooling big ones to temp files
 #                                     (client_max_body_size 0 is always set, for the 1 MiB bodies)
 #   NGINX_WORKER_HEADERS=1            nginx also sends the worker the worker-owned headers the gateway sends
-#                                     (NVCF-FUNCTION-ID, -NCAID, -FUNCTION-NAME, -INVOCATION-REGION, -REQID
-#                                     from $request_id, nvcf-poll-seconds), so that the worker does the same
-#                                     work behind both proxies; default 0: only NVCF-FUNCTION-VERSION-ID,
-#                                     which the worker needs, beside performance.md's configuration
+#                                     (NVCF-INVOCATION-REGION, -REQID from $request_id, nvcf-poll-seconds;
+#                                     the ones that describe the function the worker adds itself), so that
+#                                     the worker does the same work behind both proxies; default 0: only
+#                                     NVCF-FUNCTION-VERSION-ID, which the worker needs, beside
+#                                     performance.md's configuration
 #   EXTRA_GW=<n>                      run the extras on gateway-<n>t (one of GW_THREADS) instead of the
 #                                     better closed-loop arm
 #   EXTRA_ROUNDS=3 EXTRA_DURATION=5s EXTRA_WARMUP=1s   rounds, measured time and warm-up of each extra run
@@ -360,11 +361,7 @@ log "builtin/echo ACTIVE: function $FID version $VID on $GPU/$ITYPE"
 mkdir -p "$TMP/nginx/logs" "$TMP/nginx/tmp"
 NG_HEADERS="      proxy_set_header NVCF-FUNCTION-VERSION-ID $VID;"
 if [[ $NGINX_WORKER_HEADERS == 1 ]]; then
-  FNAME=$(jq -r '.function.name' <<<"$FN")
   NG_HEADERS+="
-      proxy_set_header NVCF-FUNCTION-ID $FID;
-      proxy_set_header NVCF-NCAID nvcf-default;
-      proxy_set_header NVCF-FUNCTION-NAME $FNAME;
       proxy_set_header NVCF-INVOCATION-REGION local;
       proxy_set_header NVCF-REQID \$request_id;
       proxy_set_header NVCF-POLL-SECONDS 60;"

@@ -661,8 +661,10 @@ async fn the_container_sees_what_nvcf_would_send() {
     wait_invocable(&gw, &key, &fid, "{}").await;
     let auth = format!("Bearer {key}");
 
-    // pexec: inferenceUrl without the client's query; NVCF headers set by the gateway; the
-    // caller's credential and forged worker-owned headers gone; JSON content type added.
+    // pexec: inferenceUrl without the client's query; NVCF headers set by the gateway (request
+    // id, region, poll budget, version) and by the worker from its feed (function id, NCA id,
+    // function name); the caller's credential and forged worker-owned headers gone; JSON content
+    // type added.
     let a = gw
         .call(
             Method::POST,

@@ -14,7 +14,7 @@ use crate::invoke::{admit, dispatch};
 use crate::pending::{self, store};
 use crate::routing::{RouteHeaders, VersionRoute, WorkerTarget};
 
-/// A version route as the routing snapshot builds it (prebuilt `NVCF-*` values, metric handles).
+/// A version route as the routing snapshot builds it (prebuilt version header, metric handles).
 pub fn route(
     function_id: Uuid,
     version_id: Uuid,
@@ -22,7 +22,7 @@ pub fn route(
     targets: Vec<WorkerTarget>,
 ) -> VersionRoute {
     VersionRoute {
-        headers: RouteHeaders::new(function_id, version_id, name),
+        headers: RouteHeaders::new(version_id),
         metrics: crate::metrics::VersionMetrics::new(function_id, version_id),
         function_id,
         version_id,

@@ -114,49 +114,33 @@ pub struct VersionRoute {
     pub inference_url: String,
     /// Workers with a ready instance of this version, on READY workers, ordered by worker id.
     pub targets: Vec<WorkerTarget>,
-    /// The `NVCF-*` values every request to this version carries, built once per snapshot.
+    /// The `NVCF-FUNCTION-VERSION-ID` every request to this version carries, built once per snapshot.
     pub headers: RouteHeaders,
     /// The version's metric handles, registered once per snapshot.
     pub metrics: crate::metrics::VersionMetrics,
 }
 
-/// Header values of a version, prebuilt so that dispatch clones (a reference count) instead of
-/// formatting per request.
+/// The version's `NVCF-FUNCTION-VERSION-ID`, prebuilt so that dispatch clones (a reference count)
+/// instead of formatting per request. The headers that describe the function (`NVCF-FUNCTION-ID`,
+/// `-NCAID`, `-FUNCTION-NAME`) are the worker's to add from its feed, not sent per call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteHeaders {
-    pub function_id: http::HeaderValue,
     pub version_id: http::HeaderValue,
-    /// `None` when the name is not a valid header value (it is then not sent).
-    pub name: Option<http::HeaderValue>,
-    /// The same (and `nvcf-ncaid`) as HTTP/1.1 header lines, copied into a worker request head
-    /// as one piece.
+    /// The same as an HTTP/1.1 header line, copied into a worker request head as one piece.
     pub block: bytes::Bytes,
 }
 
 impl RouteHeaders {
-    pub fn new(function_id: Uuid, version_id: Uuid, name: &str) -> Self {
-        let function_id = crate::headers::uuid_value(function_id);
+    pub fn new(version_id: Uuid) -> Self {
         let version_id = crate::headers::uuid_value(version_id);
-        let name = http::HeaderValue::from_str(name).ok();
-        let mut block = Vec::with_capacity(160);
-        let lines = [
-            ("nvcf-function-id", Some(&function_id)),
-            ("nvcf-function-version-id", Some(&version_id)),
-            (
-                "nvcf-ncaid",
-                Some(&http::HeaderValue::from_static(model::NCA_ID)),
-            ),
-            ("nvcf-function-name", name.as_ref()),
-        ];
-        for (key, value) in lines {
-            if let Some(value) = value {
-                crate::headers::put_line(&mut block, key.as_bytes(), value.as_bytes());
-            }
-        }
+        let mut block = Vec::with_capacity(64);
+        crate::headers::put_line(
+            &mut block,
+            b"nvcf-function-version-id",
+            version_id.as_bytes(),
+        );
         Self {
-            function_id,
             version_id,
-            name,
             block: block.into(),
         }
     }
@@ -225,7 +209,7 @@ impl RoutingSnapshot {
                 .entry(f.id)
                 .or_default()
                 .push(Arc::new(VersionRoute {
-                    headers: RouteHeaders::new(f.id, f.version_id, &f.name),
+                    headers: RouteHeaders::new(f.version_id),
                     metrics: crate::metrics::VersionMetrics::new(f.id, f.version_id),
                     function_id: f.id,
                     version_id: f.version_id,

@@ -38,8 +38,6 @@ const HEALTH_BODY: &[u8] = br#"{"status":"OK"}"#;
 pub(crate) struct State {
     proxy: Proxy,
     invoker: Invoker,
-    /// `Alt-Svc` for HTTP/1.1 and HTTP/2 answers while the HTTP/3 listener is on.
-    alt_svc: Option<HeaderValue>,
     /// `dataplane.access-log`: one [`crate::access`] line per finished request.
     access_log: bool,
     metrics: crate::metrics::RequestMetrics,
@@ -134,7 +132,6 @@ pub async fn serve_all(
     let state = Arc::new(State {
         proxy: Proxy::new(&config)?,
         invoker: Invoker::new(&config, snapshot),
-        alt_svc,
         access_log: config.access_log,
         metrics: crate::metrics::RequestMetrics::new(),
     });
@@ -160,12 +157,20 @@ pub async fn serve_all(
             SHUTDOWN_GRACE,
         ))
     });
-    let front = Arc::new(Front::new(
-        Arc::clone(&state),
-        config.max_header_bytes,
-        config.header_read_timeout,
-        config.idle_timeout,
-    ));
+    // Alt-Svc only over TLS: HTTP/3 is TLS, and clients take an alternative only for an https
+    // origin (RFC 7838 §2.1; an http origin would need RFC 8164's opportunistic security, which
+    // clients do not implement), so on the cleartext listener it is bytes every answer carries
+    // for nothing.
+    let front = |alt_svc| {
+        Arc::new(Front::new(
+            Arc::clone(&state),
+            config.max_header_bytes,
+            config.header_read_timeout,
+            config.idle_timeout,
+            alt_svc,
+        ))
+    };
+    let (front, secure_front) = (front(None), front(alt_svc));
     // Every connection holds a receiver; a send asks them to finish, and the channel closes when
     // the last one has.
     let (drain, _) = watch::channel(());
@@ -196,9 +201,10 @@ pub async fn serve_all(
         if let Err(e) = stream.set_nodelay(true) {
             debug!(%peer, error = %e, "set TCP_NODELAY failed");
         }
-        let (front, stop) = (Arc::clone(&front), drain.subscribe());
+        let stop = drain.subscribe();
         match (&acceptor, secure) {
             (Some(acceptor), true) => {
+                let front = Arc::clone(&secure_front);
                 let acceptor = acceptor.clone();
                 let handshake_timeout = config.header_read_timeout;
                 tokio::spawn(async move {
@@ -225,6 +231,7 @@ pub async fn serve_all(
                 });
             }
             _ => {
+                let front = Arc::clone(&front);
                 let io = ConnIo::new(stream);
                 tokio::spawn(async move { front.serve(io, peer, stop).await });
             }
@@ -282,23 +289,22 @@ async fn accept_error(e: &std::io::Error) {
 }
 
 /// Answers one request from any listener: classify, dispatch to the route's handler, map errors,
-/// count, write the access line when the answer ends, and advertise HTTP/3 to HTTP/1.1 and
-/// HTTP/2 clients.
+/// count, write the access line when the answer ends, and advertise HTTP/3 with `alt_svc` (given
+/// for HTTP/1.1 and HTTP/2 over TLS while the QUIC listener is on).
 ///
 /// The futures on this path are written as `async move` blocks or combinators rather than
 /// `async fn`s: an `async fn` keeps each by-value argument twice in its state (as the argument
 /// and as the local it is moved into), and hyper copies this state as it moves (into the
 /// HTTP/1.1 dispatcher's slot, into every HTTP/2 stream's task).
-pub(crate) fn handle(
-    state: &State,
+pub(crate) fn handle<'a>(
+    state: &'a State,
     peer: SocketAddr,
     req: Request<RequestBody>,
-) -> impl Future<Output = Response<Body>> + Send {
+    alt_svc: Option<&'a HeaderValue>,
+) -> impl Future<Output = Response<Body>> + Send + 'a {
     let protocol = protocol_label(req.version());
     answer(state, peer, req, protocol).map(move |mut response| {
-        if protocol != "h3"
-            && let Some(alt_svc) = &state.alt_svc
-        {
+        if let Some(alt_svc) = alt_svc {
             response
                 .headers_mut()
                 .insert(header::ALT_SVC, alt_svc.clone());

@@ -1,8 +1,9 @@
 //! The HTTP/3 listener over real sockets: an h3 client (h3 + h3-quinn + quinn, trusting the
 //! generated certificate) against `serve_all` on port 0 — `/health`, a proxied management call, an
 //! upstream body that breaks off (the client's stream is reset), a wrong-ALPN handshake that fails
-//! and is counted, request metrics labelled `h3`, `Alt-Svc` on HTTP/1.1 answers, and a shutdown
-//! that closes idle HTTP/3 connections without waiting out the grace. Its own test binary, so the recording `metrics` recorder sees only this file.
+//! and is counted, request metrics labelled `h3`, `Alt-Svc` on HTTP/1.1 and HTTP/2 answers over
+//! TLS (not on cleartext ones), and a shutdown that closes idle HTTP/3 connections without waiting
+//! out the grace. Its own test binary, so the recording `metrics` recorder sees only this file.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -138,6 +139,50 @@ async fn start_backend() -> SocketAddr {
 
 type H3Send = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
+/// The headers of `GET /health` over TLS to `addr`, trusting `cert`, with HTTP/1.1 or HTTP/2 as
+/// `alpn` picks.
+async fn tls_health(addr: SocketAddr, cert: &Path, alpn: &[u8]) -> http::HeaderMap {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(cert).expect("cert file") {
+        roots.add(c.expect("cert")).expect("root");
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![alpn.to_vec()];
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let io = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    let io = TokioIo::new(io);
+    let req = Request::get("https://api.localhost/health")
+        .header("host", "api.localhost")
+        .body(Full::<Bytes>::default())
+        .expect("req");
+    let resp = if alpn == b"h2" {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .expect("h2 handshake");
+        tokio::spawn(conn);
+        sender.send_request(req).await.expect("h2 response")
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .expect("h1 handshake");
+        tokio::spawn(conn);
+        sender.send_request(req).await.expect("h1 response")
+    };
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.headers().clone()
+}
+
 /// An h3 connection trusting `cert` and offering `alpn`.
 async fn connect(
     addr: SocketAddr,
@@ -201,7 +246,7 @@ async fn http3_listener_serves_the_same_pipeline() {
     let dir = std::env::temp_dir().join(format!("dataplane-h3-{}", uuid::Uuid::new_v4()));
     let file = DataplaneFile {
         listen: "127.0.0.1:0".to_owned(),
-        tls_listen: String::new(),
+        tls_listen: "127.0.0.1:0".to_owned(),
         quic_listen: "127.0.0.1:0".to_owned(),
         data_dir: dir.clone(),
         controlplane_url: format!("http://{backend}"),
@@ -213,10 +258,14 @@ async fn http3_listener_serves_the_same_pipeline() {
     let plain_addr = plain.local_addr().expect("addr");
     let udp = std::net::UdpSocket::bind(quic_cfg.tls.listen).expect("bind udp");
     let quic_addr = udp.local_addr().expect("udp addr");
+    let tls = TcpListener::bind(config.tls.as_ref().expect("tls").listen)
+        .await
+        .expect("bind tls");
+    let tls_addr = tls.local_addr().expect("tls addr");
     let (tx, rx) = oneshot::channel::<()>();
     let listeners = Listeners {
         plain,
-        tls: None,
+        tls: Some(tls),
         quic: Some(udp),
     };
     let task = tokio::spawn(dataplane::serve_all(config, listeners, async move {
@@ -304,7 +353,18 @@ async fn http3_listener_serves_the_same_pipeline() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    // HTTP/1.1 answers advertise the QUIC port.
+    // HTTP/1.1 and HTTP/2 answers over TLS advertise the QUIC port; cleartext ones do not (an
+    // http origin cannot use an h3 alternative).
+    let advertised = format!("h3=\":{}\"", quic_addr.port());
+    for alpn in [&b"http/1.1"[..], b"h2"] {
+        let headers = tls_health(tls_addr, &cert, alpn).await;
+        assert_eq!(
+            headers.get("alt-svc").and_then(|v| v.to_str().ok()),
+            Some(advertised.as_str()),
+            "{}",
+            String::from_utf8_lossy(alpn)
+        );
+    }
     let stream = TcpStream::connect(plain_addr).await.expect("connect");
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -316,10 +376,7 @@ async fn http3_listener_serves_the_same_pipeline() {
         .expect("req");
     let resp = sender.send_request(req).await.expect("h1 response");
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(
-        resp.headers().get("alt-svc").and_then(|v| v.to_str().ok()),
-        Some(format!("h3=\":{}\"", quic_addr.port()).as_str())
-    );
+    assert!(resp.headers().get("alt-svc").is_none());
     drop(sender);
 
     // Shutdown with an idle HTTP/3 connection open: GOAWAY ends it without waiting out the grace.

@@ -8,9 +8,12 @@
 //!   `inferenceUrl` in the path); the body streams in and the answer streams out.
 //! * Request headers: `NVCF-FUNCTION-VERSION-ID` (required, a UUID; missing or invalid → 400),
 //!   `NVCF-FUNCTION-ID` (optional; when present it must be the version's function, else 400), and
-//!   the other worker-owned headers (`NVCF-REQID`, `NVCF-NCAID`, `NVCF-FUNCTION-NAME`,
-//!   `nvcf-poll-seconds`, …), which the built-in runtimes ignore and passthrough forwards to the
-//!   container. Timeouts are the gateway's: it resets the stream when its poll budget runs out.
+//!   the per-call worker-owned headers the gateway sets (`NVCF-REQID`, `NVCF-INVOCATION-REGION`,
+//!   `nvcf-poll-seconds`), which the built-in runtimes ignore and passthrough forwards to the
+//!   container. The ones that describe the function (`NVCF-FUNCTION-ID`, `-NCAID`,
+//!   `-FUNCTION-NAME`) passthrough sets itself from the feed, as NVIDIA's worker does, so the
+//!   gateway does not send them. Timeouts are the gateway's: it resets the stream when its poll
+//!   budget runs out.
 //! * The version must be in the worker's feed state with an instance assigned to this worker id,
 //!   else 404 "function version <vid> is not deployed on this worker".
 //! * The function's `containerImage` (tag stripped) picks the runtime: `builtin/echo`,
@@ -144,10 +147,13 @@ impl Server {
                 "function version {version} is not a version of function {fid}"
             )));
         }
+        let runtime = Runtime::for_image(f.container_image.as_deref().unwrap_or_default());
         let deployed = Deployed {
-            runtime: Runtime::for_image(f.container_image.as_deref().unwrap_or_default()),
+            runtime,
             inference_port: f.inference_port,
             model_uri: f.models.first().and_then(|m| m.uri.clone()),
+            container_headers: (runtime == Runtime::Passthrough)
+                .then(|| runtime::ContainerHeaders::of(f)),
         };
         Ok((deployed, instance.max_request_concurrency))
     }
@@ -223,6 +229,7 @@ impl Server {
             runtime: deployed.runtime,
             inference_port: deployed.inference_port,
             model_uri: deployed.model_uri,
+            container_headers: deployed.container_headers,
         };
         Ok((inv, permit))
     }
@@ -233,6 +240,7 @@ struct Deployed {
     runtime: Runtime,
     inference_port: Option<u16>,
     model_uri: Option<String>,
+    container_headers: Option<runtime::ContainerHeaders>,
 }
 
 /// A UUID header: `Ok(None)` when absent, 400 when not a UUID.

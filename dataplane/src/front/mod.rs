@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use futures_util::FutureExt;
-use http::{HeaderMap, Response};
+use http::{HeaderMap, HeaderValue, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -67,6 +67,8 @@ pub(crate) struct Front {
     head_timeout: Duration,
     /// How long an HTTP/1.1 connection may wait for its next request.
     idle_timeout: Duration,
+    /// `Alt-Svc` for the answers (the TLS listener's front, while the QUIC listener is on).
+    alt_svc: Option<HeaderValue>,
     h2: http2::Builder<TokioExecutor>,
 }
 
@@ -76,6 +78,7 @@ impl Front {
         max_head: usize,
         head_timeout: Duration,
         idle_timeout: Duration,
+        alt_svc: Option<HeaderValue>,
     ) -> Self {
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
@@ -86,6 +89,7 @@ impl Front {
             max_head,
             head_timeout,
             idle_timeout,
+            alt_svc,
             h2,
         }
     }
@@ -159,9 +163,13 @@ impl Front {
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let state = Arc::clone(&self.state);
+        let alt_svc = self.alt_svc.clone();
         let service = service_fn(move |req: http::Request<Incoming>| {
-            let state = Arc::clone(&state);
-            async move { Ok::<_, Infallible>(handle(&state, peer, req.map(RequestBody::from)).await) }
+            let (state, alt_svc) = (Arc::clone(&state), alt_svc.clone());
+            async move {
+                let req = req.map(RequestBody::from);
+                Ok::<_, Infallible>(handle(&state, peer, req, alt_svc.as_ref()).await)
+            }
         });
         let mut conn = pin!(self.h2.serve_connection(TokioIo::new(io), service));
         let ended = tokio::select! {
@@ -252,7 +260,7 @@ impl Front {
                 Some(bytes) => {
                     let request = request.map(|()| RequestBody::whole(bytes));
                     // Pinned where it is built: the call's future (about 3 KiB) is never moved.
-                    let service = pin!(handle(&self.state, peer, request));
+                    let service = pin!(handle(&self.state, peer, request, self.alt_svc.as_ref()));
                     let Some(response) =
                         unless_client_leaves(service, &mut rd, &mut buf, self.max_head).await
                     else {
@@ -270,7 +278,7 @@ impl Front {
                 None => {
                     let (body, feed) = request_body::channel(framing, expect_continue);
                     let request = request.map(|()| RequestBody::wire(body));
-                    let service = pin!(handle(&self.state, peer, request));
+                    let service = pin!(handle(&self.state, peer, request, self.alt_svc.as_ref()));
                     let streamed = Streamed {
                         feed,
                         rd: &mut rd,

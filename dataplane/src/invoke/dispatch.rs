@@ -220,9 +220,11 @@ impl Balancer {
     }
 }
 
-/// What the gateway tells the worker about one invocation: the worker-owned `NVCF-*` headers
-/// (nvcf-api.md §2.1). The HTTP/1.1 client writes them straight into the request head, most of
-/// them as one block prebuilt per route; the HTTP/2 client inserts them into the request's map.
+/// What the gateway tells the worker about one invocation: the version and the worker-owned
+/// `NVCF-*` headers only the gateway knows (nvcf-api.md §2.5: the request id, the invocation
+/// region, the poll budget; the ones that describe the function the worker adds from its feed).
+/// The HTTP/1.1 client writes them straight into the request head, the version as a line
+/// prebuilt per route; the HTTP/2 client inserts them into the request's map.
 /// Client copies of these names were dropped by [`prepare_headers`], so neither form duplicates
 /// one.
 ///
@@ -260,15 +262,10 @@ impl<'a> NvcfHeaders<'a> {
     /// Adds them to a request's map (the HTTP/2 client's form).
     pub(crate) fn insert_into(&self, headers: &mut HeaderMap) {
         let route = self.route;
-        // Room for the eight below at once, rather than a rehash partway through.
-        headers.reserve(8);
+        // Room for the five below at once, rather than a rehash partway through.
+        headers.reserve(5);
         headers.insert(crate::headers::NVCF_REQID, self.request_id.clone());
-        headers.insert(NVCF_FUNCTION_ID, route.function_id.clone());
         headers.insert(NVCF_FUNCTION_VERSION_ID, route.version_id.clone());
-        headers.insert(NVCF_NCAID, HeaderValue::from_static(model::NCA_ID));
-        if let Some(name) = &route.name {
-            headers.insert(NVCF_FUNCTION_NAME, name.clone());
-        }
         headers.insert(NVCF_POLL_SECONDS, poll_value(self.poll_seconds));
         headers.insert(NVCF_INVOCATION_REGION, self.region.clone());
         if self.passthrough {
@@ -346,10 +343,7 @@ fn poll_value(seconds: u64) -> HeaderValue {
     }
 }
 
-const NVCF_FUNCTION_ID: HeaderName = HeaderName::from_static("nvcf-function-id");
 const NVCF_FUNCTION_VERSION_ID: HeaderName = HeaderName::from_static("nvcf-function-version-id");
-const NVCF_NCAID: HeaderName = HeaderName::from_static("nvcf-ncaid");
-const NVCF_FUNCTION_NAME: HeaderName = HeaderName::from_static("nvcf-function-name");
 const NVCF_POLL_SECONDS: HeaderName = HeaderName::from_static("nvcf-poll-seconds");
 const NVCF_INVOCATION_REGION: HeaderName = HeaderName::from_static("nvcf-invocation-region");
 
@@ -500,8 +494,10 @@ mod tests {
         assert_eq!(h["nvcf-reqid"], id.to_string().as_str());
         assert_eq!(h["nvcf-invocation-region"], "local");
         assert_eq!(h["nvcf-poll-seconds"], "60");
-        assert_eq!(h["nvcf-ncaid"], "nvcf-default");
-        assert_eq!(h["nvcf-function-name"], "echo-fn");
+        // The worker adds the headers that describe the function from its own feed.
+        for owned in ["nvcf-function-id", "nvcf-ncaid", "nvcf-function-name"] {
+            assert!(h.get(owned).is_none(), "{owned}");
+        }
         assert_eq!(
             h["nvcf-function-version-id"],
             route.version_id.to_string().as_str()

@@ -78,7 +78,8 @@ pub(super) async fn serve(
     let body = RequestBody::streamed(H3Body { recv, done: false });
     let request = Request::from_parts(parts, body);
     let response = tokio::select! {
-        response = crate::server::handle(state, peer, request) => response,
+        // No Alt-Svc on an HTTP/3 answer: the client is already there.
+        response = crate::server::handle(state, peer, request, None) => response,
         // The client's connection is gone: drop the handler, which cancels the worker call.
         reason = conn.closed() => {
             debug!(%peer, %reason, "HTTP/3 connection closed before the response head");

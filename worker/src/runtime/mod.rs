@@ -22,7 +22,7 @@ use crate::config::ServeConfig;
 use crate::kernels::{Backend, KernelError, KernelTiming};
 use crate::metrics::VersionMetrics;
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -74,6 +74,45 @@ pub struct Invocation {
     pub inference_port: Option<u16>,
     /// `models[0].uri` (mlp weights; seeded network when unset).
     pub model_uri: Option<String>,
+    /// The worker-owned headers the worker adds for a container (passthrough only; the built-in
+    /// runtimes have no use for them).
+    pub container_headers: Option<ContainerHeaders>,
+}
+
+/// The worker-owned headers that describe the function, which the worker adds to what a container
+/// sees (nvcf-api.md §2.5, NVIDIA's `workerOwnedHeaders`) from its own feed, so that the gateway
+/// does not send them on every call: `NVCF-FUNCTION-ID`, `NVCF-NCAID`, `NVCF-FUNCTION-NAME`.
+/// A value that is not a valid header value (a name with a control character) is not sent.
+#[derive(Debug, Clone)]
+pub struct ContainerHeaders([(HeaderName, Option<HeaderValue>); 3]);
+
+impl ContainerHeaders {
+    /// The values for `f`.
+    pub fn of(f: &model::function::FunctionVersion) -> Self {
+        let value = |s: &str| HeaderValue::from_str(s).ok();
+        let mut id = Uuid::encode_buffer();
+        Self([
+            (
+                HeaderName::from_static(crate::server::FUNCTION_ID),
+                value(f.id.hyphenated().encode_lower(&mut id)),
+            ),
+            (HeaderName::from_static("nvcf-ncaid"), value(&f.nca_id)),
+            (
+                HeaderName::from_static("nvcf-function-name"),
+                value(&f.name),
+            ),
+        ])
+    }
+
+    /// Sets them on `headers`, replacing any copies already there.
+    pub fn insert_into(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.0 {
+            match value {
+                Some(v) => headers.insert(name.clone(), v.clone()),
+                None => headers.remove(name),
+            };
+        }
+    }
 }
 
 /// Why an invocation failed: the single place where failures become statuses, problem documents

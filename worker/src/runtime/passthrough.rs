@@ -3,7 +3,9 @@
 //!
 //! The request goes to `http://127.0.0.1:{inferencePort or 8000}{path and query}` over HTTP/1.1
 //! (a pooled `hyper_util` legacy client) with its method, its headers minus the hop-by-hop ones
-//! (nvcf-api.md §2.1 step 3) and `Host`, and its body streamed as it arrives. The response's
+//! (nvcf-api.md §2.1 step 3) and `Host`, plus the worker-owned headers that describe the function
+//! (`NVCF-FUNCTION-ID`, `-NCAID`, `-FUNCTION-NAME`, from the worker's feed, replacing any copies),
+//! and its body streamed as it arrives. The response's
 //! status, headers (minus hop-by-hop) and streamed body come back unchanged; a container error
 //! status passes through as is (the gateway decides what the client sees). A connection that cannot
 //! be made answers 502 "Inference connection error while making inference request".
@@ -57,6 +59,9 @@ pub async fn serve(
         .map_err(|e| RuntimeError::BadRequest(format!("invalid request path '{path}': {e}")))?;
     remove_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
+    if let Some(owned) = &inv.container_headers {
+        owned.insert_into(&mut parts.headers);
+    }
     let mut out = Request::new(body);
     *out.method_mut() = parts.method;
     *out.uri_mut() = uri;

@@ -21,15 +21,26 @@ async fn inference_server() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((tcp, _)) = l.accept().await {
             let svc = service_fn(|req: Request<Incoming>| async move {
+                let header = |name: &str| {
+                    req.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-")
+                        .to_owned()
+                };
                 let seen = format!(
                     "{} {} test={} private={}",
                     req.method(),
                     req.uri(),
-                    req.headers()
-                        .get("x-test")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-"),
+                    header("x-test"),
                     req.headers().contains_key("x-private"),
+                );
+                // The worker-owned headers that describe the function.
+                let function = format!(
+                    "{} {} {}",
+                    header("nvcf-function-id"),
+                    header("nvcf-ncaid"),
+                    header("nvcf-function-name")
                 );
                 let body = req
                     .into_body()
@@ -44,6 +55,7 @@ async fn inference_server() -> SocketAddr {
                 Response::builder()
                     .status(201)
                     .header("x-seen", seen)
+                    .header("x-function", function)
                     .header("content-type", "text/x-result")
                     .body(StreamBody::new(stream::iter(frames)))
             });
@@ -71,12 +83,17 @@ async fn passthrough_forwards_to_the_inference_server() {
     let mut req = post(w.addr, Some(f.version_id), "/v1/infer?q=1", None, body);
     req.headers_mut()
         .insert("x-test", "yes".parse().expect("hv"));
+    // A caller's copy of a worker-owned header is replaced with the feed's value.
+    req.headers_mut()
+        .insert("nvcf-function-name", "forged".parse().expect("hv"));
     let r = call(w.addr, req).await;
     assert_eq!(r.status, StatusCode::CREATED);
     assert_eq!(
         r.headers["x-seen"],
         "POST /v1/infer?q=1 test=yes private=false"
     );
+    // Set by the worker from its feed: the gateway does not send them.
+    assert_eq!(r.headers["x-function"], format!("{} nvcf-default f", f.id));
     assert_eq!(r.headers["content-type"], "text/x-result");
     assert_eq!(r.body.len(), 4 + sent.len());
     assert!(r.body[4..] == sent[..]);
