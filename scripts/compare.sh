@@ -35,7 +35,9 @@
 #                                     metrics recorder): the count without the access log and metrics;
 #                                     CG_BARE=log: without the access log only; CG_TARGET=worker counts the
 #                                     echo worker's instructions per call instead (calls still go through
-#                                     the gateway, so the worker sees the gateway's requests)
+#                                     the gateway, so the worker sees the gateway's requests);
+#                                     CG_TARGET=nginx counts nginx's (one process, `master_process off`,
+#                                     calls through nginx as in its arm): the same count for the yardstick
 # Extra measurements, after the closed-loop rounds, on the better gateway arm (by closed-loop median):
 #   EXTRA=open,1mib,streams,h3,logcost,reuse,stall  which ones (default: all; EXTRA= or EXTRA=none for none)
 #     open     open loop (`loadtest --rate`), HTTP/1.1 -c H1_CONNS, at OPEN_LOADS (default "25 50") % of
@@ -114,7 +116,7 @@ CG_WARM=${CG_WARM:-2000}
 CG_PROTO=${CG_PROTO:-h1}
 CG_BARE=${CG_BARE:-0}
 CG_TARGET=${CG_TARGET:-gateway}
-[[ $CG_TARGET == gateway || $CG_TARGET == worker ]] || { echo "CG_TARGET is gateway or worker" >&2; exit 2; }
+[[ $CG_TARGET =~ ^(gateway|worker|nginx)$ ]] || { echo "CG_TARGET is gateway, worker or nginx" >&2; exit 2; }
 case $CG_PROTO in
   h1) CG_SHAPE=(--proto h1 -c 8) ;;
   h2c) CG_SHAPE=(--proto h2c -c 2 -m 8) ;;
@@ -285,7 +287,8 @@ if [[ -n $CALLGRIND ]]; then
   mkdir -p "$CALLGRIND"
   # Counting starts by hand (callgrind_control -i on) once the stack is set up and warm.
   cg=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$CALLGRIND/callgrind.out")
-  if [[ $CG_TARGET == worker ]]; then WK_PREFIX=("${cg[@]}"); else GW_PREFIX=("${cg[@]}"); fi
+  [[ $CG_TARGET == worker ]] && WK_PREFIX=("${cg[@]}")
+  [[ $CG_TARGET == gateway ]] && GW_PREFIX=("${cg[@]}")
 fi
 "${WK_PREFIX[@]}" "$GATEWAY_BIN" worker --config "$TMP/worker.toml" >"$TMP/worker.log" 2>&1 &
 PIDS+=($!); WK_PID=$!
@@ -405,17 +408,30 @@ $NG_HEADERS
 EOF
 # Run as the invoking user; a root master would hand the worker to `nobody`, which cannot write $TMP.
 if [[ $(id -u) == 0 ]]; then sed -i '1i user root;' "$TMP/nginx/nginx.conf"; fi
+NG_PREFIX=()
+if [[ -n $CALLGRIND && $CG_TARGET == nginx ]]; then
+  # One process that serves (no master), so that callgrind counts the process that proxies.
+  sed -i '1i master_process off;' "$TMP/nginx/nginx.conf"
+  NG_PREFIX=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$CALLGRIND/callgrind.out")
+fi
 "$NGINX_BIN" -t -q -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" >&2
-"$NGINX_BIN" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" >"$TMP/nginx.log" 2>&1 &
+"${NG_PREFIX[@]}" "$NGINX_BIN" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" >"$TMP/nginx.log" 2>&1 &
 NGINX_MASTER=$!
 NGINX_WORKER=
+[[ ${#NG_PREFIX[@]} -gt 0 ]] && NGINX_WORKER=$NGINX_MASTER
 for _ in $(seq 1 50); do
+  [[ -n $NGINX_WORKER ]] && break
   kill -0 "$NGINX_MASTER" 2>/dev/null || die "nginx exited"
   NGINX_WORKER=$(ps -o pid= --ppid "$NGINX_MASTER" | tr -d ' ' | head -n1 || true)
   [[ -n $NGINX_WORKER ]] && break
   sleep 0.1
 done
 [[ -n $NGINX_WORKER ]] || die "no nginx worker process"
+for _ in $(seq 1 100); do   # listening (under valgrind it takes seconds)
+  curl -s -m 1 -o /dev/null "http://127.0.0.1:$P_NG1/" && break
+  kill -0 "$NGINX_WORKER" 2>/dev/null || die "nginx exited"
+  sleep 0.1
+done
 log "nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*\///') on :$P_NG1 (h1) and :$P_NG2 (h2c), worker pid $NGINX_WORKER"
 
 # ---------------------------------------------------------------- sanity: each arm answers 200 with the body
@@ -581,10 +597,15 @@ gw_metrics() { # index → "<gateway_worker_connections_opened_total> <Σ functi
 if [[ -n $CALLGRIND ]]; then
   pid=${GW_PIDS[0]}
   [[ $CG_TARGET == worker ]] && pid=$WK_PID
-  cg_calls() { # requests → runs them through the gateway (CG_SHAPE), and checks they all succeeded
+  CG_ARM=(-H "Host: $FID.invocation.127.0.0.1" -H "Authorization: Bearer $NVCF_API_KEY" "http://127.0.0.1:${P_GWS[0]}/echo")
+  if [[ $CG_TARGET == nginx ]]; then
+    pid=$NGINX_WORKER
+    CG_ARM=("http://127.0.0.1:$P_NG1/echo")
+    [[ $CG_PROTO == h2c ]] && CG_ARM=("http://127.0.0.1:$P_NG2/echo")
+  fi
+  cg_calls() { # requests → runs them through the proxy counted (CG_SHAPE), and checks they all succeeded
     "$LOADTEST_BIN" "${CG_SHAPE[@]}" -n "$1" --body-size "$BODY_SIZE" --json -q \
-      -H "Host: $FID.invocation.127.0.0.1" -H "Authorization: Bearer $NVCF_API_KEY" \
-      "http://127.0.0.1:${P_GWS[0]}/echo" >"$TMP/cg.json" 2>"$TMP/loadtest.err" \
+      "${CG_ARM[@]}" >"$TMP/cg.json" 2>"$TMP/loadtest.err" \
       || die "loadtest failed under callgrind: $(tail -n 5 "$TMP/loadtest.err")"
     [[ $(jq -r .ok "$TMP/cg.json") == "$1" ]] || die "under callgrind: $(jq -c '{ok, errors, status}' "$TMP/cg.json")"
   }
