@@ -511,6 +511,13 @@ cpu_ticks() { # utime + stime of a pid (fields 14, 15 of /proc/pid/stat; comm ma
   set -- $s
   echo $(( ${12} + ${13} ))
 }
+sys_ticks() { # stime of a pid (field 15 of /proc/pid/stat): its time in the kernel
+  local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || die "process $1 went away (stopped from outside the script?)"
+  s=${s##*) }
+  # shellcheck disable=SC2086
+  set -- $s
+  echo "${13}"
+}
 busy_ticks() { # the machine's busy CPU ticks, all cores (user+nice+system+irq+softirq of /proc/stat; not idle, iowait, steal)
   local _cpu user nice system _idle _iowait irq softirq _rest
   read -r _cpu user nice system _idle _iowait irq softirq _rest </proc/stat
@@ -554,23 +561,27 @@ run_arm() { # kind round arm proxy_pid url [headers...]
   local lt=$!
   LT_PID=$lt
   sleep "$wus"
-  local p0 w0 p1 w1 c0 c1 f0 f1 b0 b1
+  local p0 w0 p1 w1 c0 c1 f0 f1 b0 b1 s0 s1 ws0 ws1
   p0=$(cpu_ticks "$ppid"); w0=$(cpu_ticks "$WK_PID"); c0=$(ctx_switches "$ppid"); f0=$(min_faults "$ppid"); b0=$(busy_ticks)
+  s0=$(sys_ticks "$ppid"); ws0=$(sys_ticks "$WK_PID")
   wait "$lt" || die "loadtest failed ($kind $arm): $(tail -n 5 "$TMP/loadtest.err")"
   LT_PID=
   p1=$(cpu_ticks "$ppid"); w1=$(cpu_ticks "$WK_PID"); c1=$(ctx_switches "$ppid"); f1=$(min_faults "$ppid"); b1=$(busy_ticks)
-  jq -c --arg proto "$kind" --arg arm "$arm" --argjson round "$round" \
+  s1=$(sys_ticks "$ppid"); ws1=$(sys_ticks "$WK_PID")
+  jq -c --arg proto "$kind" --arg arm "$arm" --argjson round "$round" --argjson st $((s1 - s0)) --argjson wst $((ws1 - ws0)) \
      --argjson pt $((p1 - p0)) --argjson wt $((w1 - w0)) --argjson tck "$CLK_TCK" --argjson cs $((c1 - c0)) --argjson pf $((f1 - f0)) --argjson bt $((b1 - b0)) \
      '{proto: $proto, arm: $arm, round: $round, rps: .throughput.req_per_s, mb_s: .throughput.resp_mb_per_s,
        rate: .target_rate, late: (.open_loop.client_late_sends // null),
        p50: .latency_us.p50, p99: .latency_us.p99, requests, ok, errors,
        proxy_cpu_us: (if .requests > 0 then $pt * 1e6 / $tck / .requests else null end),
+       proxy_sys_us: (if .requests > 0 then $st * 1e6 / $tck / .requests else null end),
        worker_cpu_us: (if .requests > 0 then $wt * 1e6 / $tck / .requests else null end),
+       worker_sys_us: (if .requests > 0 then $wst * 1e6 / $tck / .requests else null end),
        all_cpu_us: (if .requests > 0 then $bt * 1e6 / $tck / .requests else null end),
        proxy_cs: (if .requests > 0 then $cs / .requests else null end),
        proxy_faults: (if .requests > 0 then $pf / .requests else null end)}' \
      "$out" >>"$RESULTS"
-  log "$(tail -n 1 "$RESULTS" | jq -r '"\(.proto) round \(.round) \(.arm): \(.rps|floor) req/s\(if .rate then " (target \(.rate))" else "" end)\(if .proto == "mib" then ", \(.mb_s|floor) MB/s" else "" end), p50 \(.p50) µs, p99 \(.p99) µs, ok \(.ok)/\(.requests), errors \(.errors), proxy \(.proxy_cpu_us|tostring|.[0:5]) µs/req (\(.proxy_cs|tostring|.[0:4]) context switches, \(.proxy_faults|tostring|.[0:5]) page faults), worker \(.worker_cpu_us|tostring|.[0:5]) µs/req, machine \(.all_cpu_us|tostring|.[0:5]) µs/req"')"
+  log "$(tail -n 1 "$RESULTS" | jq -r '"\(.proto) round \(.round) \(.arm): \(.rps|floor) req/s\(if .rate then " (target \(.rate))" else "" end)\(if .proto == "mib" then ", \(.mb_s|floor) MB/s" else "" end), p50 \(.p50) µs, p99 \(.p99) µs, ok \(.ok)/\(.requests), errors \(.errors), proxy \(.proxy_cpu_us|tostring|.[0:5]) µs/req (kernel \(.proxy_sys_us|tostring|.[0:5]), \(.proxy_cs|tostring|.[0:4]) context switches, \(.proxy_faults|tostring|.[0:5]) page faults), worker \(.worker_cpu_us|tostring|.[0:5]) µs/req (kernel \(.worker_sys_us|tostring|.[0:5])), machine \(.all_cpu_us|tostring|.[0:5]) µs/req"')"
 }
 median_rps() { # kind arm → the median req/s of its runs so far
   python3 - "$RESULTS" "$1" "$2" <<'EOF'
