@@ -6,7 +6,8 @@
 # for HTTP/1.1 (-c 64) and h2c (-c 8 -m 16), ROUNDS rounds of A B C interleaved, small bodies.
 # The control plane, the dataplane (gateway) and the worker run as three processes, so the
 # gateway's CPU is the dataplane's alone. CPU µs per request = Δ(utime+stime) of the proxy process
-# (nginx's worker process / the dataplane) from /proc/<pid>/stat over the measured window ÷ requests.
+# (nginx's worker process / the dataplane) from /proc/<pid>/stat over the measured window ÷ requests;
+# each run's log line also gives the kernel part (stime) of the proxy's and the worker's.
 #
 # Usage (from anywhere):   scripts/compare.sh
 #   ROUNDS=5 DURATION=10s WARMUP=2s   rounds per arm, measured time and warm-up per run (defaults)
