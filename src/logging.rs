@@ -9,7 +9,8 @@
 //! Each logging thread first gathers its lines in a stage of its own and moves them to the shared
 //! buffer [`STAGE_BYTES`] at a time (the flush thread takes what is staged on every tick): with
 //! two runtime threads logging into one buffer, its lock and the cache lines of its end went back
-//! and forth between the cores on every line, about 1 µs a call (docs/performance.md). Lines of
+//! and forth between the cores on every line (the log cost about 1 µs a call more than with one
+//! thread, docs/performance.md). Lines of
 //! one thread stay in order; lines of different threads interleave a stage at a time.
 //!
 //! Batches are large because a write's cost is mostly per call, not per byte: appending to a log
@@ -143,27 +144,42 @@ impl Shared {
         self.write_out(lock(&self.buf));
     }
 
-    /// Adds whole lines to this thread's stage, and a full stage to the batch.
+    /// Adds whole lines to this thread's stage, and a full stage to the batch. A thread whose
+    /// stages are gone (a line logged while its thread-locals are torn down) adds to the batch.
     fn append(&self, bytes: &[u8]) {
-        STAGES.with_borrow_mut(|stages| {
-            let stage = match stages.iter().position(|(id, _)| *id == self.id) {
-                Some(i) => &stages[i].1,
-                None => {
-                    // Stages of logs that are gone go with the first line for a new one.
-                    stages.retain(|(_, stage)| Arc::strong_count(stage) > 1);
-                    let stage = Stage::default();
-                    lock(&self.stages).push(Arc::clone(&stage));
-                    stages.push((self.id, stage));
-                    &stages[stages.len() - 1].1
+        let staged = STAGES
+            .try_with(|stages| match stages.try_borrow_mut() {
+                Ok(mut stages) => {
+                    self.stage(&mut stages, bytes);
+                    true
                 }
-            };
-            let mut staged = lock(stage);
-            staged.extend_from_slice(bytes);
-            if staged.len() >= STAGE_BYTES {
-                self.append_batch(&staged);
-                staged.clear();
+                Err(_) => false,
+            })
+            .unwrap_or(false);
+        if !staged {
+            self.append_batch(bytes);
+        }
+    }
+
+    /// Adds `bytes` to this thread's stage among `stages`, made and registered at its first line.
+    fn stage(&self, stages: &mut Vec<(u64, Stage)>, bytes: &[u8]) {
+        let stage = match stages.iter().position(|(id, _)| *id == self.id) {
+            Some(i) => &stages[i].1,
+            None => {
+                // Stages of logs that are gone go with the first line for a new one.
+                stages.retain(|(_, stage)| Arc::strong_count(stage) > 1);
+                let stage = Stage::default();
+                lock(&self.stages).push(Arc::clone(&stage));
+                stages.push((self.id, stage));
+                &stages[stages.len() - 1].1
             }
-        });
+        };
+        let mut staged = lock(stage);
+        staged.extend_from_slice(bytes);
+        if staged.len() >= STAGE_BYTES {
+            self.append_batch(&staged);
+            staged.clear();
+        }
     }
 
     /// Adds whole lines to the batch; a full one wakes the flush thread, or is written here when
@@ -382,6 +398,34 @@ mod tests {
         shared.flush();
         assert_eq!(&lock(&out2.0)[..], b"second\n");
         assert!(lock(&out.0).ends_with(b"other\nfirst\n"));
+    }
+
+    #[test]
+    fn a_line_logged_while_a_thread_ends_is_kept() {
+        /// Logs when the thread's locals are torn down (after its stages, or before).
+        struct LogsOnDrop(Arc<Shared>);
+        impl Drop for LogsOnDrop {
+            fn drop(&mut self) {
+                self.0.append(b"at exit\n");
+            }
+        }
+        thread_local! {
+            static GUARD: RefCell<Option<LogsOnDrop>> = const { RefCell::new(None) };
+        }
+        let out = Collected::default();
+        let shared = Arc::new(Shared::new(Box::new(out.clone())));
+        let other = Arc::clone(&shared);
+        std::thread::spawn(move || {
+            // Registered before the stages, so torn down after them.
+            GUARD.with_borrow_mut(|g| *g = Some(LogsOnDrop(Arc::clone(&other))));
+            other.append(b"running\n");
+        })
+        .join()
+        .expect("no panic at thread exit");
+        shared.flush();
+        let written = String::from_utf8(lock(&out.0).clone()).expect("utf-8");
+        assert!(written.contains("running\n"), "{written}");
+        assert!(written.contains("at exit\n"), "{written}");
     }
 
     #[test]
