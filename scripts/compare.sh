@@ -74,7 +74,7 @@
 #                                     better closed-loop arm
 #   EXTRA_ROUNDS=3 EXTRA_DURATION=5s EXTRA_WARMUP=1s   rounds, measured time and warm-up of each extra run
 #                                     (EXTRA_DURATION=10s EXTRA_WARMUP=2s follows the method to the letter
-#                                     and adds about 4 minutes)
+#                                     and adds about 5 minutes)
 # Needs: curl, jq, python3; installs Debian's nginx with apt-get when missing.
 # Prints markdown tables, appends them under "Side-by-side" in docs/performance.md, and prints as its
 # LAST line a one-line JSON summary:
@@ -85,9 +85,11 @@
 # open<pct>_p99_added_vs_nginx_paired, log_metrics_cost_paired) are the medians of each round's own
 # ratio instead, which cancels the machine's drift over a run (rounds interleave the arms).
 # (keys of extras that were not run are left out; a ratio whose denominator is not positive is null).
-# With the defaults it takes about 12 minutes on the 2-core VM: the closed-loop rounds (4 arms × 2
-# protocols × 5 rounds × 12 s) about 8, the extras (18 open-loop + 9 1-MiB + 6 streams + 6 TLS runs of
-# 6 s) about 4. EXTRA= gives the 8-minute run of before.
+# With the defaults it takes about 14 minutes on the 2-core VM once the release build is made (the
+# README's `cargo run --release` makes it; from nothing the build adds about 4 minutes): the
+# closed-loop rounds (4 arms × 2 protocols × 5 rounds × 12 s) about 8, the extras (18 open-loop + 9
+# 1-MiB + 6 streams + 6 TLS + 9 log-cost runs of 6 s, and the stalled downloads) about 5, the set-up
+# under a minute. EXTRA= gives an 8.5-minute run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
