@@ -5,6 +5,8 @@
 //! TLS (not on cleartext ones), and a shutdown that closes idle HTTP/3 connections without waiting
 //! out the grace. Its own test binary, so the recording `metrics` recorder sees only this file.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,8 +24,6 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use metrics::{Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder};
 use metrics::{SharedString, Unit};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
@@ -142,21 +142,9 @@ type H3Send = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 /// The headers of `GET /health` over TLS to `addr`, trusting `cert`, with HTTP/1.1 or HTTP/2 as
 /// `alpn` picks.
 async fn tls_health(addr: SocketAddr, cert: &Path, alpn: &[u8]) -> http::HeaderMap {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(cert).expect("cert file") {
-        roots.add(c.expect("cert")).expect("root");
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tls.alpn_protocols = vec![alpn.to_vec()];
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
     let tcp = TcpStream::connect(addr).await.expect("connect");
-    let io = tokio_rustls::TlsConnector::from(Arc::new(tls))
+    let io = support::tls_client(cert, alpn)
         .connect(name, tcp)
         .await
         .expect("handshake");
@@ -189,16 +177,12 @@ async fn connect(
     cert: &Path,
     alpn: &[u8],
 ) -> Result<(quinn::Endpoint, H3Send), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(cert).expect("cert file") {
-        roots.add(c.expect("cert")).expect("add root");
-    }
     let mut tls = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_protocol_versions(&[&rustls::version::TLS13])
     .expect("tls13")
-    .with_root_certificates(roots)
+    .with_root_certificates(support::roots(cert))
     .with_no_client_auth();
     tls.alpn_protocols = vec![alpn.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("quic tls");

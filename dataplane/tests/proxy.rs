@@ -2,6 +2,8 @@
 //! control plane, `dataplane::run` serves on a port-0 listener, and clients speak HTTP/1.1, h2c and
 //! raw bytes to it.
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -1092,25 +1094,6 @@ async fn one_access_line_per_request_on_every_route() {
 
 // ---------------------------------------------------------------- TLS listener
 
-/// A TLS client trusting only `cert_pem`, offering `alpn`.
-fn tls_client(cert_pem: &std::path::Path, alpn: &[u8]) -> tokio_rustls::TlsConnector {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(cert_pem).expect("cert file") {
-        roots.add(cert.expect("cert")).expect("root");
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-}
-
 #[tokio::test]
 async fn tls_listener_speaks_h2_and_http1_by_alpn_with_a_generated_certificate() {
     let backend = start_backend().await;
@@ -1145,7 +1128,7 @@ async fn tls_listener_speaks_h2_and_http1_by_alpn_with_a_generated_certificate()
 
     // h2 by ALPN: the gateway answers /health itself.
     let stream = TcpStream::connect(addr).await.expect("connect");
-    let tls_stream = tls_client(&tls_cfg.cert_file, b"h2")
+    let tls_stream = support::tls_client(&tls_cfg.cert_file, b"h2")
         .connect(name.clone(), stream)
         .await
         .expect("handshake");
@@ -1165,7 +1148,7 @@ async fn tls_listener_speaks_h2_and_http1_by_alpn_with_a_generated_certificate()
 
     // http/1.1 by ALPN: a management call is proxied to the control plane.
     let stream = TcpStream::connect(addr).await.expect("connect");
-    let tls_stream = tls_client(&tls_cfg.cert_file, b"http/1.1")
+    let tls_stream = support::tls_client(&tls_cfg.cert_file, b"http/1.1")
         .connect(name, stream)
         .await
         .expect("handshake");
