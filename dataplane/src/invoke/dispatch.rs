@@ -104,7 +104,9 @@ impl WorkerClient {
     }
 
     /// Sends `request` with the gateway's `nvcf` headers to the worker; answers the response
-    /// head, the body streaming.
+    /// head, without hop-by-hop headers, the body streaming. (The HTTP/1.1 client leaves them
+    /// out as it parses the head; the h2 client's answer can still carry `proxy-authenticate`,
+    /// `trailer` and the like, which h2 does not reject, and they are removed here.)
     pub(crate) fn request(
         &self,
         mut request: Request<Body>,
@@ -117,8 +119,11 @@ impl WorkerClient {
                     client.request(request)
                 }
                 .map(|r| {
-                    r.map(|response| response.map(WorkerBody::Left))
-                        .map_err(Into::into)
+                    r.map(|mut response| {
+                        crate::headers::remove_hop_by_hop(response.headers_mut());
+                        response.map(WorkerBody::Left)
+                    })
+                    .map_err(Into::into)
                 }),
             ),
             Self::Http1(client) => Either::Right(
@@ -427,6 +432,43 @@ mod tests {
                 assert!(!text.contains("compatibility"));
             }
         }
+    }
+
+    /// The h2 client's answers lose the hop-by-hop headers h2 lets through, as the HTTP/1.1
+    /// client's do while it parses (`h1::codec`'s tests).
+    #[tokio::test]
+    async fn h2_answers_lose_hop_by_hop_headers() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let service = hyper::service::service_fn(|_req| async {
+                http::Response::builder()
+                    .header("proxy-authenticate", "Basic")
+                    .header("trailer", "x-t")
+                    .header("x-kept", "1")
+                    .body(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")))
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .await;
+        });
+        let route = crate::bench::route(Uuid::new_v4(), Uuid::new_v4(), "f", targets(1));
+        let id = crate::headers::request_id_value(Uuid::new_v4());
+        let region = HeaderValue::from_static("local");
+        let nvcf = NvcfHeaders::new(&route, &id, &region, 60, false);
+        let request = Request::get(format!("http://{addr}/"))
+            .body(crate::body::full(bytes::Bytes::new()))
+            .expect("request");
+        let response = WorkerClient::new(WorkerProtocol::H2)
+            .request(request, nvcf)
+            .await
+            .expect("answer");
+        let h = response.headers();
+        assert!(h.get("proxy-authenticate").is_none() && h.get("trailer").is_none());
+        assert_eq!(h["x-kept"], "1");
     }
 
     #[test]

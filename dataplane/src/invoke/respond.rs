@@ -1,7 +1,7 @@
 //! The `respond` step: the poll window (`NVCF-POLL-SECONDS`, nvcf-api.md §2.3), and the response
-//! the client gets once a worker answered — its status, headers (hop-by-hop removed) and body
-//! streamed back frame by frame, plus `NVCF-REQID`, `NVCF-STATUS` and `nvcf-reqid` appended to
-//! `Access-Control-Expose-Headers`.
+//! the client gets once a worker answered — its status, headers (the worker client left out the
+//! hop-by-hop ones) and body streamed back frame by frame, plus `NVCF-REQID`, `NVCF-STATUS` and
+//! `nvcf-reqid` appended to `Access-Control-Expose-Headers`.
 //!
 //! When the window ends before the worker's response head, host-routed calls get 504 after the
 //! window + 2 s ([`GRACE`]); pexec/exec calls are parked instead (202, [`crate::invoke::park`]).
@@ -12,7 +12,6 @@ use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::error::GatewayError;
-use crate::headers::remove_hop_by_hop;
 use crate::invoke::target::Endpoint;
 
 /// The client's poll header.
@@ -110,12 +109,11 @@ pub(crate) fn mark(headers: &mut HeaderMap, request_id: &HeaderValue, status: St
     }
 }
 
-/// Turns the worker's response head into the client's: hop-by-hop headers go, NVCF's are added.
+/// Turns the worker's response head into the client's: NVCF's headers are added. (The worker
+/// client answered it without hop-by-hop headers: [`crate::invoke::dispatch::WorkerClient::request`].)
 pub(crate) fn passthrough<B>(mut response: Response<B>, request_id: &HeaderValue) -> Response<B> {
     let status = response.status();
-    let headers = response.headers_mut();
-    remove_hop_by_hop(headers);
-    mark(headers, request_id, status);
+    mark(response.headers_mut(), request_id, status);
     response
 }
 
@@ -171,7 +169,6 @@ mod tests {
         let resp = Response::builder()
             .status(200)
             .header("access-control-expose-headers", "x-a")
-            .header("connection", "close")
             .header("x-kept", "1")
             .body(())
             .expect("resp");
@@ -180,7 +177,6 @@ mod tests {
         assert_eq!(h["nvcf-reqid"], id.to_string().as_str());
         assert_eq!(h["nvcf-status"], "fulfilled");
         assert_eq!(h["access-control-expose-headers"], "x-a, nvcf-reqid");
-        assert!(h.get("connection").is_none());
         assert_eq!(h["x-kept"], "1");
         let mut bare = HeaderMap::new();
         mark(
