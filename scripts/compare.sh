@@ -507,31 +507,26 @@ CLK_TCK=$(getconf CLK_TCK)
 ctx_switches() { # voluntary + involuntary context switches of all threads of a pid
   cat /proc/"$1"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { s += $2 } END { print s + 0 }'
 }
-cpu_ticks() { # utime + stime of a pid (fields 14, 15 of /proc/pid/stat; comm may hold spaces)
+stat_fields() { # the fields of /proc/<pid>/stat after `comm` (which may hold spaces): proc(5)'s field n at index n-3
   local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || die "process $1 went away (stopped from outside the script?)"
-  s=${s##*) }
-  # shellcheck disable=SC2086
-  set -- $s
-  echo $(( ${12} + ${13} ))
+  echo "${s##*) }"
 }
-sys_ticks() { # stime of a pid (field 15 of /proc/pid/stat): its time in the kernel
-  local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || die "process $1 went away (stopped from outside the script?)"
-  s=${s##*) }
-  # shellcheck disable=SC2086
-  set -- $s
-  echo "${13}"
+cpu_ticks() { # utime + stime of a pid (fields 14, 15)
+  local f; read -r -a f <<<"$(stat_fields "$1")"
+  echo $(( f[11] + f[12] ))
+}
+sys_ticks() { # stime of a pid (field 15): its time in the kernel
+  local f; read -r -a f <<<"$(stat_fields "$1")"
+  echo "${f[12]}"
 }
 busy_ticks() { # the machine's busy CPU ticks, all cores (user+nice+system+irq+softirq of /proc/stat; not idle, iowait, steal)
   local _cpu user nice system _idle _iowait irq softirq _rest
   read -r _cpu user nice system _idle _iowait irq softirq _rest </proc/stat
   echo $((user + nice + system + irq + softirq))
 }
-min_faults() { # minor page faults of a pid (field 10 of /proc/pid/stat): memory handed back and touched again
-  local s; s=$(cat "/proc/$1/stat" 2>/dev/null) || die "process $1 went away (stopped from outside the script?)"
-  s=${s##*) }
-  # shellcheck disable=SC2086
-  set -- $s
-  echo "$8"
+min_faults() { # minor page faults of a pid (field 10): memory handed back and touched again
+  local f; read -r -a f <<<"$(stat_fields "$1")"
+  echo "${f[7]}"
 }
 
 EXTRA_WARMUP_S=$(to_secs "$EXTRA_WARMUP")

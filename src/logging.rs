@@ -10,8 +10,8 @@
 //! buffer [`STAGE_BYTES`] at a time (the flush thread takes what is staged on every tick): with
 //! two runtime threads logging into one buffer, its lock and the cache lines of its end went back
 //! and forth between the cores on every line (the log cost about 1 µs a call more than with one
-//! thread, docs/performance.md). Lines of
-//! one thread stay in order; lines of different threads interleave a stage at a time.
+//! thread, docs/performance.md). Lines of one thread stay in order; lines of different threads
+//! interleave a stage at a time.
 //!
 //! Batches are large because a write's cost is mostly per call, not per byte: appending to a log
 //! file at an access-log rate (one write every few milliseconds) measured 0.8–1.7 µs per line in

@@ -33,17 +33,6 @@ pub struct Setup {
     pub instance_type: String,
 }
 
-impl Setup {
-    /// What [`cleanup`] deletes.
-    pub fn created(&self) -> Created {
-        Created {
-            admin_token: self.admin_token.clone(),
-            api_key_id: Some(self.api_key_id.clone()),
-            function: Some((self.function_id.clone(), self.version_id.clone())),
-        }
-    }
-}
-
 /// What a set-up has created so far, filled in as each piece exists, so that [`cleanup`] can
 /// delete it whether the set-up finished, failed or was interrupted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -59,6 +48,20 @@ impl Created {
     /// Whether there is anything to delete.
     pub fn is_empty(&self) -> bool {
         self.api_key_id.is_none() && self.function.is_none()
+    }
+
+    /// What there is, for messages (ids only, never the secrets).
+    pub fn describe(&self) -> String {
+        let function = self
+            .function
+            .as_ref()
+            .map(|(f, v)| format!("function {f} (version {v})"));
+        let key = self.api_key_id.as_ref().map(|k| format!("API key {k}"));
+        match (function, key) {
+            (Some(f), Some(k)) => format!("{f} and {k}"),
+            (Some(one), None) | (None, Some(one)) => one,
+            (None, None) => "nothing".into(),
+        }
     }
 }
 
@@ -570,22 +573,6 @@ pub async fn cleanup(api: &Api, made: &Created) -> Result<(), ClientError> {
         }
     }
     Ok(())
-}
-
-impl Created {
-    /// What there is, for messages (ids only, never the secrets).
-    pub fn describe(&self) -> String {
-        let function = self
-            .function
-            .as_ref()
-            .map(|(f, v)| format!("function {f} (version {v})"));
-        let key = self.api_key_id.as_ref().map(|k| format!("API key {k}"));
-        match (function, key) {
-            (Some(f), Some(k)) => format!("{f} and {k}"),
-            (Some(one), None) | (None, Some(one)) => one,
-            (None, None) => "nothing".into(),
-        }
-    }
 }
 
 #[cfg(test)]

@@ -87,7 +87,8 @@ async fn nvcf_mode_against_the_stack() {
             "30s",
         ]);
         let api = nvcf::Api::new(&gw);
-        let setup = nvcf::setup(&api, &a, false, &mut nvcf::Created::default())
+        let mut made = nvcf::Created::default();
+        let setup = nvcf::setup(&api, &a, false, &mut made)
             .await
             .expect("setup");
         assert_eq!(setup.gpu, "CPU");
@@ -103,9 +104,7 @@ async fn nvcf_mode_against_the_stack() {
             assert_eq!(r.bytes.sent, 200 * 256, "{r}");
             assert_eq!(r.bytes.received, 200 * 256, "{r}");
         }
-        nvcf::cleanup(&api, &setup.created())
-            .await
-            .expect("cleanup");
+        nvcf::cleanup(&api, &made).await.expect("cleanup");
     }
 
     // A call longer than NVCF-POLL-SECONDS is answered 202 and followed by status polls.
@@ -126,7 +125,8 @@ async fn nvcf_mode_against_the_stack() {
         "50ms",
     ]);
     let api = nvcf::Api::new(&gw);
-    let setup = nvcf::setup(&api, &a, false, &mut nvcf::Created::default())
+    let mut made = nvcf::Created::default();
+    let setup = nvcf::setup(&api, &a, false, &mut made)
         .await
         .expect("setup");
     let (url, target, tpl) = nvcf::invocation(&a, &setup).expect("invocation");
@@ -137,9 +137,7 @@ async fn nvcf_mode_against_the_stack() {
     assert!(r.polls >= 3, "every call was answered 202 first: {r}");
     assert_eq!(r.bytes.received, 3 * 4, "{r}");
     assert!(r.latency_us.min >= 1_400_000, "{r}");
-    nvcf::cleanup(&api, &setup.created())
-        .await
-        .expect("cleanup");
+    nvcf::cleanup(&api, &made).await.expect("cleanup");
 
     stack.shutdown().await.expect("shutdown");
 }
@@ -152,11 +150,12 @@ async fn a_failed_set_up_deletes_its_function() {
     let dir = tempfile::tempdir().expect("tmp");
     let (stack, gw) = start_stack(dir.path(), 1).await;
     let api = nvcf::Api::new(&gw);
+    let mut kept_made = nvcf::Created::default();
     let kept = nvcf::setup(
         &api,
         &args(&["--gateway", &gw, "--keep"]),
         false,
-        &mut nvcf::Created::default(),
+        &mut kept_made,
     )
     .await
     .expect("the first function takes the worker's one place");
@@ -210,7 +209,7 @@ async fn a_failed_set_up_deletes_its_function() {
         std::slice::from_ref(&kept.api_key_id)
     );
 
-    nvcf::cleanup(&api, &kept.created()).await.expect("cleanup");
+    nvcf::cleanup(&api, &kept_made).await.expect("cleanup");
     assert_eq!(
         key_ids(&api, &key_headers).await,
         Vec::<String>::new(),

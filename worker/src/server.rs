@@ -61,7 +61,7 @@ pub const FUNCTION_VERSION_ID: &str = "nvcf-function-version-id";
 pub const FUNCTION_ID: &str = "nvcf-function-id";
 /// The names as header names, so that a lookup does not parse them again.
 const FUNCTION_VERSION_ID_NAME: HeaderName = HeaderName::from_static(FUNCTION_VERSION_ID);
-const FUNCTION_ID_NAME: HeaderName = HeaderName::from_static(FUNCTION_ID);
+pub(crate) const FUNCTION_ID_NAME: HeaderName = HeaderName::from_static(FUNCTION_ID);
 
 /// HTTP/2 streams one gateway connection may keep open at once. Per-version limits bound the work;
 /// this only has to exceed what one gateway multiplexes onto one connection.

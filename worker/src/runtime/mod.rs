@@ -93,7 +93,7 @@ impl ContainerHeaders {
         let mut id = Uuid::encode_buffer();
         Self([
             (
-                HeaderName::from_static(crate::server::FUNCTION_ID),
+                crate::server::FUNCTION_ID_NAME,
                 value(f.id.hyphenated().encode_lower(&mut id)),
             ),
             (HeaderName::from_static("nvcf-ncaid"), value(&f.nca_id)),

@@ -5,10 +5,10 @@
 //! (a pooled `hyper_util` legacy client) with its method, its headers minus the hop-by-hop ones
 //! (nvcf-api.md §2.1 step 3) and `Host`, plus the worker-owned headers that describe the function
 //! (`NVCF-FUNCTION-ID`, `-NCAID`, `-FUNCTION-NAME`, from the worker's feed, replacing any copies),
-//! and its body streamed as it arrives. The response's
-//! status, headers (minus hop-by-hop) and streamed body come back unchanged; a container error
-//! status passes through as is (the gateway decides what the client sees). A connection that cannot
-//! be made answers 502 "Inference connection error while making inference request".
+//! and its body streamed as it arrives. The response's status, headers (minus hop-by-hop) and
+//! streamed body come back unchanged; a container error status passes through as is (the gateway
+//! decides what the client sees). A connection that cannot be made answers 502 "Inference
+//! connection error while making inference request".
 
 use super::{Body, Ctx, Invocation, RuntimeError};
 use http::header;
