@@ -15,6 +15,8 @@
 #   H1_CONNS=64 H2_CONNS=8 H2_STREAMS=16
 #   GW_THREADS="<nproc> 1"            the dataplane's `runtime-threads` (1: a single-threaded runtime),
 #                                     one gateway arm (and one dataplane process) per value, at most 3;
+#                                     <n>s is `serving-threads = <n>` on a single-threaded runtime
+#                                     (arm gateway-<n>s; n threads of one runtime each serve the connections);
 #                                     the summary takes the better arm (performance.md: "try the proxy
 #                                     with 1 and 2 runtime threads and report the better"; nginx runs
 #                                     worker_processes 1). GW_THREADS=2 alone saves a quarter of the time.
@@ -105,7 +107,9 @@ NPROC=$(nproc)
 GW_THREADS=${GW_THREADS:-$NPROC $([[ $NPROC != 1 ]] && echo 1 || true)}
 read -r -a GW_T <<<"$GW_THREADS"
 (( ${#GW_T[@]} >= 1 && ${#GW_T[@]} <= 3 )) || { echo "GW_THREADS: 1 to 3 values" >&2; exit 2; }
-for t in "${GW_T[@]}"; do [[ $t =~ ^[1-9][0-9]*$ ]] || { echo "GW_THREADS: bad value $t" >&2; exit 2; }; done
+for t in "${GW_T[@]}"; do [[ $t =~ ^[1-9][0-9]*s?$ ]] || { echo "GW_THREADS: bad value $t" >&2; exit 2; }; done
+gw_names() { GW_NAME=(); for t in "${GW_T[@]}"; do [[ $t == *s ]] && GW_NAME+=("gateway-$t") || GW_NAME+=("gateway-${t}t"); done; }
+gw_names
 SKIP_BUILD=${SKIP_BUILD:-0}
 WRITE_DOC=${WRITE_DOC:-1}
 DOC=${DOC:-docs/performance.md}
@@ -127,6 +131,7 @@ case $CG_PROTO in
 esac
 if [[ -n $CALLGRIND ]]; then
   GW_T=(1)
+  gw_names
   command -v valgrind >/dev/null || { echo "CALLGRIND needs valgrind (apt-get install valgrind)" >&2; exit 2; }
 fi
 for x in ${EXTRA//,/ }; do
@@ -249,10 +254,11 @@ dataplane_toml() { # name threads port admin-listen tls-listen access-log: write
   cat >"$TMP/$1.toml" <<EOF
 log = "info"
 internal-token = "$TOKEN"
-runtime-threads = $2
+runtime-threads = ${2%s}
 [admin]
 listen = "$4"
 [dataplane]
+serving-threads = $( [[ $2 == *s ]] && echo "${2%s}" || echo 0 )
 access-log = $6
 listen = "127.0.0.1:$3"
 controlplane-url = "http://127.0.0.1:$P_CP"
@@ -459,7 +465,7 @@ check_gateway() { # name port: once it learned the function and the key from the
   check "$1" "http://127.0.0.1:$2/echo" -H "Host: $FID.invocation.127.0.0.1" -H "Authorization: Bearer $NVCF_API_KEY"
 }
 for i in "${!GW_T[@]}"; do
-  check_gateway "gateway-${GW_T[$i]}t" "${P_GWS[$i]}"
+  check_gateway "${GW_NAME[$i]}" "${P_GWS[$i]}"
 done
 curl -s -m 5 --http2-prior-knowledge -o /dev/null -w '%{http_code}' -X POST --data-binary "$BODY" "http://127.0.0.1:$P_NG2/echo" | grep -q 200 \
   || die "nginx h2c arm does not answer 200"
@@ -477,7 +483,7 @@ if has_extra 1mib; then # each arm echoes a MIB_SIZE body whole
   check_mib direct "http://127.0.0.1:$P_WK/echo" -H "NVCF-FUNCTION-VERSION-ID: $VID"
   check_mib nginx  "http://127.0.0.1:$P_NG1/echo"
   for i in "${!GW_T[@]}"; do
-    check_mib "gateway-${GW_T[$i]}t" "http://127.0.0.1:${P_GWS[$i]}/echo" -H "${GW_HDRS[0]}" -H "${GW_HDRS[1]}"
+    check_mib "${GW_NAME[$i]}" "http://127.0.0.1:${P_GWS[$i]}/echo" -H "${GW_HDRS[0]}" -H "${GW_HDRS[1]}"
   done
 fi
 TLS_CA=() # per gateway: the self-signed cert its data dir holds, or empty (then --insecure)
@@ -489,8 +495,8 @@ if has_extra h3; then # HTTP/2 over TLS and HTTP/3, host-routed like the plain a
     for proto in h2 h3; do
       out=$("$LOADTEST_BIN" --proto "$proto" -c 1 -n 20 --body-size "$BODY_SIZE" --json -q "${TLS_TRUST[@]}" \
         -H "${GW_HDRS[0]}" -H "${GW_HDRS[1]}" "https://127.0.0.1:${P_TLS[$i]}/echo" 2>"$TMP/loadtest.err") \
-        || die "gateway-${GW_T[$i]}t $proto: loadtest failed: $(tail -n 5 "$TMP/loadtest.err")"
-      [[ $(jq '.ok' <<<"$out") == 20 ]] || die "gateway-${GW_T[$i]}t $proto: not 20 × 200: $(jq -c '{requests, ok, errors, status, errors_by_kind}' <<<"$out")"
+        || die "${GW_NAME[$i]} $proto: loadtest failed: $(tail -n 5 "$TMP/loadtest.err")"
+      [[ $(jq '.ok' <<<"$out") == 20 ]] || die "${GW_NAME[$i]} $proto: not 20 × 200: $(jq -c '{requests, ok, errors, status, errors_by_kind}' <<<"$out")"
     done
   done
   log "gateway TLS (h2) and QUIC (h3) listeners on :${P_TLS[*]:0:${#GW_T[@]}} answer host-routed calls (${TLS_TRUST[*]})"
@@ -591,7 +597,7 @@ EOF
 best_gw() { # kind → index (into GW_T) of the gateway arm with the best median req/s
   local i best=0 v bv=-1
   for i in "${!GW_T[@]}"; do
-    v=$(median_rps "$1" "gateway-${GW_T[$i]}t")
+    v=$(median_rps "$1" "${GW_NAME[$i]}")
     if python3 -c 'import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)' "$v" "$bv"; then best=$i; bv=$v; fi
   done
   echo "$best"
@@ -639,10 +645,10 @@ fi
 if [[ -n ${PROFILE:-} ]]; then
   command -v perf >/dev/null || die "PROFILE needs perf"
   mkdir -p "$PROFILE"
-  log "profiling gateway-${GW_T[0]}t (pid ${GW_PIDS[0]}) under HTTP/1.1 -c $H1_CONNS for $DURATION"
+  log "profiling ${GW_NAME[0]} (pid ${GW_PIDS[0]}) under HTTP/1.1 -c $H1_CONNS for $DURATION"
   perf record -F 2000 -g --call-graph dwarf,16384 -o "$PROFILE/perf.data" -p "${GW_PIDS[0]}" 2>"$PROFILE/perf-record.log" &
   PERF_PID=$!
-  run_arm h1 1 "gateway-${GW_T[0]}t" "${GW_PIDS[0]}" "http://127.0.0.1:${P_GWS[0]}/echo" \
+  run_arm h1 1 "${GW_NAME[0]}" "${GW_PIDS[0]}" "http://127.0.0.1:${P_GWS[0]}/echo" \
     "Host: $FID.invocation.127.0.0.1" "Authorization: Bearer $NVCF_API_KEY"
   kill -INT "$PERF_PID"; wait "$PERF_PID" || true
   # Whole reports to files (a `| head` would SIGPIPE perf under pipefail).
@@ -671,7 +677,7 @@ if [[ -n ${PROFILE:-} ]]; then
     (sleep "$WARMUP_S"; exec perf stat -x, -e "$EVENTS" -o "$PROFILE/syscalls-worker-behind-$arm.csv" -p "$WK_PID" 2>/dev/null) &
     PERF_WK_PID=$!
     if [[ $arm == gateway ]]; then
-      run_arm h1 2 "gateway-${GW_T[0]}t" "$pid" "http://127.0.0.1:${P_GWS[0]}/echo" \
+      run_arm h1 2 "${GW_NAME[0]}" "$pid" "http://127.0.0.1:${P_GWS[0]}/echo" \
         "Host: $FID.invocation.127.0.0.1" "Authorization: Bearer $NVCF_API_KEY"
     else
       run_arm h1 2 nginx "$pid" "http://127.0.0.1:$P_NG1/echo"
@@ -692,7 +698,7 @@ REUSE=$TMP/reuse.jsonl
 declare -a M0=()
 if has_extra reuse; then
   for i in "${!GW_T[@]}"; do
-    M0[$i]=$(gw_metrics "$i") || die "gateway-${GW_T[$i]}t: no gateway_worker_connections_opened_total / function_request on http://127.0.0.1:${P_GWA[$i]}/metrics"
+    M0[$i]=$(gw_metrics "$i") || die "${GW_NAME[$i]}: no gateway_worker_connections_opened_total / function_request on http://127.0.0.1:${P_GWA[$i]}/metrics"
   done
 fi
 START=$(date -u +%s)
@@ -703,7 +709,7 @@ for proto in h1 h2c; do
     run_arm "$proto" "$round" direct  "$WK_PID"       "http://127.0.0.1:$P_WK/echo" "NVCF-FUNCTION-VERSION-ID: $VID"
     run_arm "$proto" "$round" nginx   "$NGINX_WORKER" "http://127.0.0.1:$ng_port/echo"
     for i in "${!GW_T[@]}"; do
-      run_arm "$proto" "$round" "gateway-${GW_T[$i]}t" "${GW_PIDS[$i]}" "http://127.0.0.1:${P_GWS[$i]}/echo" \
+      run_arm "$proto" "$round" "${GW_NAME[$i]}" "${GW_PIDS[$i]}" "http://127.0.0.1:${P_GWS[$i]}/echo" \
         "Host: $FID.invocation.127.0.0.1" "Authorization: Bearer $NVCF_API_KEY"
     done
   done
@@ -711,10 +717,10 @@ done
 ELAPSED=$(( $(date -u +%s) - START ))
 if has_extra reuse; then
   for i in "${!GW_T[@]}"; do
-    m1=$(gw_metrics "$i") || die "gateway-${GW_T[$i]}t: /metrics unreadable after the rounds"
+    m1=$(gw_metrics "$i") || die "${GW_NAME[$i]}: /metrics unreadable after the rounds"
     read -r o0 r0 <<<"${M0[$i]}"; read -r o1 r1 <<<"$m1"
-    jq -cn --arg arm "gateway-${GW_T[$i]}t" --argjson o $((o1 - o0)) --argjson r $((r1 - r0)) '{arm: $arm, opened: $o, requests: $r}' >>"$REUSE"
-    log "upstream reuse gateway-${GW_T[$i]}t over the closed-loop rounds: $((o1 - o0)) worker connections opened for $((r1 - r0)) function requests"
+    jq -cn --arg arm "${GW_NAME[$i]}" --argjson o $((o1 - o0)) --argjson r $((r1 - r0)) '{arm: $arm, opened: $o, requests: $r}' >>"$REUSE"
+    log "upstream reuse ${GW_NAME[$i]} over the closed-loop rounds: $((o1 - o0)) worker connections opened for $((r1 - r0)) function requests"
   done
 fi
 
@@ -726,8 +732,8 @@ if [[ -n $EXTRA_GW ]]; then
 elif [[ -n $EXTRA ]]; then
   GB1=$(best_gw h1); GB2=$(best_gw h2c)
 fi
-GW1=(gateway-${GW_T[$GB1]}t "${GW_PIDS[$GB1]}" "http://127.0.0.1:${P_GWS[$GB1]}/echo" "${GW_HDRS[@]}")
-GW2=(gateway-${GW_T[$GB2]}t "${GW_PIDS[$GB2]}" "http://127.0.0.1:${P_GWS[$GB2]}/echo" "${GW_HDRS[@]}")
+GW1=(${GW_NAME[$GB1]} "${GW_PIDS[$GB1]}" "http://127.0.0.1:${P_GWS[$GB1]}/echo" "${GW_HDRS[@]}")
+GW2=(${GW_NAME[$GB2]} "${GW_PIDS[$GB2]}" "http://127.0.0.1:${P_GWS[$GB2]}/echo" "${GW_HDRS[@]}")
 if has_extra open; then
   NGINX_CAP=$(median_rps h1 nginx | cut -d. -f1)
   for l in "${OPEN_L[@]}"; do OPEN_RATE[$l]=$(python3 -c 'import sys; print(max(1, round(float(sys.argv[1]) * int(sys.argv[2]) / 100)))' "$NGINX_CAP" "$l"); done
@@ -787,7 +793,7 @@ STALL=$TMP/stall.jsonl
 if has_extra stall; then # STALL_N downloads of a STALL_SIZE echo whose responses are never read
   for i in "${!GW_T[@]}"; do
     alive
-    python3 - "$FID" "$NVCF_API_KEY" "${P_GWS[$i]}" "${GW_PIDS[$i]}" "$STALL_N" "$STALL_SIZE" "gateway-${GW_T[$i]}t" >>"$STALL" <<'PY'
+    python3 - "$FID" "$NVCF_API_KEY" "${P_GWS[$i]}" "${GW_PIDS[$i]}" "$STALL_N" "$STALL_SIZE" "${GW_NAME[$i]}" >>"$STALL" <<'PY'
 import json, socket, sys, time
 fid, key, port, pid, n, size, arm = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
 def rss_kib():
@@ -839,7 +845,7 @@ print(json.dumps({"arm": arm, "downloads": n, "sent_mib": round(sum(st[1] for st
                   "rss_before_kib": before, "rss_after_kib": after,
                   "per_download_kib": round((after - before) / n, 1)}))
 PY
-    log "stalled downloads on gateway-${GW_T[$i]}t: $(tail -n 1 "$STALL")"
+    log "stalled downloads on ${GW_NAME[$i]}: $(tail -n 1 "$STALL")"
   done
 fi
 EXTRA_ELAPSED=$(( $(date -u +%s) - XSTART ))
@@ -872,7 +878,7 @@ def agg(proto, arm):
         "late": sum(r.get("late") or 0 for r in rs),
         "n": len(rs),
     }
-GWS = [f"gateway-{t}t" for t in os.environ["GW_THREADS"].split()]
+GWS = [f"gateway-{t}" if t.endswith("s") else f"gateway-{t}t" for t in os.environ["GW_THREADS"].split()]
 ARMS = ["direct", "nginx"] + GWS
 A = {(p, a): agg(p, a) for p in ("h1", "h2c") for a in ARMS}
 # The better gateway arm per protocol (by median req/s), as performance.md's method asks.

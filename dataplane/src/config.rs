@@ -18,6 +18,10 @@ pub const MIN_HEADER_BYTES: usize = 8 * 1024;
 /// and the value doubles as the h1 read buffer limit per connection.
 pub const MAX_HEADER_BYTES: usize = 1024 * 1024;
 
+/// The most `serving-threads`: far above any core count this runs on, low enough that a typo
+/// (10000) is refused rather than starting that many threads.
+pub const MAX_SERVING_THREADS: usize = 1024;
+
 /// The dataplane section of the configuration file, as written (kebab-case keys).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -95,6 +99,12 @@ pub struct DataplaneFile {
     pub quic_max_udp_payload: u16,
     /// One `access` log line (tracing target `access`, level info) per finished request.
     pub access_log: bool,
+    /// Threads that serve the gateway's TCP connections (HTTP/1.1, h2c and TLS), each with a
+    /// single-threaded runtime and its own idle worker connections, as nginx's worker processes;
+    /// the accept loop hands each new connection to the next. One per core by default; 0 serves
+    /// them on the process's runtime (`runtime-threads`) instead. HTTP/3 stays on the process's
+    /// runtime.
+    pub serving_threads: usize,
 }
 
 impl Default for DataplaneFile {
@@ -173,6 +183,10 @@ impl Default for DataplaneFile {
             // On: one line per request is what operators expect from a gateway, and the line costs
             // nothing when the `access` target is filtered out of the log.
             access_log: true,
+            // One per core, as nginx's `worker_processes auto`: on the method's HTTP/1.1 run this
+            // served 1.1 x the calls of the multi-threaded runtime for less CPU per call
+            // (docs/performance.md, ninth round).
+            serving_threads: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
 }
@@ -234,6 +248,8 @@ pub struct DataplaneConfig {
     pub quic: Option<QuicConfig>,
     /// See [`DataplaneFile::access_log`].
     pub access_log: bool,
+    /// See [`DataplaneFile::serving_threads`]; at most [`MAX_SERVING_THREADS`].
+    pub serving_threads: usize,
 }
 
 /// Where the TLS listener listens and which certificate it presents.
@@ -273,6 +289,8 @@ pub enum ConfigError {
         "dataplane.pending-memory-bytes and pending-max-result-bytes: both at least 1, and the result bound at most the memory bound"
     )]
     PendingBytes,
+    #[error("dataplane.serving-threads: {0} is more than {MAX_SERVING_THREADS}")]
+    ServingThreads(usize),
     #[error("dataplane.tls-listen: invalid socket address '{0}'")]
     TlsListen(String),
     #[error("dataplane.quic-listen: invalid socket address '{0}'")]
@@ -370,6 +388,9 @@ impl DataplaneFile {
         if self.region.trim().is_empty() || HeaderValue::from_str(&self.region).is_err() {
             return Err(ConfigError::Region);
         }
+        if self.serving_threads > MAX_SERVING_THREADS {
+            return Err(ConfigError::ServingThreads(self.serving_threads));
+        }
         if self.pending_ttl.is_zero() {
             return Err(ConfigError::ZeroDuration("pending-ttl"));
         }
@@ -401,6 +422,7 @@ impl DataplaneFile {
             idle_timeout: self.idle_timeout,
             upstream_timeout: self.upstream_timeout,
             access_log: self.access_log,
+            serving_threads: self.serving_threads,
         })
     }
 }
@@ -473,6 +495,25 @@ mod tests {
         assert_eq!(cfg.pending_max_result_bytes, 8 << 20);
         assert_eq!(cfg.data_dir, PathBuf::from("data/dataplane"));
         assert!(cfg.access_log);
+        assert_eq!(
+            cfg.serving_threads,
+            std::thread::available_parallelism().map_or(1, usize::from),
+            "one serving thread per core"
+        );
+        assert_eq!(
+            file("serving-threads = 4")
+                .validate("t")
+                .expect("valid")
+                .serving_threads,
+            4
+        );
+        assert_eq!(
+            file("serving-threads = 100000")
+                .validate("t")
+                .expect_err("too many")
+                .to_string(),
+            "dataplane.serving-threads: 100000 is more than 1024"
+        );
         assert!(
             !file("access-log = false")
                 .validate("t")

@@ -245,6 +245,9 @@ pub enum DataplaneError {
     /// The listener could not be used (e.g. its local address is unavailable).
     #[error("dataplane listener: {0}")]
     Listener(#[source] std::io::Error),
+    /// The serving threads (`serving-threads`) could not be started.
+    #[error("dataplane serving threads: {0}")]
+    Threads(#[source] std::io::Error),
     /// The configuration cannot be used (normally caught by [`crate::DataplaneFile::validate`]).
     #[error("{0}")]
     Config(String),

@@ -28,6 +28,7 @@ mod queue_report;
 pub mod quic;
 pub mod routing;
 mod server;
+mod serving;
 pub mod tls;
 
 pub use classify::{InvocationKind, Route, classify};

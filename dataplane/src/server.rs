@@ -24,6 +24,7 @@ use crate::front::Front;
 use crate::invoke::Invoker;
 use crate::io::ConnIo;
 use crate::proxy::Proxy;
+use crate::serving::ServingThreads;
 
 /// How long shutdown waits for in-flight connections before giving up on them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -179,6 +180,10 @@ pub async fn serve_all(
     if let Some(t) = &tls {
         info!(local = %t.local_addr().map_err(DataplaneError::Listener)?, "dataplane listening for TLS");
     }
+    let mut serving = match config.serving_threads {
+        0 => None,
+        n => Some(ServingThreads::start(n).map_err(DataplaneError::Threads)?),
+    };
 
     loop {
         let (stream, peer, secure) = tokio::select! {
@@ -201,40 +206,29 @@ pub async fn serve_all(
         if let Err(e) = stream.set_nodelay(true) {
             debug!(%peer, error = %e, "set TCP_NODELAY failed");
         }
-        let stop = drain.subscribe();
-        match (&acceptor, secure) {
-            (Some(acceptor), true) => {
-                let front = Arc::clone(&secure_front);
-                let acceptor = acceptor.clone();
-                let handshake_timeout = config.header_read_timeout;
-                tokio::spawn(async move {
-                    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            crate::metrics::record_tls_handshake_failure();
-                            debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            crate::metrics::record_tls_handshake_failure();
-                            debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        front.serve_h2(tls, peer, stop).await;
-                    } else {
-                        front.serve(tls, peer, stop).await;
-                    }
-                });
+        let conn = Connection {
+            peer,
+            front: Arc::clone(if secure { &secure_front } else { &front }),
+            tls: acceptor.clone().filter(|_| secure),
+            handshake_timeout: config.header_read_timeout,
+            stop: drain.subscribe(),
+        };
+        match &mut serving {
+            None => {
+                tokio::spawn(conn.serve(stream));
             }
-            _ => {
-                let front = Arc::clone(&front);
-                let io = ConnIo::new(stream);
-                tokio::spawn(async move { front.serve(io, peer, stop).await });
-            }
+            // Moved as a plain socket: the serving thread registers it with its own runtime.
+            Some(threads) => match stream.into_std() {
+                Ok(stream) => threads.hand(Box::new(move || {
+                    Box::pin(async move {
+                        match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => conn.serve(stream).await,
+                            Err(e) => debug!(%peer, error = %e, "cannot register a connection"),
+                        }
+                    })
+                })),
+                Err(e) => debug!(%peer, error = %e, "cannot hand a connection over"),
+            },
         }
     }
 
@@ -257,12 +251,59 @@ pub async fn serve_all(
             warn!(grace = ?SHUTDOWN_GRACE, "dataplane stopped with connections still open");
         }
     }
+    if let Some(threads) = serving {
+        threads.stop().await;
+    }
     if let Some(task) = quic_task
         && let Err(e) = task.await
     {
         warn!(error = %e, "HTTP/3 listener ended abnormally");
     }
     Ok(())
+}
+
+/// An accepted connection and what serves it.
+struct Connection {
+    peer: SocketAddr,
+    front: Arc<Front>,
+    /// The TLS handshake comes first (a connection of the TLS listener).
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
+    stop: watch::Receiver<()>,
+}
+
+impl Connection {
+    /// Serves the connection until it closes, or until `stop` and its exchange in progress ends.
+    async fn serve(self, stream: tokio::net::TcpStream) {
+        let Self {
+            peer,
+            front,
+            tls,
+            handshake_timeout,
+            stop,
+        } = self;
+        let Some(acceptor) = tls else {
+            return front.serve(ConnIo::new(stream), peer, stop).await;
+        };
+        let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                crate::metrics::record_tls_handshake_failure();
+                debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                crate::metrics::record_tls_handshake_failure();
+                debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+            front.serve_h2(tls, peer, stop).await;
+        } else {
+            front.serve(tls, peer, stop).await;
+        }
+    }
 }
 
 /// Accepts from `listener`, or never when there is none.

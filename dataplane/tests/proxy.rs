@@ -163,6 +163,8 @@ async fn start_gateway(upstream: SocketAddr, tweak: impl FnOnce(&mut DataplaneFi
     let mut file = DataplaneFile {
         listen: "127.0.0.1:0".to_owned(),
         controlplane_url: format!("http://{upstream}"),
+        // Whatever the machine's cores (the default is one per core).
+        serving_threads: 2,
         ..DataplaneFile::default()
     };
     tweak(&mut file);
@@ -1035,7 +1037,9 @@ async fn one_access_line_per_request_on_every_route() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let (backend, gw) = setup().await;
+    // The subscriber is this thread's: the connections are served here, not on serving threads.
+    let backend = start_backend().await;
+    let gw = start_gateway(backend.addr, |f| f.serving_threads = 0).await;
     assert_eq!(
         get(gw.addr, "127.0.0.1", "/health?token=secret")
             .await
@@ -1083,7 +1087,11 @@ async fn one_access_line_per_request_on_every_route() {
     gw.stop().await;
 
     // Switched off in the config: nothing.
-    let gw = start_gateway(backend.addr, |f| f.access_log = false).await;
+    let gw = start_gateway(backend.addr, |f| {
+        f.access_log = false;
+        f.serving_threads = 0;
+    })
+    .await;
     assert_eq!(
         get(gw.addr, "127.0.0.1", "/health").await.status,
         StatusCode::OK

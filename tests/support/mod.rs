@@ -38,6 +38,9 @@ quic-listen = "127.0.0.1:0"
 data-dir = "{dp}"
 # Refuse at once when a version is full (tests/queue.rs covers the wait queue).
 max-queued-per-version = 0
+# Two whatever the machine's cores: the serving threads are exercised, and the worker
+# connections the tests count (one pool per thread) do not depend on the machine.
+serving-threads = 2
 [worker]
 listen = "127.0.0.1:0"
 data-dir = "{w}"

@@ -95,11 +95,12 @@ pub(crate) enum WorkerClient {
 pub(crate) type WorkerBody = http_body_util::Either<Incoming, h1::ResponseBody>;
 
 impl WorkerClient {
-    /// Builds the shared worker client. Needs a Tokio runtime.
-    pub(crate) fn new(protocol: WorkerProtocol) -> Self {
+    /// Builds the shared worker client for a gateway with `serving_threads` serving threads
+    /// (the HTTP/1.1 client keeps idle connections per thread). Needs a Tokio runtime.
+    pub(crate) fn new(protocol: WorkerProtocol, serving_threads: usize) -> Self {
         match protocol {
             WorkerProtocol::H2 => Self::H2(Box::new(h2_client())),
-            WorkerProtocol::Http1 => Self::Http1(h1::Client::new()),
+            WorkerProtocol::Http1 => Self::Http1(h1::Client::new(serving_threads)),
         }
     }
 
@@ -462,7 +463,7 @@ mod tests {
         let request = Request::get(format!("http://{addr}/"))
             .body(crate::body::full(bytes::Bytes::new()))
             .expect("request");
-        let response = WorkerClient::new(WorkerProtocol::H2)
+        let response = WorkerClient::new(WorkerProtocol::H2, 0)
             .request(request, nvcf)
             .await
             .expect("answer");

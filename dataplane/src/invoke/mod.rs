@@ -108,7 +108,7 @@ impl Invoker {
             ),
             balancer: Balancer::default(),
             key_hits: crate::metrics::key_lookup_counter("hit"),
-            client: WorkerClient::new(config.worker_protocol),
+            client: WorkerClient::new(config.worker_protocol, config.serving_threads),
             worker_version: dispatch::worker_version(config.worker_protocol),
             // Validated as a header value by the config.
             region: HeaderValue::from_str(&config.region)

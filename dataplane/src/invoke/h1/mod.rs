@@ -38,22 +38,26 @@ use codec::RequestFraming;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle connections older than this are closed rather than reused.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// Idle connections kept per worker; more are closed as they come back.
+/// Idle connections kept per worker (in each idle list); more are closed as they come back.
 const MAX_IDLE_PER_WORKER: usize = 1024;
 /// How often idle connections are swept (expired, or closed by the worker).
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
 /// The HTTP/1.1 worker client: keep-alive connections pooled per worker authority.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Client {
     workers: Mutex<HashMap<Box<str>, Arc<WorkerPool>>>,
+    /// Idle lists per pool: one for the process's runtime and one per serving thread.
+    lists: usize,
 }
 
-/// Idle connections to one worker, the most recently used last (reused first: it is the one
-/// least likely to have been closed, and its buffers are warm).
-#[derive(Debug, Default)]
+/// Idle connections to one worker, in one list per thread that serves connections (see
+/// [`crate::serving`]): a serving thread's calls take and give back only its own, which its
+/// runtime drives; every other thread shares the first list. In each, the most recently used is
+/// last (reused first: it is the one least likely to have been closed, and its buffers are warm).
+#[derive(Debug)]
 pub(crate) struct WorkerPool {
-    idle: Mutex<Vec<Idle>>,
+    idle: Box<[Mutex<Vec<Idle>>]>,
 }
 
 #[derive(Debug)]
@@ -79,10 +83,14 @@ impl Drop for Conn {
 }
 
 impl Client {
-    /// A client whose idle connections are swept every [`SWEEP_INTERVAL`] by a task that ends
-    /// with the client. Needs a Tokio runtime.
-    pub(crate) fn new() -> Arc<Self> {
-        let client = Arc::new(Self::default());
+    /// A client for a gateway with `serving_threads` serving threads, whose idle connections
+    /// are swept every [`SWEEP_INTERVAL`] by a task that ends with the client. Needs a Tokio
+    /// runtime.
+    pub(crate) fn new(serving_threads: usize) -> Arc<Self> {
+        let client = Arc::new(Self {
+            workers: Mutex::default(),
+            lists: serving_threads + 1,
+        });
         let weak = Arc::downgrade(&client);
         tokio::spawn(sweep(weak));
         client
@@ -93,7 +101,7 @@ impl Client {
         if let Some(pool) = workers.get(authority) {
             return Arc::clone(pool);
         }
-        let pool = Arc::new(WorkerPool::default());
+        let pool = Arc::new(WorkerPool::new(self.lists));
         workers.insert(authority.into(), Arc::clone(&pool));
         pool
     }
@@ -228,24 +236,20 @@ impl Client {
             .collect();
         let now = Instant::now();
         for (authority, pool) in pools {
-            let closed: Vec<Idle> = {
-                let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                let (keep, closed) = std::mem::take(&mut *idle)
-                    .into_iter()
-                    .partition(|i| now.duration_since(i.since) < IDLE_TIMEOUT && i.conn.is_idle());
-                *idle = keep;
-                closed
-            };
-            drop(closed);
+            for list in &pool.idle {
+                let closed: Vec<Idle> = {
+                    let mut idle = list.lock().unwrap_or_else(PoisonError::into_inner);
+                    let (keep, closed) = std::mem::take(&mut *idle).into_iter().partition(|i| {
+                        now.duration_since(i.since) < IDLE_TIMEOUT && i.conn.is_idle()
+                    });
+                    *idle = keep;
+                    closed
+                };
+                drop(closed);
+            }
             let mut workers = self.workers.lock().unwrap_or_else(PoisonError::into_inner);
             // Only this sweep and `workers` itself hold the pool: nobody is using it.
-            if Arc::strong_count(&pool) == 2
-                && pool
-                    .idle
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .is_empty()
-            {
+            if Arc::strong_count(&pool) == 2 && pool.idle_len() == 0 {
                 workers.remove(&authority);
             }
         }
@@ -266,10 +270,22 @@ async fn sweep(client: Weak<Client>) {
 }
 
 impl WorkerPool {
-    /// The most recently used idle connection that is still open.
+    fn new(lists: usize) -> Self {
+        Self {
+            idle: (0..lists.max(1)).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    /// The calling thread's idle list.
+    fn list(&self) -> &Mutex<Vec<Idle>> {
+        let index = crate::serving::current().min(self.idle.len() - 1);
+        &self.idle[index]
+    }
+
+    /// The calling thread's most recently used idle connection that is still open.
     fn checkout(&self) -> Option<Conn> {
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.list().lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(candidate) = idle.pop() {
             if now.duration_since(candidate.since) >= IDLE_TIMEOUT {
                 // The rest are older still.
@@ -291,7 +307,7 @@ impl WorkerPool {
         if conn.read_size.reset() {
             conn.read_buf = BytesMut::new();
         }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.list().lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < MAX_IDLE_PER_WORKER {
             idle.push(Idle {
                 conn,
@@ -300,13 +316,12 @@ impl WorkerPool {
         }
     }
 
-    /// Idle connections held (tests).
-    #[cfg(test)]
+    /// Idle connections held, all lists together.
     fn idle_len(&self) -> usize {
         self.idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+            .iter()
+            .map(|list| list.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
     }
 }
 

@@ -154,7 +154,7 @@ async fn keep_alive_connections_are_reused() {
         Reply::Send(ok(&seen.body))
     })
     .await;
-    let client = Client::new();
+    let client = Client::new(0);
     for _ in 0..3 {
         let (status, headers, body) = call(&client, post(&addr, b"hello")).await;
         assert_eq!(status, StatusCode::OK);
@@ -163,6 +163,44 @@ async fn keep_alive_connections_are_reused() {
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
     assert_eq!(pool_idle(&client, &addr), 1);
+}
+
+#[tokio::test]
+async fn each_serving_thread_reuses_only_its_own_connections() {
+    let (addr, accepted) = worker(|seen| Reply::Send(ok(&seen.body))).await;
+    let client = Client::new(2);
+    let mut threads = crate::serving::ServingThreads::start(2).expect("threads");
+    // One call at a time, handed to thread 1, 2, 1, 2, …: each thread's second call finds its
+    // own connection idle.
+    for _ in 0..6 {
+        let (client, addr) = (Arc::clone(&client), addr.clone());
+        let (done, answered) = tokio::sync::oneshot::channel();
+        threads.hand(Box::new(move || {
+            Box::pin(async move {
+                let (status, _, body) = call(&client, post(&addr, b"hello")).await;
+                let _ = done.send((crate::serving::current(), status, body));
+            })
+        }));
+        let (thread, status, body) = answered.await.expect("answered");
+        assert!((1..=2).contains(&thread), "{thread}");
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello"[..]));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "one connection per thread"
+    );
+    let pool = client.worker(addr.trim_start_matches("http://"));
+    let lists: Vec<usize> = pool
+        .idle
+        .iter()
+        .map(|l| l.lock().expect("lock").len())
+        .collect();
+    assert_eq!(lists, [0, 1, 1]);
+    // Not a serving thread: the first list, empty, so a connection of its own.
+    call(&client, post(&addr, b"hello")).await;
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    threads.stop().await;
 }
 
 #[tokio::test]
@@ -178,7 +216,7 @@ async fn chunked_and_close_delimited_responses_are_read_whole() {
         }
     })
     .await;
-    let client = Client::new();
+    let client = Client::new(0);
     let response = client
         .request(post(&addr, b"x"), None)
         .await
@@ -206,7 +244,7 @@ async fn chunked_and_close_delimited_responses_are_read_whole() {
 #[tokio::test]
 async fn a_connection_the_worker_closed_while_idle_is_not_reused() {
     let (addr, accepted) = worker(|seen| Reply::SendAndClose(ok(&seen.body))).await;
-    let client = Client::new();
+    let client = Client::new(0);
     let (_, _, body) = call(&client, post(&addr, b"one")).await;
     assert_eq!(&body[..], b"one");
     assert_eq!(pool_idle(&client, &addr), 1);
@@ -253,7 +291,7 @@ async fn closes_on_the_second_request() -> (String, Arc<AtomicUsize>) {
 #[tokio::test]
 async fn an_idempotent_request_is_sent_again_when_a_reused_connection_fails() {
     let (addr, accepted) = closes_on_the_second_request().await;
-    let client = Client::new();
+    let client = Client::new(0);
     let put = |body: &'static [u8]| {
         let mut req = post(&addr, body);
         *req.method_mut() = Method::PUT;
@@ -270,7 +308,7 @@ async fn an_idempotent_request_is_sent_again_when_a_reused_connection_fails() {
 #[tokio::test]
 async fn a_post_is_never_sent_twice() {
     let (addr, accepted) = closes_on_the_second_request().await;
-    let client = Client::new();
+    let client = Client::new(0);
     let (_, _, body) = call(&client, post(&addr, b"one")).await;
     assert_eq!(&body[..], b"one");
     let e = client
@@ -289,7 +327,7 @@ async fn a_post_is_never_sent_twice() {
 #[tokio::test]
 async fn a_streamed_body_is_not_replayed() {
     let (addr, accepted) = closes_on_the_second_request().await;
-    let client = Client::new();
+    let client = Client::new(0);
     let _ = call(&client, post(&addr, b"one")).await;
     // A body still open when the connection fails cannot be sent again, even with PUT.
     let never_ends = StreamBody::new(
@@ -327,7 +365,7 @@ async fn bodies_of_unknown_length_go_chunked() {
         Reply::Send(ok(&seen.body))
     })
     .await;
-    let client = Client::new();
+    let client = Client::new(0);
     let pieces: Vec<Result<http_body::Frame<Bytes>, BoxError>> = ["ab", "", "cdef", "g"]
         .into_iter()
         .map(|s| Ok(http_body::Frame::data(Bytes::from_static(s.as_bytes()))))
@@ -346,7 +384,7 @@ async fn bodies_of_unknown_length_go_chunked() {
 #[tokio::test]
 async fn a_body_of_many_tiny_frames_arrives_whole() {
     let (addr, _) = worker(|seen| Reply::Send(ok(&seen.body))).await;
-    let client = Client::new();
+    let client = Client::new(0);
     let sent: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
     let frames: Vec<Result<http_body::Frame<Bytes>, BoxError>> = sent
         .iter()
@@ -375,7 +413,7 @@ async fn a_body_dropped_midway_closes_its_connection() {
         )
     })
     .await;
-    let client = Client::new();
+    let client = Client::new(0);
     let response = client
         .request(post(&addr, b"x"), None)
         .await
@@ -403,7 +441,7 @@ async fn broken_workers_are_errors_not_hangs() {
         }
     })
     .await;
-    let client = Client::new();
+    let client = Client::new(0);
     let e = client
         .request(post(&addr, b"x"), None)
         .await
