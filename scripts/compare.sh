@@ -13,13 +13,15 @@
 #   ROUNDS=5 DURATION=10s WARMUP=2s   rounds per arm, measured time and warm-up per run (defaults)
 #   BODY_SIZE=256                     request body bytes (octet-stream)
 #   H1_CONNS=64 H2_CONNS=8 H2_STREAMS=16
-#   GW_THREADS="<nproc> 1"            the dataplane's `runtime-threads` (1: a single-threaded runtime),
-#                                     one gateway arm (and one dataplane process) per value, at most 3;
-#                                     <n>s is `serving-threads = <n>` on a single-threaded runtime
-#                                     (arm gateway-<n>s; n threads of one runtime each serve the connections);
+#   GW_THREADS="<nproc>s <nproc>"     the dataplane's threads, one gateway arm (and one dataplane process)
+#                                     per value, at most 3: <n>s (arm gateway-<n>s) is `serving-threads =
+#                                     <n>` (n threads with a single-threaded runtime each serve the
+#                                     connections; the default config on an n-core machine), <n> (arm
+#                                     gateway-<n>t) is `serving-threads = 0` and `runtime-threads = <n>`
+#                                     (the connections on the process's runtime; 1: single-threaded);
 #                                     the summary takes the better arm (performance.md: "try the proxy
 #                                     with 1 and 2 runtime threads and report the better"; nginx runs
-#                                     worker_processes 1). GW_THREADS=2 alone saves a quarter of the time.
+#                                     worker_processes 1). GW_THREADS=2s alone saves a quarter of the time.
 #   SKIP_BUILD=1                      do not run `cargo build --release` (default: build, a no-op when fresh)
 #   WRITE_DOC=0                       do not append the table to docs/performance.md (DOC=path to change it)
 #   NOTE="..."                        free text added to the doc section (e.g. "smoke run")
@@ -61,6 +63,8 @@
 #              upstream_reuse = 1 - delta(gateway_worker_connections_opened_total) / delta(sum function_request)
 #     stall    on every dataplane: STALL_N (16) connections POST a STALL_SIZE (100 MiB) echo body and never
 #              read the response; dataplane VmRSS growth / STALL_N = stall_mib_per_download
+#   OPEN_CAP=<req/s>                  the open loop's 100% instead of nginx's closed-loop median (A/B runs
+#                                     of two gateway arms at one load)
 #   OPEN_LOADS="25 50" MIB_SIZE=1048576 MIB_CONNS=8 TLS_CONNS=$H2_CONNS TLS_STREAMS=$H2_STREAMS
 #   STALL_N=16 STALL_SIZE=104857600
 #   NGINX_BUFFERING=0                 nginx streams bodies (proxy_request_buffering off, proxy_buffering
@@ -104,7 +108,7 @@ H1_CONNS=${H1_CONNS:-64}
 H2_CONNS=${H2_CONNS:-8}
 H2_STREAMS=${H2_STREAMS:-16}
 NPROC=$(nproc)
-GW_THREADS=${GW_THREADS:-$NPROC $([[ $NPROC != 1 ]] && echo 1 || true)}
+GW_THREADS=${GW_THREADS:-${NPROC}s $NPROC}
 read -r -a GW_T <<<"$GW_THREADS"
 (( ${#GW_T[@]} >= 1 && ${#GW_T[@]} <= 3 )) || { echo "GW_THREADS: 1 to 3 values" >&2; exit 2; }
 for t in "${GW_T[@]}"; do [[ $t =~ ^[1-9][0-9]*s?$ ]] || { echo "GW_THREADS: bad value $t" >&2; exit 2; }; done
@@ -735,7 +739,7 @@ fi
 GW1=(${GW_NAME[$GB1]} "${GW_PIDS[$GB1]}" "http://127.0.0.1:${P_GWS[$GB1]}/echo" "${GW_HDRS[@]}")
 GW2=(${GW_NAME[$GB2]} "${GW_PIDS[$GB2]}" "http://127.0.0.1:${P_GWS[$GB2]}/echo" "${GW_HDRS[@]}")
 if has_extra open; then
-  NGINX_CAP=$(median_rps h1 nginx | cut -d. -f1)
+  NGINX_CAP=${OPEN_CAP:-$(median_rps h1 nginx | cut -d. -f1)}
   for l in "${OPEN_L[@]}"; do OPEN_RATE[$l]=$(python3 -c 'import sys; print(max(1, round(float(sys.argv[1]) * int(sys.argv[2]) / 100)))' "$NGINX_CAP" "$l"); done
   log "open loop at ${OPEN_L[*]} % of nginx's HTTP/1.1 median ($NGINX_CAP req/s): $(for l in "${OPEN_L[@]}"; do printf '%s req/s ' "${OPEN_RATE[$l]}"; done)on direct, nginx, ${GW1[0]}"
   for round in $(seq 1 "$EXTRA_ROUNDS"); do
@@ -1066,7 +1070,7 @@ section = f"""
 ### {now}{' — ' + E['NOTE'] if E['NOTE'] else ''}
 
 Machine: {E['MACHINE']}; nothing pinned; loadtest, nginx {E['NGINX_VERSION']} (`worker_processes 1`), the
-dataplane (one process per `runtime-threads` value: {threads}, where 1 is the single-threaded runtime; arm `gateway-Nt`), the worker (CPU backend, `builtin/echo`) and the control plane
+dataplane (one process per `GW_THREADS` value: {threads}; arm `gateway-Ns` is `serving-threads = N`, N threads with a single-threaded runtime each serving the connections, and `gateway-Nt` is `serving-threads = 0` with `runtime-threads = N`, where 1 is the single-threaded runtime), the worker (CPU backend, `builtin/echo`) and the control plane
 all share the machine. Command: {params} ({E['ELAPSED']} s of runs). Closed loop, {E['BODY_SIZE']}-byte POSTs
 to `/echo`, rounds of direct → nginx → gateway arm(s) interleaved; medians over the rounds. Latency here is
 closed-loop (not for latency goals). Proxy CPU = Δ(utime+stime) of nginx's worker process / the dataplane
