@@ -54,7 +54,7 @@ pub(crate) const WORKER_OWNED: &[&str] = &[
 
 /// Set to `true` on host-routed and `function-id` (TLB) passthrough calls (nvcf-api.md §2.5: "The
 /// TLB path also injects nvcf-feature-disable-worker-compatibility: true"); never on pexec/exec.
-/// A client's copy is dropped by [`prepare_headers`] either way; [`NvcfHeaders`] adds the
+/// A client's copy is never forwarded ([`Forwarded`]) either way; [`NvcfHeaders`] adds the
 /// gateway's on passthrough calls (every `HostRouted`/`FunctionIdHeader` request resolves to a
 /// passthrough target, every `Path` request to pexec, exec or a status poll).
 pub(crate) const DISABLE_WORKER_COMPATIBILITY: HeaderName =
@@ -104,8 +104,9 @@ impl WorkerClient {
         }
     }
 
-    /// Sends `request` with the gateway's `nvcf` headers to the worker; answers the response
-    /// head, without hop-by-hop headers, the body streaming. (The HTTP/1.1 client leaves them
+    /// Sends `request`, with the client's headers as they came (what does not go to the worker is
+    /// left out here: [`Forwarded`]) and the gateway's `nvcf` headers, to the worker; answers the
+    /// response head, without hop-by-hop headers, the body streaming. (The HTTP/1.1 client leaves them
     /// out as it parses the head; the h2 client's answer can still carry `proxy-authenticate`,
     /// `trailer` and the like, which h2 does not reject, and they are removed here.)
     pub(crate) fn request(
@@ -116,6 +117,7 @@ impl WorkerClient {
         match self {
             Self::H2(client) => Either::Left(
                 {
+                    prepare_headers(request.headers_mut());
                     nvcf.insert_into(request.headers_mut());
                     client.request(request)
                 }
@@ -231,7 +233,7 @@ impl Balancer {
 /// region, the poll budget; the ones that describe the function the worker adds from its feed).
 /// The HTTP/1.1 client writes them straight into the request head, the version as a line
 /// prebuilt per route; the HTTP/2 client inserts them into the request's map.
-/// Client copies of these names were dropped by [`prepare_headers`], so neither form duplicates
+/// Client copies of these names are not forwarded ([`Forwarded`]), so neither form duplicates
 /// one.
 ///
 /// Borrowed: both clients use them before their future's first await, so nothing is cloned
@@ -322,18 +324,51 @@ fn not_forwarded(name: &HeaderName) -> bool {
     }
 }
 
-/// Rewrites a client's request headers for the worker. One pass over what the client sent finds
-/// what to drop (usually just `Host` and `Authorization`), rather than one hashed removal per name
-/// that might be there. The gateway's own headers ([`NvcfHeaders`]) are added by the worker client.
+/// Which of a client's request headers go on to the worker: neither the hop-by-hop ones (nor the
+/// names the client's `Connection` lists) nor [`not_forwarded`]'s. A filter rather than a rewrite:
+/// the HTTP/1.1 worker client writes the worker's head from the client's map and skips what this
+/// refuses, where removing those headers first (usually `Host` and `Authorization`) cost about
+/// 1,000 instructions a call in hashed removals; [`prepare_headers`] applies it to the map the h2
+/// client sends.
+pub(crate) struct Forwarded<'a> {
+    /// The names the client's `Connection` headers list (rarely any).
+    connection: smallvec::SmallVec<[&'a str; 2]>,
+}
+
+impl<'a> Forwarded<'a> {
+    pub(crate) fn new(headers: &'a HeaderMap) -> Self {
+        let connection = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|list| list.split(',').map(str::trim))
+            .filter(|token| !token.is_empty())
+            .collect();
+        Self { connection }
+    }
+
+    /// Whether a header of this name goes on to the worker.
+    pub(crate) fn forwards(&self, name: &HeaderName) -> bool {
+        let s = name.as_str();
+        !(model::headers::HOP_BY_HOP.contains(&s)
+            || not_forwarded(name)
+            || self.connection.iter().any(|t| t.eq_ignore_ascii_case(s)))
+    }
+}
+
+/// Rewrites a client's request headers for the h2 worker client: one pass over what the client
+/// sent finds what [`Forwarded`] refuses, rather than one hashed removal per name that might be
+/// there. The gateway's own headers ([`NvcfHeaders`]) are added by the worker client.
 pub(crate) fn prepare_headers(headers: &mut HeaderMap) {
-    // Hop-by-hop headers, including those `Connection` names, go first (one pass of their own).
-    crate::headers::remove_hop_by_hop(headers);
     // Inline room for the usual few: no allocation per request.
-    let dropped: smallvec::SmallVec<[HeaderName; 4]> = headers
-        .keys()
-        .filter(|name| not_forwarded(name))
-        .cloned()
-        .collect();
+    let dropped: smallvec::SmallVec<[HeaderName; 4]> = {
+        let forwarded = Forwarded::new(headers);
+        headers
+            .keys()
+            .filter(|name| !forwarded.forwards(name))
+            .cloned()
+            .collect()
+    };
     for name in dropped {
         headers.remove(name);
     }
@@ -364,6 +399,57 @@ mod tests {
                 WorkerTarget::new(format!("w{i}"), format!("http://127.0.0.1:{}", 9000 + i), 4)
             })
             .collect()
+    }
+
+    #[test]
+    fn the_http1_head_leaves_out_what_prepare_headers_drops() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer x"),
+            ("host", "f.invocation.gw"),
+            ("connection", "X-Hop, keep-alive"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("expect", "100-continue"),
+            ("function-id", "f"),
+            ("nvcf-reqid", "forged"),
+            ("nvcf-feature-disable-worker-compatibility", "false"),
+            ("nvcf-custom", "kept"),
+            ("x-custom", "kept"),
+            ("content-type", "application/json"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        let forwarded = Forwarded::new(&h);
+        let mut head = BytesMut::new();
+        let line = crate::invoke::h1::codec::RequestLine {
+            method: &http::Method::POST,
+            path_and_query: "/",
+            authority: "127.0.0.1:9",
+        };
+        crate::invoke::h1::codec::encode_request_head(
+            &mut head,
+            line,
+            &h,
+            |name| forwarded.forwards(name),
+            crate::invoke::h1::codec::RequestFraming::Empty,
+            |_| {},
+        );
+        let text = String::from_utf8(head.to_vec()).expect("utf-8");
+        let written: Vec<&str> = text
+            .split("\r\n")
+            .skip(2) // the request line and the worker's `host`
+            .filter_map(|line| line.split_once(": ").map(|(name, _)| name))
+            .filter(|name| *name != "content-length")
+            .collect();
+        drop(forwarded);
+        prepare_headers(&mut h);
+        let mut kept: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["content-type", "nvcf-custom", "x-custom"]);
+        assert_eq!(written, ["nvcf-custom", "x-custom", "content-type"]);
     }
 
     #[test]

@@ -283,7 +283,6 @@ impl Invoker {
             detail,
         })?;
         parts.version = self.worker_version;
-        dispatch::prepare_headers(&mut parts.headers);
         if ctx.target.endpoint == Endpoint::Pexec
             && !parts.headers.contains_key(header::CONTENT_TYPE)
         {
@@ -347,7 +346,6 @@ impl Invoker {
         parts.method = Method::POST;
         parts.uri = self.uri(ctx, worker, &ctx.route.inference_url)?;
         parts.version = self.worker_version;
-        dispatch::prepare_headers(&mut parts.headers);
         parts.headers.remove(header::CONTENT_LENGTH);
         parts.headers.insert(
             header::CONTENT_TYPE,

@@ -37,19 +37,31 @@ pub(crate) enum RequestFraming {
     Chunked,
 }
 
-/// Writes a request head for `authority` into `buf`. The caller's `headers` were already
-/// rewritten for the worker (hop-by-hop and `Host` removed); any `content-length` or
-/// `transfer-encoding` in them is replaced by `framing`. `extra` writes more header lines (the
-/// gateway's own) after the caller's.
+/// What a request line and its `host` say.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RequestLine<'a> {
+    pub(crate) method: &'a Method,
+    pub(crate) path_and_query: &'a str,
+    pub(crate) authority: &'a str,
+}
+
+/// Writes the head of `line` into `buf`: the caller's `headers` that `forwards` lets through
+/// (the client's headers, minus what does not go to the worker), except `host`, and any
+/// `content-length` or `transfer-encoding`, which `framing` replaces. `extra` writes more header
+/// lines (the gateway's own) after the caller's.
 pub(crate) fn encode_request_head(
     buf: &mut BytesMut,
-    method: &Method,
-    path_and_query: &str,
-    authority: &str,
+    line: RequestLine<'_>,
     headers: &HeaderMap,
+    forwards: impl Fn(&HeaderName) -> bool,
     framing: RequestFraming,
     extra: impl FnOnce(&mut BytesMut),
 ) {
+    let RequestLine {
+        method,
+        path_and_query,
+        authority,
+    } = line;
     buf.reserve(384 + path_and_query.len() + headers.len() * 48);
     buf.put_slice(method.as_str().as_bytes());
     buf.put_u8(b' ');
@@ -62,6 +74,7 @@ pub(crate) fn encode_request_head(
         if name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || name == header::HOST
+            || !forwards(name)
         {
             continue;
         }
@@ -481,12 +494,16 @@ mod tests {
             );
         }
         let mut buf = BytesMut::new();
+        let line = RequestLine {
+            method,
+            path_and_query: "/echo?a=1",
+            authority: "127.0.0.1:9",
+        };
         encode_request_head(
             &mut buf,
-            method,
-            "/echo?a=1",
-            "127.0.0.1:9",
+            line,
             &map,
+            |name| name != "x-refused",
             framing,
             |_| {},
         );

@@ -27,7 +27,7 @@ use http_body::Body as _;
 use tokio::net::TcpStream;
 
 use crate::body::{Body, BoxError};
-use crate::invoke::dispatch::NvcfHeaders;
+use crate::invoke::dispatch::{Forwarded, NvcfHeaders};
 use crate::io::ReadSize;
 pub(crate) use body::ResponseBody;
 use body::{Pump, ReadOutcome};
@@ -106,8 +106,9 @@ impl Client {
         pool
     }
 
-    /// Sends `request` (an absolute `http://` URI), with the gateway's `nvcf` header lines after
-    /// its own, and answers the response head, its body streaming from the connection.
+    /// Sends `request` (an absolute `http://` URI) with the client's headers that go to the
+    /// worker ([`Forwarded`]) and the gateway's `nvcf` header lines after them, and answers the
+    /// response head, its body streaming from the connection.
     pub(crate) fn request(
         &self,
         request: Request<Body>,
@@ -200,12 +201,17 @@ impl Client {
         };
         let mut head = BytesMut::new();
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let forwarded = Forwarded::new(&parts.headers);
+        let line = codec::RequestLine {
+            method: &parts.method,
+            path_and_query: path,
+            authority: authority.as_str(),
+        };
         codec::encode_request_head(
             &mut head,
-            &parts.method,
-            path,
-            authority.as_str(),
+            line,
             &parts.headers,
+            |name| forwarded.forwards(name),
             framing,
             |buf| {
                 if let Some(nvcf) = &nvcf {
