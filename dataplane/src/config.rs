@@ -184,7 +184,7 @@ impl Default for DataplaneFile {
             // nothing when the `access` target is filtered out of the log.
             access_log: true,
             // One per core, as nginx's `worker_processes auto`: in the method's HTTP/1.1 runs this
-            // served 1.06-1.10 x the calls of the multi-threaded runtime for 6-7% less CPU per
+            // served 1.06-1.12 x the calls of the multi-threaded runtime for 6-11% less CPU per
             // call; on cores shared with workers and clients it costs latency at partial load
             // (docs/performance.md, ninth round).
             serving_threads: std::thread::available_parallelism().map_or(1, usize::from),
