@@ -104,11 +104,12 @@ impl WorkerClient {
         }
     }
 
-    /// Sends `request`, with the client's headers as they came (what does not go to the worker is
-    /// left out here: [`Forwarded`]) and the gateway's `nvcf` headers, to the worker; answers the
-    /// response head, without hop-by-hop headers, the body streaming. (The HTTP/1.1 client leaves them
-    /// out as it parses the head; the h2 client's answer can still carry `proxy-authenticate`,
-    /// `trailer` and the like, which h2 does not reject, and they are removed here.)
+    /// Sends `request`, with the client's headers as they came (what does not go to the worker
+    /// is left out here: [`Forwarded`]) and the gateway's `nvcf` headers, to the worker; answers
+    /// the response head, without hop-by-hop headers, the body streaming. (The HTTP/1.1 client
+    /// leaves them out as it parses the head; the h2 client's answer can still carry
+    /// `proxy-authenticate`, `trailer` and the like, which h2 does not reject, and they are
+    /// removed here.)
     pub(crate) fn request(
         &self,
         mut request: Request<Body>,

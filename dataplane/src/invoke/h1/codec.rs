@@ -514,7 +514,12 @@ mod tests {
     fn request_head_states_its_framing_once() {
         let h = head(
             &Method::POST,
-            &[("content-length", "99"), ("x-a", "1"), ("host", "client")],
+            &[
+                ("content-length", "99"),
+                ("x-a", "1"),
+                ("host", "client"),
+                ("x-refused", "1"),
+            ],
             RequestFraming::Length(5),
         );
         assert_eq!(
