@@ -225,14 +225,13 @@ impl Fields<'_> {
             out.push_str(" request_id=");
             out.push_str(id);
         }
-        let mut uuid = uuid::Uuid::encode_buffer();
         if let Some(id) = e.named.map(|n| n.function_id) {
             out.push_str(" function_id=");
-            out.push_str(id.hyphenated().encode_lower(&mut uuid));
+            push_id(out, 0, id);
         }
         if let Some(id) = e.named.and_then(|n| n.version_id) {
             out.push_str(" version_id=");
-            out.push_str(id.hyphenated().encode_lower(&mut uuid));
+            push_id(out, 1, id);
         }
         if let Some(n) = e.bytes_received {
             int(out, " bytes_received=", n);
@@ -259,6 +258,39 @@ impl Fields<'_> {
         }
         out.push_str(" outcome=");
         out.push_str(self.outcome);
+    }
+}
+
+thread_local! {
+    /// The last function id (0) and version id (1) this thread's lines named, with their text: a
+    /// thread's consecutive lines mostly name the same function, and comparing an id costs less
+    /// than encoding it.
+    static LAST_IDS: RefCell<[(uuid::Uuid, String); 2]> = RefCell::new(
+        [(); 2].map(|()| (uuid::Uuid::nil(), uuid::Uuid::nil().to_string())),
+    );
+}
+
+/// Appends `id` hyphenated, from the thread's last text for `slot` when it is the same id.
+fn push_id(out: &mut String, slot: usize, id: uuid::Uuid) {
+    let remembered = LAST_IDS.try_with(|last| {
+        let mut last = last.borrow_mut();
+        let (known, text) = &mut last[slot];
+        if *known != id {
+            *known = id;
+            text.clear();
+            text.push_str(
+                id.hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
+            );
+        }
+        out.push_str(text);
+    });
+    // A line written while the thread ends, after its locals are gone.
+    if remembered.is_err() {
+        out.push_str(
+            id.hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        );
     }
 }
 
@@ -499,6 +531,23 @@ mod tests {
             let last = text.lines().last().unwrap_or_default();
             assert!(last.contains(&format!(" client={client} ")), "{last}");
             assert!(last.contains(&format!(" version_id={vid} ")), "{last}");
+        }
+    }
+
+    #[test]
+    fn remembered_ids_follow_the_lines() {
+        let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        for (slot, id) in [
+            (0, a),
+            (0, b),
+            (0, a),
+            (1, b),
+            (1, b),
+            (0, uuid::Uuid::nil()),
+        ] {
+            let mut out = String::new();
+            super::push_id(&mut out, slot, id);
+            assert_eq!(out, id.to_string());
         }
     }
 

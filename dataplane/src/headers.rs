@@ -15,6 +15,49 @@ pub(crate) use model::headers::remove_hop_by_hop;
 /// `NVCF-REQID` as a prebuilt name: a lookup by `&str` parses the name on every call.
 pub(crate) const NVCF_REQID: HeaderName = HeaderName::from_static(model::headers::NVCF_REQID);
 
+/// The names nearly every call's heads carry, by length (the requests' and the workers' answers').
+const COMMON_NAMES: [&[(&[u8], HeaderName)]; 15] = [
+    &[],
+    &[],
+    &[],
+    &[],
+    &[(b"host", header::HOST), (b"date", header::DATE)],
+    &[],
+    &[
+        (b"accept", header::ACCEPT),
+        (b"origin", header::ORIGIN),
+        (b"cookie", header::COOKIE),
+        (b"expect", header::EXPECT),
+        (b"server", header::SERVER),
+    ],
+    &[],
+    &[],
+    &[],
+    &[
+        (b"user-agent", header::USER_AGENT),
+        (b"connection", header::CONNECTION),
+    ],
+    &[],
+    &[(b"content-type", header::CONTENT_TYPE)],
+    &[(b"authorization", header::AUTHORIZATION)],
+    &[(b"content-length", header::CONTENT_LENGTH)],
+];
+
+/// A header name off the wire, as [`HeaderName::from_bytes`] makes it, with the names nearly
+/// every call carries matched first, as sent in lower case (HTTP/2 requires it, and most HTTP/1.1
+/// clients and servers send it): `from_bytes` copies the name lower-cased and searches every
+/// standard name. A name in another case goes that way (a case-blind match here, byte by byte,
+/// cost more than it saved).
+pub(crate) fn header_name(name: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    let common = COMMON_NAMES
+        .get(name.len())
+        .and_then(|names| names.iter().find(|(known, _)| *known == name));
+    match common {
+        Some((_, known)) => Ok(known.clone()),
+        None => HeaderName::from_bytes(name),
+    }
+}
+
 /// Appends one HTTP/1.1 header line (`name: value\r\n`) to a request head being built.
 pub(crate) fn put_line(buf: &mut impl bytes::BufMut, name: &[u8], value: &[u8]) {
     buf.put_slice(name);
@@ -105,6 +148,38 @@ fn join_cookies(headers: &mut HeaderMap) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn common_names_parse_as_from_bytes_does() {
+        for name in [
+            "host",
+            "Host",
+            "DATE",
+            "accept",
+            "Origin",
+            "cookie",
+            "expect",
+            "server",
+            "User-Agent",
+            "connection",
+            "Keep-Alive",
+            "content-type",
+            "Authorization",
+            "Content-Length",
+            "x-custom",
+            "hots",
+            "content-typf",
+            "nvcf-reqid",
+        ] {
+            let fast = super::header_name(name.as_bytes()).expect(name);
+            let slow = http::HeaderName::from_bytes(name.as_bytes()).expect(name);
+            assert_eq!(fast, slow, "{name}");
+            assert_eq!(fast.as_str(), name.to_ascii_lowercase(), "{name}");
+        }
+        for bad in ["", "bad name", "caf\u{e9}", "a:b"] {
+            assert!(super::header_name(bad.as_bytes()).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

@@ -117,7 +117,7 @@ pub(crate) fn parse(buf: &mut BytesMut, limit: usize) -> Result<Option<Head>, He
     let mut semantics = Semantics::default();
     for field in &fields[..count] {
         let name = &head[field.name.0 as usize..field.name.1 as usize];
-        let name = HeaderName::from_bytes(name).map_err(|_| {
+        let name = crate::headers::header_name(name).map_err(|_| {
             HeadError::Malformed(format!(
                 "invalid header name '{}'",
                 String::from_utf8_lossy(name)

@@ -93,6 +93,18 @@ fn parse_uuid(value: &str) -> Option<Uuid> {
         .flatten()
 }
 
+/// The UUID that is the first label of `labels`, and the labels after it. A UUID label is 36
+/// bytes, so the dot is looked for there rather than searched for.
+fn uuid_label(labels: &str) -> Option<(Uuid, &str)> {
+    let (label, rest) = match labels.as_bytes().get(36) {
+        // ASCII at 36: both slices fall on character boundaries.
+        Some(b'.') => (labels.get(..36)?, labels.get(37..)?),
+        None => (labels, ""),
+        Some(_) => return None,
+    };
+    Some((parse_uuid(label)?, rest))
+}
+
 fn uuid(what: &'static str, value: &str) -> Result<Uuid, GatewayError> {
     parse_uuid(value).ok_or_else(|| GatewayError::InvalidId {
         what,
@@ -137,11 +149,8 @@ fn resolve_path(host: &str, path: &str) -> Result<Resolved, GatewayError> {
 fn resolve_host(host: &str, path: &str) -> Result<Resolved, GatewayError> {
     // `classify` only sends hosts whose first label is a UUID; a second UUID label makes the first
     // the version (`<vid>.<fid>.invocation.<gw>`).
-    let mut labels = host.split('.');
-    let first = labels.next().unwrap_or_default();
-    let second = labels.next().unwrap_or_default();
-    let first = parse_uuid(first).ok_or_else(|| no_route(host, path))?;
-    let target = match parse_uuid(second) {
+    let (first, rest) = uuid_label(host).ok_or_else(|| no_route(host, path))?;
+    let target = match uuid_label(rest).map(|(second, _)| second) {
         Some(fid) => Target {
             endpoint: Endpoint::Passthrough,
             function_id: fid,
@@ -269,6 +278,37 @@ mod tests {
                 function_id: fid(),
                 version_id: Some(vid())
             })
+        );
+        // Labels are whole: a UUID with more after it in its label is not one.
+        let host = |name: String| resolve(InvocationKind::HostRouted, Some(&name), "/x", &h);
+        let only_fid = Resolved::Invoke(Target {
+            endpoint: Endpoint::Passthrough,
+            function_id: fid(),
+            version_id: None,
+        });
+        assert_eq!(host(FID.to_owned()).expect("bare"), only_fid);
+        assert_eq!(
+            host(format!("{VID}.{FID}")).expect("two labels"),
+            Resolved::Invoke(Target {
+                endpoint: Endpoint::Passthrough,
+                function_id: fid(),
+                version_id: Some(vid())
+            })
+        );
+        for bad in [
+            format!("{FID}x.invocation.gw"),
+            format!("{FID}\u{e9}.gw"),
+            "x.gw".into(),
+        ] {
+            assert_eq!(
+                host(bad.clone()).expect_err(&bad).status().as_u16(),
+                404,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            host(format!("{FID}.{VID}x.gw")).expect("second label not a UUID"),
+            only_fid
         );
     }
 

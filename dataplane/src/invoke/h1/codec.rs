@@ -218,7 +218,7 @@ pub(crate) fn parse_response_head(
         let mut headers = HeaderMap::with_capacity(ranges.len() + 4);
         let mut hop = Hop::default();
         for &(ns, ne, vs, ve) in &ranges {
-            let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|_| {
+            let name = crate::headers::header_name(&head[ns..ne]).map_err(|_| {
                 ParseError::Header(String::from_utf8_lossy(&head[ns..ne]).into_owned())
             })?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
