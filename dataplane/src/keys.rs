@@ -147,7 +147,10 @@ fn same_token(a: &[u8], b: &[u8]) -> bool {
 #[derive(Debug, Clone)]
 struct Entry {
     status: KeyStatus,
-    expires_at: Timestamp,
+    /// The expiry in milliseconds since the Unix epoch (a `Timestamp` holds milliseconds): a
+    /// comparison with the clock's reading, where making a `Timestamp` of now costs a calendar
+    /// conversion on every call.
+    expires_ms: i64,
     grants: Grants,
 }
 
@@ -164,7 +167,7 @@ impl KeyIndex {
                     digest_from_hex(&k.hash)?,
                     Entry {
                         status: k.status,
-                        expires_at: k.expires_at,
+                        expires_ms: k.expires_at.unix_millis(),
                         grants: Grants::of(k),
                     },
                 ))
@@ -188,19 +191,37 @@ impl KeyIndex {
         }
     }
 
+    /// The digest this thread's memo holds for the bearer token in `authorization`, matched on
+    /// the header's bytes: the usual call skips the value's UTF-8 check. (A remembered token had
+    /// the shape of a credential, which is ASCII, so a match here is one that [`Self::digest`]
+    /// would make of the value read as text.)
+    fn remembered(&self, authorization: &[u8]) -> Option<[u8; 32]> {
+        let token = authorization
+            .strip_prefix(b"Bearer ")
+            .or_else(|| authorization.strip_prefix(b"bearer "))?
+            .trim_ascii();
+        self.memo_hit(token)
+    }
+
+    fn memo_hit(&self, token: &[u8]) -> Option<[u8; 32]> {
+        MEMO.with_borrow(|memo| {
+            memo.slots[memo_slot(token)]
+                .as_ref()
+                .filter(|m| m.generation == self.generation && same_token(&m.token, token))
+                .map(|m| m.digest)
+        })
+    }
+
     /// The keyed hash of `token`, from this thread's memo when it checked the same token under
     /// this index before (the memo holds only tokens that had the shape); `None` when it has not
     /// the shape of a credential.
     fn digest(&self, token: &str) -> Option<[u8; 32]> {
         let bytes = token.as_bytes();
+        if let Some(digest) = self.memo_hit(bytes) {
+            return Some(digest);
+        }
         let slot = memo_slot(bytes);
         MEMO.with_borrow_mut(|memo| {
-            if let Some(m) = &memo.slots[slot]
-                && m.generation == self.generation
-                && same_token(&m.token, bytes)
-            {
-                return Some(m.digest);
-            }
             if !self.shaped(token) {
                 return None;
             }
@@ -220,20 +241,42 @@ impl KeyIndex {
         authorization: Option<&[u8]>,
         now: Timestamp,
     ) -> Result<&Grants, AuthError> {
+        self.authenticate_at(authorization, now.unix_millis())
+    }
+
+    /// [`Self::authenticate`] at the system clock's time.
+    pub fn authenticate_now(&self, authorization: Option<&[u8]>) -> Result<&Grants, AuthError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.authenticate_at(authorization, now)
+    }
+
+    /// [`Self::authenticate`] at `now_ms`, milliseconds since the Unix epoch.
+    fn authenticate_at(
+        &self,
+        authorization: Option<&[u8]>,
+        now_ms: i64,
+    ) -> Result<&Grants, AuthError> {
         let raw = authorization.ok_or(AuthError::Missing)?;
-        let value = std::str::from_utf8(raw).map_err(|_| AuthError::Malformed)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or(AuthError::Malformed)?;
-        let digest = self.digest(token).ok_or(AuthError::Unknown)?;
+        let digest = match self.remembered(raw) {
+            Some(digest) => digest,
+            None => {
+                let value = std::str::from_utf8(raw).map_err(|_| AuthError::Malformed)?;
+                let token = value
+                    .strip_prefix("Bearer ")
+                    .or_else(|| value.strip_prefix("bearer "))
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .ok_or(AuthError::Malformed)?;
+                self.digest(token).ok_or(AuthError::Unknown)?
+            }
+        };
         let entry = self.by_hash.get(&digest).ok_or(AuthError::Unknown)?;
         match entry.status {
             KeyStatus::Suspended => return Err(AuthError::Suspended),
             KeyStatus::Expired => return Err(AuthError::Expired),
-            KeyStatus::Active if now > entry.expires_at => return Err(AuthError::Expired),
+            KeyStatus::Active if now_ms > entry.expires_ms => return Err(AuthError::Expired),
             KeyStatus::Active => {}
         }
         Ok(&entry.grants)

@@ -34,7 +34,6 @@ use futures_util::FutureExt;
 use http::{HeaderValue, Method, Request, Response, header};
 use http_body_util::BodyExt;
 
-use model::time::Timestamp;
 use uuid::Uuid;
 
 use crate::body::{self, Body, RequestBody};
@@ -170,11 +169,10 @@ impl Invoker {
             finish.named = resolved.as_ref().ok().and_then(Resolved::named);
             let grants = snapshot
                 .keys
-                .authenticate(
+                .authenticate_now(
                     req.headers()
                         .get(header::AUTHORIZATION)
                         .map(HeaderValue::as_bytes),
-                    Timestamp::now(),
                 )
                 .inspect(|_| self.key_hits.increment(1))
                 .map_err(|e| {
