@@ -110,7 +110,7 @@ pub(crate) fn attach(
         ttfb: entry.start.elapsed(),
         entry,
         status: parts.status,
-        request_id: parts.headers.get(crate::headers::NVCF_REQID).cloned(),
+        request_id: crate::headers::find(&parts.headers, &crate::headers::NVCF_REQID).cloned(),
     };
     let logged = Logged::new(inner, line);
     Response::from_parts(parts, logged.boxed())

@@ -58,6 +58,16 @@ pub(crate) fn header_name(name: &[u8]) -> Result<HeaderName, http::header::Inval
     }
 }
 
+/// The first value of `name` in `headers`, as [`HeaderMap::get`] answers it. A name outside the
+/// standard set is hashed byte by byte on every lookup; a request or answer of a few headers is
+/// searched faster by comparing names in order (an enum tag for the standard ones).
+pub(crate) fn find<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    if headers.len() > 8 {
+        return headers.get(name);
+    }
+    headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+}
+
 /// Appends one HTTP/1.1 header line (`name: value\r\n`) to a request head being built.
 pub(crate) fn put_line(buf: &mut impl bytes::BufMut, name: &[u8], value: &[u8]) {
     buf.put_slice(name);
@@ -73,11 +83,7 @@ pub(crate) fn request_host<B>(req: &http::Request<B>) -> Option<&str> {
         .authority()
         // Without any `user@` prefix an absolute-form target may carry.
         .map(|a| a.as_str().rsplit('@').next().unwrap_or_default())
-        .or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|v| v.to_str().ok())
-        })
+        .or_else(|| find(req.headers(), &header::HOST).and_then(|v| v.to_str().ok()))
 }
 
 /// A UUID as a header value, hyphenated lower case, formatted without a heap `String`. Its bytes
@@ -148,6 +154,33 @@ fn join_cookies(headers: &mut HeaderMap) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn find_answers_as_get_does() {
+        let mut few = http::HeaderMap::new();
+        let mut many = http::HeaderMap::new();
+        for (k, v) in [
+            ("x-a", "1"),
+            ("function-id", "f"),
+            ("x-a", "2"),
+            ("host", "h"),
+        ] {
+            few.append(k, http::HeaderValue::from_static(v));
+        }
+        for i in 0..12 {
+            many.append(
+                http::HeaderName::from_bytes(format!("x-{i}").as_bytes()).expect("name"),
+                http::HeaderValue::from(i),
+            );
+        }
+        many.append("function-id", http::HeaderValue::from_static("g"));
+        for map in [&few, &many] {
+            for name in ["x-a", "function-id", "host", "x-3", "absent"] {
+                let name = http::HeaderName::from_static(name);
+                assert_eq!(super::find(map, &name), map.get(&name), "{name}");
+            }
+        }
+    }
+
     #[test]
     fn common_names_parse_as_from_bytes_does() {
         for name in [

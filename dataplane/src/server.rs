@@ -380,8 +380,7 @@ fn answer(
             req.method(),
             host,
             req.uri().path(),
-            req.headers()
-                .get(crate::invoke::target::FUNCTION_ID_NAME)
+            crate::headers::find(req.headers(), &crate::invoke::target::FUNCTION_ID_NAME)
                 .and_then(|v| v.to_str().ok()),
         );
         // Captured only when a line would be written: nothing to pay with the access log off.

@@ -170,8 +170,7 @@ impl Invoker {
             let grants = snapshot
                 .keys
                 .authenticate_now(
-                    req.headers()
-                        .get(header::AUTHORIZATION)
+                    crate::headers::find(req.headers(), &header::AUTHORIZATION)
                         .map(HeaderValue::as_bytes),
                 )
                 .inspect(|_| self.key_hits.increment(1))

@@ -29,13 +29,12 @@ pub(crate) const GRACE: Duration = Duration::from_secs(2);
 
 /// The poll window in seconds for a request with `headers` on `endpoint`.
 pub(crate) fn poll_seconds(headers: &HeaderMap, endpoint: Endpoint) -> Result<u64, GatewayError> {
-    match headers.get(POLL_SECONDS_NAME) {
+    match crate::headers::find(headers, &POLL_SECONDS_NAME) {
         Some(v) => parse_poll(v.as_bytes()),
         None => {
             // Host-routed calls keep 60 s even for SSE (nvcf-api.md §2.3): no lookup for them.
             let sse = endpoint != Endpoint::Passthrough
-                && headers
-                    .get(header::ACCEPT)
+                && crate::headers::find(headers, &header::ACCEPT)
                     .is_some_and(|a| a.as_bytes() == b"text/event-stream");
             Ok(if sse { SSE_POLL } else { DEFAULT_POLL })
         }
