@@ -154,6 +154,8 @@ fn join_cookies(headers: &mut HeaderMap) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn find_answers_as_get_does() {
         let mut few = http::HeaderMap::new();
@@ -212,8 +214,6 @@ mod tests {
             assert!(super::header_name(bad.as_bytes()).is_err(), "{bad:?}");
         }
     }
-
-    use super::*;
 
     fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

@@ -203,6 +203,7 @@ impl KeyIndex {
         self.memo_hit(token)
     }
 
+    /// The digest this thread's memo holds for `token` under this index, if any.
     fn memo_hit(&self, token: &[u8]) -> Option<[u8; 32]> {
         MEMO.with_borrow(|memo| {
             memo.slots[memo_slot(token)]
