@@ -272,25 +272,25 @@ thread_local! {
 
 /// Appends `id` hyphenated, from the thread's last text for `slot` when it is the same id.
 fn push_id(out: &mut String, slot: usize, id: uuid::Uuid) {
+    let encode = |text: &mut String| {
+        text.push_str(
+            id.hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        );
+    };
     let remembered = LAST_IDS.try_with(|last| {
         let mut last = last.borrow_mut();
         let (known, text) = &mut last[slot];
         if *known != id {
             *known = id;
             text.clear();
-            text.push_str(
-                id.hyphenated()
-                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
-            );
+            encode(text);
         }
         out.push_str(text);
     });
     // A line written while the thread ends, after its locals are gone.
     if remembered.is_err() {
-        out.push_str(
-            id.hyphenated()
-                .encode_lower(&mut uuid::Uuid::encode_buffer()),
-        );
+        encode(out);
     }
 }
 

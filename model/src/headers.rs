@@ -32,23 +32,45 @@ pub const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
+/// The hop-by-hop headers of one message: the fixed ones ([`HOP_BY_HOP`]) and those its
+/// `Connection` headers name.
+#[derive(Debug)]
+pub struct HopByHop<'a> {
+    /// The names the message's `Connection` headers list (rarely any; inline room for two).
+    named: smallvec::SmallVec<[&'a str; 2]>,
+}
+
+impl<'a> HopByHop<'a> {
+    pub fn of(headers: &'a http::HeaderMap) -> Self {
+        let named = headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|list| list.split(',').map(str::trim))
+            .filter(|token| !token.is_empty())
+            .collect();
+        Self { named }
+    }
+
+    /// Whether a header of this name is one of them.
+    pub fn contains(&self, name: &http::HeaderName) -> bool {
+        let name = name.as_str();
+        HOP_BY_HOP.contains(&name) || self.named.iter().any(|t| t.eq_ignore_ascii_case(name))
+    }
+}
+
 /// Removes `Connection`, every header it names, and the fixed hop-by-hop headers. One pass over
 /// the names present (usually none of them) instead of a hashed removal per listed name: this runs
 /// on every proxied request and response.
 pub fn remove_hop_by_hop(headers: &mut http::HeaderMap) {
-    let mut dropped: Vec<http::HeaderName> = headers
-        .keys()
-        .filter(|name| HOP_BY_HOP.contains(&name.as_str()))
-        .cloned()
-        .collect();
-    for value in headers.get_all(http::header::CONNECTION) {
-        if let Ok(list) = value.to_str() {
-            dropped
-                .extend(list.split(',').filter_map(|token| {
-                    http::HeaderName::from_bytes(token.trim().as_bytes()).ok()
-                }));
-        }
-    }
+    let dropped: Vec<http::HeaderName> = {
+        let hop = HopByHop::of(headers);
+        headers
+            .keys()
+            .filter(|name| hop.contains(name))
+            .cloned()
+            .collect()
+    };
     for name in dropped {
         headers.remove(name);
     }

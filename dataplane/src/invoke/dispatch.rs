@@ -325,35 +325,26 @@ fn not_forwarded(name: &HeaderName) -> bool {
     }
 }
 
-/// Which of a client's request headers go on to the worker: neither the hop-by-hop ones (nor the
-/// names the client's `Connection` lists) nor [`not_forwarded`]'s. A filter rather than a rewrite:
-/// the HTTP/1.1 worker client writes the worker's head from the client's map and skips what this
+/// Which of a client's request headers go on to the worker: neither the hop-by-hop ones
+/// ([`model::headers::HopByHop`]) nor [`not_forwarded`]'s. A filter rather than a rewrite: the
+/// HTTP/1.1 worker client writes the worker's head from the client's map and skips what this
 /// refuses, where removing those headers first (usually `Host` and `Authorization`) cost about
 /// 1,000 instructions a call in hashed removals; [`prepare_headers`] applies it to the map the h2
 /// client sends.
 pub(crate) struct Forwarded<'a> {
-    /// The names the client's `Connection` headers list (rarely any).
-    connection: smallvec::SmallVec<[&'a str; 2]>,
+    hop_by_hop: model::headers::HopByHop<'a>,
 }
 
 impl<'a> Forwarded<'a> {
     pub(crate) fn new(headers: &'a HeaderMap) -> Self {
-        let connection = headers
-            .get_all(http::header::CONNECTION)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|list| list.split(',').map(str::trim))
-            .filter(|token| !token.is_empty())
-            .collect();
-        Self { connection }
+        Self {
+            hop_by_hop: model::headers::HopByHop::of(headers),
+        }
     }
 
     /// Whether a header of this name goes on to the worker.
     pub(crate) fn forwards(&self, name: &HeaderName) -> bool {
-        let s = name.as_str();
-        !(model::headers::HOP_BY_HOP.contains(&s)
-            || not_forwarded(name)
-            || self.connection.iter().any(|t| t.eq_ignore_ascii_case(s)))
+        !(self.hop_by_hop.contains(name) || not_forwarded(name))
     }
 }
 
@@ -394,6 +385,15 @@ mod tests {
     use super::*;
     use uuid::Uuid;
 
+    /// A client's request headers, in order.
+    fn header_map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
     fn targets(n: usize) -> Vec<WorkerTarget> {
         (0..n)
             .map(|i| {
@@ -404,8 +404,7 @@ mod tests {
 
     #[test]
     fn the_http1_head_leaves_out_what_prepare_headers_drops() {
-        let mut h = HeaderMap::new();
-        for (k, v) in [
+        let mut h = header_map(&[
             ("authorization", "Bearer x"),
             ("host", "f.invocation.gw"),
             ("connection", "X-Hop, keep-alive"),
@@ -420,9 +419,7 @@ mod tests {
             ("nvcf-custom", "kept"),
             ("x-custom", "kept"),
             ("content-type", "application/json"),
-        ] {
-            h.append(k, HeaderValue::from_static(v));
-        }
+        ]);
         let forwarded = Forwarded::new(&h);
         let mut head = BytesMut::new();
         let line = crate::invoke::h1::codec::RequestLine {
@@ -580,8 +577,7 @@ mod tests {
         assert!(uri("http://w:1", "/bad path").is_err());
 
         let route = crate::bench::route(Uuid::new_v4(), Uuid::new_v4(), "echo-fn", targets(1));
-        let mut h = HeaderMap::new();
-        for (k, v) in [
+        let mut h = header_map(&[
             ("authorization", "Bearer x"),
             ("host", "f.invocation.gw"),
             ("nvcf-reqid", "forged"),
@@ -592,9 +588,7 @@ mod tests {
             ("x-custom", "kept"),
             ("nvcf-poll-seconds", "9"),
             ("expect", "100-continue"),
-        ] {
-            h.append(k, HeaderValue::from_static(v));
-        }
+        ]);
         let id = Uuid::new_v4();
         let region = HeaderValue::from_static("local");
         prepare_headers(&mut h);
