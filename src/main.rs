@@ -12,7 +12,11 @@ use std::path::PathBuf;
 /// buffers (headers, frames, futures) across threads, where glibc's arenas spend measurably more
 /// (see docs/performance.md).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Mimalloc = alloc::Mimalloc;
+
+// The one module allowed `unsafe`: a `GlobalAlloc` is an unsafe trait over C calls.
+#[allow(unsafe_code)]
+mod alloc;
 
 #[derive(Debug, Parser)]
 #[command(

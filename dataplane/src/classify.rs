@@ -129,19 +129,22 @@ fn is_internal(path: &str) -> bool {
     } else {
         path
     };
-    let mut stack: Vec<&str> = Vec::new();
+    // Only the resolved path's first segment matters: the depth of the segment stack and its
+    // bottom are all that is kept (no stack allocated per request).
+    let mut depth = 0usize;
+    let mut first = "";
     for segment in path.split(['/', '\\']) {
         match segment {
             "" | "." => {}
-            ".." => {
-                stack.pop();
+            ".." => depth = depth.saturating_sub(1),
+            s => {
+                if depth == 0 {
+                    first = s;
+                }
+                depth += 1;
             }
-            s => stack.push(s),
         }
-        if stack
-            .first()
-            .is_some_and(|s| s.eq_ignore_ascii_case("internal"))
-        {
+        if depth > 0 && first.eq_ignore_ascii_case("internal") {
             return true;
         }
     }

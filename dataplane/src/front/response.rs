@@ -52,8 +52,7 @@ pub(crate) fn encode_head(
     size_hint: &SizeHint,
     exchange: &mut Exchange,
 ) -> BodyPlan {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
+    let declared = crate::headers::find(headers, &header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let bodiless_status = status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -86,7 +85,7 @@ pub(crate) fn encode_head(
         }
         put_line(buf, name.as_str().as_bytes(), value.as_bytes());
     }
-    if !headers.contains_key(header::DATE) {
+    if crate::headers::find(headers, &header::DATE).is_none() {
         put_date(buf);
     }
     // 1xx and 204 never state a length; a HEAD or 304 answer states the one a GET would have had.

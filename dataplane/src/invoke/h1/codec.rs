@@ -62,7 +62,7 @@ pub(crate) fn encode_request_head(
         path_and_query,
         authority,
     } = line;
-    buf.reserve(384 + path_and_query.len() + headers.len() * 48);
+    buf.reserve(request_head_capacity(path_and_query, headers));
     buf.put_slice(method.as_str().as_bytes());
     buf.put_u8(b' ');
     buf.put_slice(path_and_query.as_bytes());
@@ -107,6 +107,12 @@ pub(crate) fn encode_request_head(
         RequestFraming::Chunked => buf.put_slice(b"transfer-encoding: chunked\r\n"),
     }
     buf.put_slice(b"\r\n");
+}
+
+/// Room for a request head with `path_and_query` and `headers` and the gateway's own lines, so
+/// that it is written into one allocation.
+pub(crate) fn request_head_capacity(path_and_query: &str, headers: &HeaderMap) -> usize {
+    384 + path_and_query.len() + headers.len() * 48
 }
 
 /// Methods whose requests normally have a body, so that an empty one is stated as such.

@@ -199,8 +199,9 @@ impl Client {
         } else {
             RequestFraming::Chunked
         };
-        let mut head = BytesMut::new();
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // Sized at once: growing an empty buffer costs more than making it.
+        let mut head = BytesMut::with_capacity(codec::request_head_capacity(path, &parts.headers));
         let forwarded = Forwarded::new(&parts.headers);
         let line = codec::RequestLine {
             method: &parts.method,
