@@ -92,7 +92,10 @@ pub(crate) enum WorkerClient {
 
 /// A worker's response body, from either client: the h2 client's on the left, the HTTP/1.1
 /// client's on the right.
-pub(crate) type WorkerBody = http_body_util::Either<Incoming, h1::ResponseBody>;
+///
+/// The HTTP/1.1 body is boxed: it holds the worker connection (about 240 bytes), and the response
+/// moves through several layers on its way to the client, each a copy of the whole value.
+pub(crate) type WorkerBody = http_body_util::Either<Incoming, Box<h1::ResponseBody>>;
 
 impl WorkerClient {
     /// Builds the shared worker client for a gateway with `serving_threads` serving threads
@@ -133,7 +136,7 @@ impl WorkerClient {
             Self::Http1(client) => Either::Right(
                 client
                     .request(request, Some(nvcf))
-                    .map(|r| r.map(|response| response.map(WorkerBody::Right))),
+                    .map(|r| r.map(|response| response.map(|b| WorkerBody::Right(Box::new(b))))),
             ),
         }
     }

@@ -305,7 +305,9 @@ impl Invoker {
         ctx: &Ctx,
         request: Request<Body>,
     ) -> impl Future<Output = Result<Response<WorkerBody>, GatewayError>> + Send + 'static {
-        let sent = self.client.request(request, self.nvcf(ctx));
+        // Boxed: the exchange's state (its head, pump and connection) is a large value, and the
+        // wrappers below (and the timeout around them) would each move it on the way in.
+        let sent = Box::pin(self.client.request(request, self.nvcf(ctx)));
         let (id, start) = (ctx.request_id, ctx.start);
         let route = Arc::clone(&ctx.route);
         // A combinator, not an `async` block: the block would keep `sent` twice in its state
