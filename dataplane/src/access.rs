@@ -110,18 +110,20 @@ struct Line {
 
 /// Hands `response` back with its body wrapped so that the access line of `entry` is written when
 /// the body ends; unchanged when there is no entry (access log off). `named` is the function (and
-/// version) an invocation named or was served by.
+/// version) an invocation named or was served by; `ttfb` the time from the request's arrival to
+/// this response head (the caller's reading, which its metrics share).
 pub(crate) fn attach(
     entry: Option<Entry>,
     response: Response<Body>,
     named: Option<Named>,
+    ttfb: Duration,
 ) -> Response<Body> {
     let Some(Entry(mut line)) = entry else {
         return response;
     };
     let (parts, inner) = response.into_parts();
     line.entry.named = named;
-    line.ttfb = line.entry.start.elapsed();
+    line.ttfb = ttfb;
     line.status = parts.status;
     line.request_id = crate::headers::find(&parts.headers, &crate::headers::NVCF_REQID).cloned();
     let logged = Logged::new(inner, line);
@@ -483,7 +485,7 @@ mod tests {
         )
         .expect("target")
         .named();
-        let response = attach(Some(entry), response(), named);
+        let response = attach(Some(entry), response(), named, Duration::from_micros(3));
         assert!(buffer.text().is_empty(), "nothing before the body ends");
         let body = response.into_body().collect().await.expect("body");
         assert_eq!(&body.to_bytes()[..], b"hello world");
@@ -496,7 +498,7 @@ mod tests {
             "protocol=h2",
             "status=200",
             "latency_us=",
-            "ttfb_us=",
+            "ttfb_us=3 ",
             &format!("request_id={REQID}"),
             &format!("function_id={FID}"),
             "bytes_received=5",
@@ -516,7 +518,7 @@ mod tests {
         let _guard = tracing::subscriber::set_default(subscriber(&buffer, "access=info"));
         let req = Request::get("/health").body(()).expect("request");
         let entry = Entry::new(Instant::now(), &req, "[::1]:1".parse().expect("addr"));
-        drop(attach(Some(entry), response(), None));
+        drop(attach(Some(entry), response(), None, Duration::ZERO));
         let text = buffer.text();
         assert!(text.contains("outcome=aborted"), "{text}");
         assert!(text.contains("bytes_sent=0"), "{text}");
@@ -537,7 +539,7 @@ mod tests {
                 function_id: FID.parse().expect("fid"),
                 version_id: Some(vid),
             };
-            let response = attach(Some(entry), response(), Some(routed));
+            let response = attach(Some(entry), response(), Some(routed), Duration::ZERO);
             response.into_body().collect().await.expect("body");
             let text = buffer.text();
             let last = text.lines().last().unwrap_or_default();
@@ -629,7 +631,7 @@ mod tests {
         let _guard = tracing::subscriber::set_default(subscriber(&buffer, "info,access=off"));
         assert!(!enabled());
         // Without an entry the response is handed back as is and nothing is written.
-        let r = attach(None, response(), None);
+        let r = attach(None, response(), None, Duration::ZERO);
         assert_eq!(r.headers()["nvcf-reqid"], REQID);
         assert!(buffer.text().is_empty());
     }

@@ -394,9 +394,10 @@ fn answer(
             .then(|| req.headers().get(header::ORIGIN).cloned())
             .flatten();
         if cors && let Some(preflight) = crate::cors::preflight(req.method(), req.headers()) {
+            let elapsed = start.elapsed();
             state
                 .metrics
-                .record(route, preflight.status(), protocol, start.elapsed());
+                .record(route, preflight.status(), protocol, elapsed);
             // Answered here, not by the invocation path: the line's function comes from the path.
             let named = access.as_ref().and_then(|_| {
                 crate::invoke::target::resolve(
@@ -408,7 +409,7 @@ fn answer(
                 .ok()?
                 .named()
             });
-            return crate::access::attach(access, preflight, named);
+            return crate::access::attach(access, preflight, named, elapsed);
         }
 
         let (result, named) = match route {
@@ -428,10 +429,12 @@ fn answer(
         let mut response = result.unwrap_or_else(|e| e.into_response(uri.path()));
         crate::cors::decorate(origin, &mut response);
         debug!(%peer, route = route.label(), status = %response.status(), path = uri.path(), "request");
+        // One clock reading for the metric and the access line's time to the response head.
+        let elapsed = start.elapsed();
         state
             .metrics
-            .record(route, response.status(), protocol, start.elapsed());
-        crate::access::attach(access, response, named)
+            .record(route, response.status(), protocol, elapsed);
+        crate::access::attach(access, response, named, elapsed)
     }
 }
 
