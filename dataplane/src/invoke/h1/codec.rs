@@ -239,7 +239,7 @@ pub(crate) fn parse_response_head(
 }
 
 /// What the hop-by-hop headers of a response said.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Hop {
     close: bool,
     keep_alive: bool,
@@ -248,11 +248,31 @@ struct Hop {
     chunked: bool,
     /// Other names `connection` lists (hop-by-hop too, removed after the pass).
     named: Vec<HeaderName>,
+    /// The `content-length` the values seen so far state, or what was wrong with them: read in
+    /// the same pass (no lookup afterwards), judged only if the framing comes down to it.
+    length: Result<Option<u64>, String>,
+}
+
+impl Default for Hop {
+    fn default() -> Self {
+        Self {
+            close: false,
+            keep_alive: false,
+            transfer_encoding: false,
+            chunked: false,
+            named: Vec::new(),
+            length: Ok(None),
+        }
+    }
 }
 
 impl Hop {
     /// Notes a hop-by-hop header; false for one that is, true for an end-to-end header.
     fn take(&mut self, name: &HeaderName, value: &HeaderValue) -> bool {
+        if name == header::CONTENT_LENGTH {
+            self.see_length(value.as_bytes());
+            return true;
+        }
         match name.as_str() {
             "connection" => {
                 for token in value.to_str().unwrap_or("").split(',').map(str::trim) {
@@ -279,6 +299,26 @@ impl Hop {
             other => !model::headers::HOP_BY_HOP.contains(&other),
         }
     }
+
+    /// Adds one `content-length` value (a comma list); several values must agree.
+    fn see_length(&mut self, value: &[u8]) {
+        let Ok(mut length) = self.length else {
+            return;
+        };
+        for part in value.split(|&b| b == b',') {
+            let text = std::str::from_utf8(part).unwrap_or("").trim();
+            let Ok(n) = text.parse::<u64>() else {
+                self.length = Err(format!("content-length '{text}'"));
+                return;
+            };
+            if length.is_some_and(|l| l != n) {
+                self.length = Err("conflicting content-length values".into());
+                return;
+            }
+            length = Some(n);
+        }
+        self.length = Ok(length);
+    }
 }
 
 /// Works out the framing and reuse of a parsed head.
@@ -292,6 +332,12 @@ fn finish_head(
     for name in &hop.named {
         headers.remove(name);
     }
+    // A `content-length` that `connection` names was removed with it, as if never sent.
+    let length = if hop.named.contains(&header::CONTENT_LENGTH) {
+        Ok(None)
+    } else {
+        hop.length
+    };
     let mut keep_alive = if minor == 0 {
         hop.keep_alive
     } else {
@@ -310,7 +356,7 @@ fn finish_head(
         } else {
             ResponseFraming::UntilClose
         }
-    } else if let Some(n) = content_length(&headers)? {
+    } else if let Some(n) = length.map_err(ParseError::Header)? {
         ResponseFraming::Length(n)
     } else {
         ResponseFraming::UntilClose
@@ -324,26 +370,6 @@ fn finish_head(
         framing,
         keep_alive,
     })
-}
-
-/// The response's `content-length`; several values must agree.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ParseError> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let text = std::str::from_utf8(part).unwrap_or("").trim();
-            let n: u64 = text
-                .parse()
-                .map_err(|_| ParseError::Header(format!("content-length '{text}'")))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ParseError::Header(
-                    "conflicting content-length values".into(),
-                ));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length)
 }
 
 /// What one step of the chunked decoder produced.
@@ -576,6 +602,61 @@ mod tests {
         assert_eq!(h.headers["content-length"], "3");
         assert!(h.headers.get("connection").is_none());
         assert_eq!(&rest[..], b"abc");
+    }
+
+    /// `content-length` is read while the head is parsed: values must agree, and one is judged
+    /// only when it frames the body.
+    #[test]
+    fn response_lengths_are_checked_when_they_frame_the_body() {
+        let head = |extra: &str, method: &Method| {
+            parse(&format!("HTTP/1.1 200 OK\r\n{extra}\r\n"), method).0
+        };
+        let framing = |extra: &str| {
+            head(extra, &Method::GET)
+                .expect("parses")
+                .expect("complete")
+                .framing
+        };
+        assert_eq!(
+            framing("content-length: 5, 5\r\n"),
+            ResponseFraming::Length(5)
+        );
+        assert_eq!(
+            framing("content-length: 5\r\ncontent-length: 5\r\n"),
+            ResponseFraming::Length(5)
+        );
+        for (extra, message) in [
+            ("content-length: 5\r\ncontent-length: 6\r\n", "conflicting"),
+            ("content-length: 5, 6\r\n", "conflicting"),
+            ("content-length: x\r\n", "content-length 'x'"),
+            ("content-length: -1\r\n", "content-length '-1'"),
+        ] {
+            let e = head(extra, &Method::GET).expect_err(extra);
+            assert!(e.to_string().contains(message), "{extra}: {e}");
+        }
+        // Not consulted: a HEAD answer has no body, transfer-encoding wins (and the length is
+        // dropped), a length `connection` names is gone with it.
+        let h = head("content-length: x\r\n", &Method::HEAD)
+            .expect("HEAD")
+            .expect("complete");
+        assert_eq!(h.framing, ResponseFraming::None);
+        let h = head(
+            "content-length: x\r\ntransfer-encoding: chunked\r\n",
+            &Method::GET,
+        )
+        .expect("chunked")
+        .expect("complete");
+        assert_eq!(h.framing, ResponseFraming::Chunked);
+        assert!(h.headers.get("content-length").is_none());
+        let h = head(
+            "connection: content-length\r\ncontent-length: 5\r\n",
+            &Method::GET,
+        )
+        .expect("named")
+        .expect("complete");
+        assert_eq!(h.framing, ResponseFraming::UntilClose);
+        assert!(!h.keep_alive);
+        assert!(h.headers.get("content-length").is_none());
     }
 
     #[test]
