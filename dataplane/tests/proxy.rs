@@ -923,6 +923,49 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout() {
     gw.stop().await;
 }
 
+/// The connection's timer is re-armed lazily (moved earlier, never later): a wait that starts
+/// after an earlier one still gets the whole idle timeout, and a head that starts arriving on a
+/// kept-alive connection still gets only the header read timeout.
+#[tokio::test]
+async fn each_wait_on_a_kept_alive_connection_gets_its_own_limit() {
+    let backend = start_backend().await;
+    let gw = start_gateway(backend.addr, |f| {
+        f.idle_timeout = Duration::from_millis(1000);
+        f.header_read_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut stream = TcpStream::connect(gw.addr).await.expect("connect");
+    let health = b"GET /health HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n";
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        // Each request 500 ms after the last: past the first wait's limit (1 s) by the third.
+        stream.write_all(health).await.expect("write");
+        out.clear();
+        read_until(&mut stream, &mut out, r#"{"status":"OK"}"#).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A head begun after an idle wait: answered 408 once the header read timeout passes, well
+    // before the idle timeout would.
+    let started = std::time::Instant::now();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nhost: 1")
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    tokio::time::timeout(GUARD, stream.read_to_end(&mut rest))
+        .await
+        .expect("closed in time")
+        .expect("read");
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(rest.starts_with("HTTP/1.1 408"), "{rest}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(900),
+        "{took:?}"
+    );
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn shutdown_closes_idle_and_silent_connections_at_once() {
     let (_backend, gw) = setup().await;

@@ -12,6 +12,7 @@ pub(crate) mod head;
 mod request_body;
 pub(crate) mod response;
 mod rewind;
+mod wait;
 
 use std::convert::Infallible;
 use std::future::poll_fn;
@@ -38,7 +39,6 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use crate::body::{Body, RequestBody};
-use crate::error::GatewayError;
 use crate::io::ReadSize;
 use crate::server::{State, handle};
 pub(crate) use request_body::WireBody;
@@ -305,62 +305,6 @@ impl Front {
                     debug!(%peer, error = %e, "writing the response failed");
                     return;
                 }
-            }
-        }
-    }
-
-    /// Reads until `buf` holds a whole head. `Ok(None)`: the connection is done (closed by the
-    /// client between requests, or idle for too long).
-    async fn read_head<R: AsyncRead + Unpin>(
-        &self,
-        rd: &mut R,
-        buf: &mut BytesMut,
-        timer: &mut Pin<&mut tokio::time::Sleep>,
-        head_started: &mut Option<Instant>,
-        flags: &Flags,
-    ) -> Result<Option<head::Head>, GatewayError> {
-        let mut deadline = None;
-        loop {
-            if !buf.is_empty()
-                && let Some(head) = head::parse(buf, self.max_head)?
-            {
-                return Ok(Some(head));
-            }
-            let idle = buf.is_empty();
-            HEAD_READ.prepare(buf);
-            // Most reads are answered at once (pipelined or whole requests): no timer then.
-            let read = match rd.read_buf(buf).now_or_never() {
-                Some(read) => read,
-                None => {
-                    let limit = if idle {
-                        Instant::now() + self.idle_timeout
-                    } else {
-                        // The head's time runs from when its first byte was seen waiting.
-                        *head_started.get_or_insert_with(Instant::now) + self.head_timeout
-                    };
-                    if deadline != Some(limit) {
-                        timer.as_mut().reset(limit);
-                        deadline = Some(limit);
-                    }
-                    flags.idle.store(idle, Ordering::Relaxed);
-                    let read = tokio::select! {
-                        biased;
-                        read = rd.read_buf(buf) => read,
-                        () = timer.as_mut() => {
-                            return if idle {
-                                Ok(None)
-                            } else {
-                                Err(GatewayError::HeadTimeout(self.head_timeout))
-                            };
-                        }
-                    };
-                    flags.idle.store(false, Ordering::Relaxed);
-                    read
-                }
-            };
-            match read {
-                Ok(0) | Err(_) => return Ok(None),
-                Ok(_) => {}
             }
         }
     }
