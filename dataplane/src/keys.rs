@@ -131,17 +131,23 @@ fn memo_slot(token: &[u8]) -> usize {
 /// Equality whose time does not depend on where two equal-length tokens first differ: the memo
 /// compares a caller's token with another caller's.
 fn same_token(a: &[u8], b: &[u8]) -> bool {
-    // Eight bytes at a time: a key is about 70 bytes, compared on every call.
+    // Eight bytes at a time (a key is about 70 bytes, compared on every call), then the tail.
     fn word(chunk: &[u8]) -> u64 {
-        let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        u64::from_ne_bytes(w)
+        u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8]))
     }
-    a.len() == b.len()
-        && a.chunks(8)
-            .zip(b.chunks(8))
-            .fold(0u64, |d, (x, y)| d | (word(x) ^ word(y)))
-            == 0
+    if a.len() != b.len() {
+        return false;
+    }
+    let (words_a, words_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = words_a
+        .remainder()
+        .iter()
+        .zip(words_b.remainder())
+        .fold(0u64, |d, (x, y)| d | u64::from(x ^ y));
+    words_a
+        .zip(words_b)
+        .fold(tail, |d, (x, y)| d | (word(x) ^ word(y)))
+        == 0
 }
 
 #[derive(Debug, Clone)]
