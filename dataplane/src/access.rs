@@ -66,7 +66,7 @@ impl Entry {
     /// whatever resolved its target ([`attach`]).
     pub(crate) fn new<B>(start: Instant, req: &Request<B>, client: SocketAddr) -> Self {
         Self(Box::new(Line {
-            entry: Arrival::new(start, req, client),
+            arrival: Arrival::new(start, req, client),
             status: StatusCode::OK,
             request_id: None,
             ttfb: Duration::ZERO,
@@ -102,7 +102,7 @@ fn protocol(version: Version) -> &'static str {
 /// The arrival plus what the response head said.
 #[derive(Debug)]
 struct Line {
-    entry: Arrival,
+    arrival: Arrival,
     status: StatusCode,
     request_id: Option<HeaderValue>,
     ttfb: Duration,
@@ -122,7 +122,7 @@ pub(crate) fn attach(
         return response;
     };
     let (parts, inner) = response.into_parts();
-    line.entry.named = named;
+    line.arrival.named = named;
     line.ttfb = ttfb;
     line.status = parts.status;
     line.request_id = crate::headers::find(&parts.headers, &crate::headers::NVCF_REQID).cloned();
@@ -220,7 +220,7 @@ impl Fields<'_> {
     /// Appends the line's fields to `out`: straight pushes, integers through `itoa`, UUIDs and an
     /// IPv4 peer encoded on the stack; no `fmt` machinery on the usual path.
     fn render(&self, out: &mut String) {
-        let (line, e) = (self.line, &self.line.entry);
+        let (line, e) = (self.line, &self.line.arrival);
         let mut ints = itoa::Buffer::new();
         let mut int = |out: &mut String, key: &str, n: u64| {
             out.push_str(key);
@@ -339,7 +339,7 @@ thread_local! {
 fn emit(line: &Line, sent: u64, outcome: &'static str) {
     let fields = Fields {
         line,
-        latency: line.entry.start.elapsed(),
+        latency: line.arrival.start.elapsed(),
         sent,
         outcome,
     };
@@ -577,7 +577,7 @@ mod tests {
         let _guard = tracing::subscriber::set_default(production);
         let req = request();
         let line = Line {
-            entry: Arrival::new(Instant::now(), &req, "10.0.0.1:5".parse().expect("addr")),
+            arrival: Arrival::new(Instant::now(), &req, "10.0.0.1:5".parse().expect("addr")),
             status: StatusCode::OK,
             request_id: Some(HeaderValue::from_static(REQID)),
             ttfb: Duration::from_micros(7),

@@ -43,7 +43,7 @@ impl Front {
                         *head_started.get_or_insert_with(Instant::now) + self.head_timeout
                     };
                     flags.idle.store(idle, Ordering::Relaxed);
-                    let read = self.read_until(rd, buf, timer, limit).await;
+                    let read = read_until(rd, buf, timer, limit).await;
                     flags.idle.store(false, Ordering::Relaxed);
                     match read {
                         Some(read) => read,
@@ -58,31 +58,30 @@ impl Front {
             }
         }
     }
+}
 
-    /// Reads into `buf` unless `limit` passes first (`None`). The connection's `timer` is moved
-    /// earlier when `limit` is, and never later: a keep-alive connection waits between requests
-    /// with a limit that moves on each time, and re-arming the runtime's timer for each wait
-    /// cost more than the read. When the timer fires before `limit`, it is armed again for it.
-    async fn read_until<R: AsyncRead + Unpin>(
-        &self,
-        rd: &mut R,
-        buf: &mut BytesMut,
-        timer: &mut Pin<&mut tokio::time::Sleep>,
-        limit: Instant,
-    ) -> Option<io::Result<usize>> {
-        if timer.deadline() > limit || timer.is_elapsed() {
-            timer.as_mut().reset(limit);
-        }
-        loop {
-            tokio::select! {
-                biased;
-                read = rd.read_buf(buf) => return Some(read),
-                () = timer.as_mut() => {
-                    if Instant::now() >= limit {
-                        return None;
-                    }
-                    timer.as_mut().reset(limit);
+/// Reads into `buf` unless `limit` passes first (`None`). The connection's `timer` is moved
+/// earlier when `limit` is, and never later: a keep-alive connection waits between requests
+/// with a limit that moves on each time, and re-arming the runtime's timer for each wait
+/// cost more than the read. When the timer fires before `limit`, it is armed again for it.
+async fn read_until<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    timer: &mut Pin<&mut tokio::time::Sleep>,
+    limit: Instant,
+) -> Option<io::Result<usize>> {
+    if timer.deadline() > limit || timer.is_elapsed() {
+        timer.as_mut().reset(limit);
+    }
+    loop {
+        tokio::select! {
+            biased;
+            read = rd.read_buf(buf) => return Some(read),
+            () = timer.as_mut() => {
+                if Instant::now() >= limit {
+                    return None;
                 }
+                timer.as_mut().reset(limit);
             }
         }
     }

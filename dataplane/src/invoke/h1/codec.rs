@@ -238,7 +238,7 @@ pub(crate) fn parse_response_head(
     }
 }
 
-/// What the hop-by-hop headers of a response said.
+/// What a response's connection-level headers said: the hop-by-hop ones and `content-length`.
 #[derive(Debug)]
 struct Hop {
     close: bool,
@@ -267,7 +267,8 @@ impl Default for Hop {
 }
 
 impl Hop {
-    /// Notes a hop-by-hop header; false for one that is, true for an end-to-end header.
+    /// Notes a header: false for a hop-by-hop one (left out of the map), true for an end-to-end
+    /// one (`content-length`, read here too, stays).
     fn take(&mut self, name: &HeaderName, value: &HeaderValue) -> bool {
         if name == header::CONTENT_LENGTH {
             self.see_length(value.as_bytes());
