@@ -22,6 +22,12 @@
 #                                     the summary takes the better arm (performance.md: "try the proxy
 #                                     with 1 and 2 runtime threads and report the better"; nginx runs
 #                                     worker_processes 1). GW_THREADS=2s alone saves a quarter of the time.
+#                                     A value ending in `:b` (arm gateway-<n>s-b, gateway-<n>t-b) runs the
+#                                     dataplane of another build, GATEWAY_BIN_B, beside this one's in the
+#                                     same interleaved rounds, against the same worker, nginx and client:
+#                                     an A/B of two builds that the machine's drift between runs cannot
+#                                     bias, e.g. GW_THREADS="2s 2s:b" GATEWAY_BIN_B=/tmp/old/nvcf-gateway
+#                                     EXTRA= WRITE_DOC=0 (the summary's "better arm" may then be either)
 #   SKIP_BUILD=1                      do not run `cargo build --release` (default: build, a no-op when fresh)
 #   WRITE_DOC=0                       do not append the table to docs/performance.md (DOC=path to change it)
 #   NOTE="..."                        free text added to the doc section (e.g. "smoke run")
@@ -111,9 +117,17 @@ NPROC=$(nproc)
 GW_THREADS=${GW_THREADS:-${NPROC}s $NPROC}
 read -r -a GW_T <<<"$GW_THREADS"
 (( ${#GW_T[@]} >= 1 && ${#GW_T[@]} <= 3 )) || { echo "GW_THREADS: 1 to 3 values" >&2; exit 2; }
-for t in "${GW_T[@]}"; do [[ $t =~ ^[1-9][0-9]*s?$ ]] || { echo "GW_THREADS: bad value $t" >&2; exit 2; }; done
-gw_names() { GW_NAME=(); for t in "${GW_T[@]}"; do [[ $t == *s ]] && GW_NAME+=("gateway-$t") || GW_NAME+=("gateway-${t}t"); done; }
+for t in "${GW_T[@]}"; do [[ $t =~ ^[1-9][0-9]*s?(:b)?$ ]] || { echo "GW_THREADS: bad value $t" >&2; exit 2; }; done
+GATEWAY_BIN_B=${GATEWAY_BIN_B:-}
+if [[ " ${GW_T[*]}" == *:b* && ! -x $GATEWAY_BIN_B ]]; then
+  echo "GW_THREADS: a value ending in :b needs GATEWAY_BIN_B, the path of another build's nvcf-gateway" >&2; exit 2
+fi
+# An arm's name: gateway-<n>s or gateway-<n>t, with -b for the other build (python's gw_name below).
+gw_name() { local t=${1%:b} n; [[ $t == *s ]] && n="gateway-$t" || n="gateway-${t}t"; [[ $1 == *:b ]] && n+=-b; echo "$n"; }
+gw_names() { GW_NAME=(); for t in "${GW_T[@]}"; do GW_NAME+=("$(gw_name "$t")"); done; }
 gw_names
+# The dataplane binary of a GW_THREADS value.
+gw_bin() { [[ $1 == *:b ]] && echo "$GATEWAY_BIN_B" || echo "$GATEWAY_BIN"; }
 SKIP_BUILD=${SKIP_BUILD:-0}
 WRITE_DOC=${WRITE_DOC:-1}
 DOC=${DOC:-docs/performance.md}
@@ -276,7 +290,7 @@ for i in "${!GW_T[@]}"; do
   ADMIN_L=127.0.0.1:${P_GWA[$i]} ACCESS_LOG=true
   [[ -n $CALLGRIND && $CG_BARE == 1 ]] && { ADMIN_L=; ACCESS_LOG=false; }
   [[ -n $CALLGRIND && $CG_BARE == log ]] && ACCESS_LOG=false
-  dataplane_toml "dataplane$i" "${GW_T[$i]}" "${P_GWS[$i]}" "$ADMIN_L" "$TLS_L" "$ACCESS_LOG"
+  dataplane_toml "dataplane$i" "${GW_T[$i]%:b}" "${P_GWS[$i]}" "$ADMIN_L" "$TLS_L" "$ACCESS_LOG"
 done
 cat >"$TMP/worker.toml" <<EOF
 log = "info"
@@ -307,7 +321,7 @@ fi
 PIDS+=($!); WK_PID=$!
 GW_PIDS=()
 for i in "${!GW_T[@]}"; do
-  "${GW_PREFIX[@]}" "$GATEWAY_BIN" dataplane --config "$TMP/dataplane$i.toml" >"$TMP/dataplane$i.log" 2>&1 &
+  "${GW_PREFIX[@]}" "$(gw_bin "${GW_T[$i]}")" dataplane --config "$TMP/dataplane$i.toml" >"$TMP/dataplane$i.log" 2>&1 &
   PIDS+=($!); GW_PIDS+=($!)
 done
 
@@ -776,12 +790,12 @@ if has_extra h3; then
   LT_MORE=()
 fi
 if has_extra logcost; then # the same build and thread count without the access log, and without both
-  dataplane_toml dataplane-bare "${GW_T[$GB1]}" "$P_GWB" "" "" false
-  "$GATEWAY_BIN" dataplane --config "$TMP/dataplane-bare.toml" >"$TMP/dataplane-bare.log" 2>&1 &
+  dataplane_toml dataplane-bare "${GW_T[$GB1]%:b}" "$P_GWB" "" "" false
+  "$(gw_bin "${GW_T[$GB1]}")" dataplane --config "$TMP/dataplane-bare.toml" >"$TMP/dataplane-bare.log" 2>&1 &
   PIDS+=($!); BARE_PID=$!
   check_gateway "${GW1[0]}-bare" "$P_GWB"
-  dataplane_toml dataplane-nolog "${GW_T[$GB1]}" "$P_GWL" "127.0.0.1:$P_GWLA" "" false
-  "$GATEWAY_BIN" dataplane --config "$TMP/dataplane-nolog.toml" >"$TMP/dataplane-nolog.log" 2>&1 &
+  dataplane_toml dataplane-nolog "${GW_T[$GB1]%:b}" "$P_GWL" "127.0.0.1:$P_GWLA" "" false
+  "$(gw_bin "${GW_T[$GB1]}")" dataplane --config "$TMP/dataplane-nolog.toml" >"$TMP/dataplane-nolog.log" 2>&1 &
   PIDS+=($!); NOLOG_PID=$!
   check_gateway "${GW1[0]}-nolog" "$P_GWL"
   for round in $(seq 1 "$EXTRA_ROUNDS"); do
@@ -857,7 +871,7 @@ EXTRA_ELAPSED=$(( $(date -u +%s) - XSTART ))
 # ---------------------------------------------------------------- report
 export RESULTS ROUNDS DURATION WARMUP BODY_SIZE H1_CONNS H2_CONNS H2_STREAMS GW_THREADS NOTE ELAPSED WRITE_DOC DOC
 export REUSE STALL EXTRA EXTRA_ROUNDS EXTRA_DURATION EXTRA_WARMUP OPEN_LOADS MIB_SIZE MIB_CONNS TLS_CONNS TLS_STREAMS EXTRA_ELAPSED
-export NGINX_CAP=${NGINX_CAP:-} NGINX_BUFFERING NGINX_WORKER_HEADERS EXTRA_GW STALL_SIZE
+export NGINX_CAP=${NGINX_CAP:-} NGINX_BUFFERING NGINX_WORKER_HEADERS EXTRA_GW STALL_SIZE GATEWAY_BIN_B
 export NGINX_VERSION=$("$NGINX_BIN" -v 2>&1 | sed 's/.*\///')
 export MACHINE="$(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //' || echo unknown)), $(uname -r)"
 python3 - <<'EOF'
@@ -882,7 +896,12 @@ def agg(proto, arm):
         "late": sum(r.get("late") or 0 for r in rs),
         "n": len(rs),
     }
-GWS = [f"gateway-{t}" if t.endswith("s") else f"gateway-{t}t" for t in os.environ["GW_THREADS"].split()]
+def gw_name(t):
+    """The arm of a GW_THREADS value, as the script's gw_name names it."""
+    base = t.removesuffix(":b")
+    name = f"gateway-{base}" if base.endswith("s") else f"gateway-{base}t"
+    return name + "-b" if t.endswith(":b") else name
+GWS = [gw_name(t) for t in os.environ["GW_THREADS"].split()]
 ARMS = ["direct", "nginx"] + GWS
 A = {(p, a): agg(p, a) for p in ("h1", "h2c") for a in ARMS}
 # The better gateway arm per protocol (by median req/s), as performance.md's method asks.
@@ -1057,7 +1076,7 @@ params = (f"`ROUNDS={E['ROUNDS']} DURATION={E['DURATION']} WARMUP={E['WARMUP']} 
           + " scripts/compare.sh`")
 xsection = "" if not (xtable or xprose) else f"""
 Extras ({E['EXTRA_ELAPSED']} s of runs; rounds: {E['EXTRA_ROUNDS']}, each run {E['EXTRA_DURATION']} after {E['EXTRA_WARMUP']} warm-up,
-interleaved; medians; on {f"gateway-{E['EXTRA_GW']}t (EXTRA_GW)" if E['EXTRA_GW'] else f"the better gateway arm: {best['h1']} for the HTTP/1.1 runs, {best['h2c']} for h2c, h2 and h3"}).
+interleaved; medians; on {f"{gw_name(E['EXTRA_GW'])} (EXTRA_GW)" if E['EXTRA_GW'] else f"the better gateway arm: {best['h1']} for the HTTP/1.1 runs, {best['h2c']} for h2c, h2 and h3"}).
 Open loop: `loadtest --rate` at the given share of nginx's closed-loop HTTP/1.1 median ({E['NGINX_CAP'] or '—'} req/s),
 latency from each request's intended send time; "late sends" counts sends the client itself could not make on time.
 Host-routed gateway calls over TLS (h2) and QUIC (h3) go to the dataplane's TLS/QUIC port with the same `Host`
@@ -1070,7 +1089,7 @@ section = f"""
 ### {now}{' — ' + E['NOTE'] if E['NOTE'] else ''}
 
 Machine: {E['MACHINE']}; nothing pinned; loadtest, nginx {E['NGINX_VERSION']} (`worker_processes 1`), the
-dataplane (one process per `GW_THREADS` value: {threads}; arm `gateway-Ns` is `serving-threads = N`, N threads with a single-threaded runtime each serving the connections, and `gateway-Nt` is `serving-threads = 0` with `runtime-threads = N`, where 1 is the single-threaded runtime), the worker (CPU backend, `builtin/echo`) and the control plane
+dataplane (one process per `GW_THREADS` value: {threads}; arm `gateway-Ns` is `serving-threads = N`, N threads with a single-threaded runtime each serving the connections, and `gateway-Nt` is `serving-threads = 0` with `runtime-threads = N`, where 1 is the single-threaded runtime{"; an arm ending in `-b` is the dataplane of another build, `" + E.get("GATEWAY_BIN_B", "") + "`" if ":b" in E["GW_THREADS"] else ""}), the worker (CPU backend, `builtin/echo`) and the control plane
 all share the machine. Command: {params} ({E['ELAPSED']} s of runs). Closed loop, {E['BODY_SIZE']}-byte POSTs
 to `/echo`, rounds of direct → nginx → gateway arm(s) interleaved; medians over the rounds. Latency here is
 closed-loop (not for latency goals). Proxy CPU = Δ(utime+stime) of nginx's worker process / the dataplane
