@@ -424,14 +424,12 @@ mod tests {
             ("content-type", "application/json"),
         ]);
         let forwarded = Forwarded::new(&h);
-        let mut head = BytesMut::new();
         let line = crate::invoke::h1::codec::RequestLine {
             method: &http::Method::POST,
             path_and_query: "/",
             authority: "127.0.0.1:9",
         };
-        crate::invoke::h1::codec::encode_request_head(
-            &mut head,
+        let head = crate::invoke::h1::codec::encode_request_head(
             line,
             &h,
             |name| forwarded.forwards(name),

@@ -45,24 +45,25 @@ pub(crate) struct RequestLine<'a> {
     pub(crate) authority: &'a str,
 }
 
-/// Writes the head of `line` into `buf`: the caller's `headers` that `forwards` lets through
-/// (the client's headers, minus what does not go to the worker), except `host`, and any
-/// `content-length` or `transfer-encoding`, which `framing` replaces. `extra` writes more header
-/// lines (the gateway's own) after the caller's.
+/// The head of `line`: the caller's `headers` that `forwards` lets through (the client's
+/// headers, minus what does not go to the worker), except `host`, and any `content-length` or
+/// `transfer-encoding`, which `framing` replaces. `extra` writes more header lines (the gateway's
+/// own) after the caller's. Written into one buffer made with room for all of it: growing an
+/// empty buffer costs more than making it at its size.
 pub(crate) fn encode_request_head(
-    buf: &mut BytesMut,
     line: RequestLine<'_>,
     headers: &HeaderMap,
     forwards: impl Fn(&HeaderName) -> bool,
     framing: RequestFraming,
     extra: impl FnOnce(&mut BytesMut),
-) {
+) -> BytesMut {
     let RequestLine {
         method,
         path_and_query,
         authority,
     } = line;
-    buf.reserve(request_head_capacity(path_and_query, headers));
+    // Room for the gateway's own lines too.
+    let mut buf = BytesMut::with_capacity(384 + path_and_query.len() + headers.len() * 48);
     buf.put_slice(method.as_str().as_bytes());
     buf.put_u8(b' ');
     buf.put_slice(path_and_query.as_bytes());
@@ -83,7 +84,7 @@ pub(crate) fn encode_request_head(
             cookies += 1;
             continue;
         }
-        crate::headers::put_line(buf, name.as_str().as_bytes(), value.as_bytes());
+        crate::headers::put_line(&mut buf, name.as_str().as_bytes(), value.as_bytes());
     }
     if cookies > 0 {
         buf.put_slice(b"cookie: ");
@@ -95,7 +96,7 @@ pub(crate) fn encode_request_head(
         }
         buf.put_slice(b"\r\n");
     }
-    extra(buf);
+    extra(&mut buf);
     match framing {
         RequestFraming::Length(n) => {
             buf.put_slice(b"content-length: ");
@@ -107,12 +108,7 @@ pub(crate) fn encode_request_head(
         RequestFraming::Chunked => buf.put_slice(b"transfer-encoding: chunked\r\n"),
     }
     buf.put_slice(b"\r\n");
-}
-
-/// Room for a request head with `path_and_query` and `headers` and the gateway's own lines, so
-/// that it is written into one allocation.
-pub(crate) fn request_head_capacity(path_and_query: &str, headers: &HeaderMap) -> usize {
-    384 + path_and_query.len() + headers.len() * 48
+    buf
 }
 
 /// Methods whose requests normally have a body, so that an empty one is stated as such.
@@ -526,20 +522,12 @@ mod tests {
                 HeaderValue::from_str(v).expect("value"),
             );
         }
-        let mut buf = BytesMut::new();
         let line = RequestLine {
             method,
             path_and_query: "/echo?a=1",
             authority: "127.0.0.1:9",
         };
-        encode_request_head(
-            &mut buf,
-            line,
-            &map,
-            |name| name != "x-refused",
-            framing,
-            |_| {},
-        );
+        let buf = encode_request_head(line, &map, |name| name != "x-refused", framing, |_| {});
         String::from_utf8(buf.to_vec()).expect("utf-8")
     }
 

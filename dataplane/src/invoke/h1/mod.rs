@@ -200,16 +200,13 @@ impl Client {
             RequestFraming::Chunked
         };
         let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        // Sized at once: growing an empty buffer costs more than making it.
-        let mut head = BytesMut::with_capacity(codec::request_head_capacity(path, &parts.headers));
         let forwarded = Forwarded::new(&parts.headers);
         let line = codec::RequestLine {
             method: &parts.method,
             path_and_query: path,
             authority: authority.as_str(),
         };
-        codec::encode_request_head(
-            &mut head,
+        let head = codec::encode_request_head(
             line,
             &parts.headers,
             |name| forwarded.forwards(name),
