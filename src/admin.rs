@@ -16,12 +16,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-/// Latency buckets shared by every histogram: sub-millisecond at the bottom (the gateway adds
-/// tens of microseconds), up to a minute at the top (long invocations and polls).
-pub const BUCKETS: &[f64] = &[
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0, 30.0, 60.0,
-];
+/// Latency buckets shared by every histogram, the gateway's own per-call ones included:
+/// sub-millisecond at the bottom (the gateway adds tens of microseconds), up to a minute at the
+/// top (long invocations and polls).
+pub const BUCKETS: &[f64] = &dataplane::latency::LATENCY_BUCKETS_SECONDS;
 
 /// How often histogram samples are folded into their buckets (between scrapes).
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -90,7 +88,11 @@ pub async fn serve(
                     let resp = match req.uri().path() {
                         "/metrics" => match metrics.as_ref() {
                             Some(h) => {
-                                text(StatusCode::OK, "text/plain; version=0.0.4", h.render())
+                                // The exporter's metrics, then the gateway's own per-call
+                                // histograms (kept per thread, summed here).
+                                let mut body = h.render();
+                                dataplane::latency::render(&mut body);
+                                text(StatusCode::OK, "text/plain; version=0.0.4", body)
                             }
                             None => text(
                                 StatusCode::NOT_FOUND,

@@ -96,6 +96,28 @@ async fn metrics_through_the_stack() {
         "{opened} connections for {invoked} calls"
     );
     assert_eq!(sample(&text, "gateway_worker_connections "), Some(opened));
+    // The per-call histograms (the gateway's own, appended to the exporter's text): every routed
+    // call is timed, and the buckets are cumulative up to `+Inf`, which equals the count.
+    let latency = format!("function_request_latency_count{{function_id=\"{fid}\"");
+    let timed = sample(&text, &latency).expect("function_request_latency");
+    assert!(
+        (200.0..=invoked).contains(&timed),
+        "{timed} for {invoked} calls"
+    );
+    let buckets: Vec<f64> = samples(
+        &text,
+        &format!("function_request_latency_bucket{{function_id=\"{fid}\""),
+    )
+    .collect();
+    assert_eq!(buckets.len(), 20, "{text}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert_eq!(buckets.last(), Some(&timed));
+    let durations: f64 = samples(
+        &text,
+        "gateway_request_duration_seconds_count{route=\"invocation\"}",
+    )
+    .sum();
+    assert!(durations >= answered, "{durations} for {answered}");
     for name in [
         "gateway_requests_total",
         "gateway_request_duration_seconds",

@@ -21,6 +21,7 @@ mod headers;
 mod invoke;
 mod io;
 pub mod keys;
+pub mod latency;
 pub mod metrics;
 mod pending;
 mod proxy;

@@ -1,13 +1,15 @@
 //! The gateway's metric table (names, units, descriptions) and the helpers that record them. The
-//! binary installs the recorder; without one these calls are no-ops.
+//! binary installs the recorder; without one these calls are no-ops. The two per-call histograms
+//! are the gateway's own ([`crate::latency`]) and record with or without a recorder.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use http::StatusCode;
-use metrics::{Counter, Histogram, Unit};
+use metrics::{Counter, Unit};
 
 use crate::classify::Route;
+use crate::latency::{FUNCTION_LATENCY, Histogram, REQUEST_DURATION};
 
 /// Every request the gateway answered, by route, status class and protocol.
 pub const REQUESTS_TOTAL: &str = "gateway_requests_total";
@@ -99,12 +101,6 @@ const TABLE: &[MetricDef] = &[
         help: "Requests answered by the gateway. Labels: route (key_service|management|invocation|health|not_found), status_class (1xx..5xx), protocol (http1|h2|h3).",
     },
     MetricDef {
-        name: REQUEST_DURATION_SECONDS,
-        kind: Kind::Histogram,
-        unit: Unit::Seconds,
-        help: "Time from receiving a request head to sending the response head (bodies stream afterwards). Label: route.",
-    },
-    MetricDef {
         name: ERRORS_TOTAL,
         kind: Kind::Counter,
         unit: Unit::Count,
@@ -169,12 +165,6 @@ const TABLE: &[MetricDef] = &[
         kind: Kind::Counter,
         unit: Unit::Count,
         help: "Invocations routed to a function version (NVIDIA's function.request). Labels: function_id, function_version_id, nca_id.",
-    },
-    MetricDef {
-        name: FUNCTION_REQUEST_LATENCY,
-        kind: Kind::Histogram,
-        unit: Unit::Seconds,
-        help: "Time from the invocation's request head to the worker's response head (NVIDIA's function.request.latency). Labels: function_id, function_version_id.",
     },
     MetricDef {
         name: APP_INVOCATION_ERROR,
@@ -274,7 +264,9 @@ const TABLE: &[MetricDef] = &[
     },
 ];
 
-/// Registers the description and unit of every gateway metric with the installed recorder.
+/// Registers the description and unit of every gateway metric with the installed recorder, except
+/// the two per-call histograms, which the gateway keeps itself ([`crate::latency`]) and `/metrics`
+/// appends with [`crate::latency::render`].
 pub fn describe_metrics() {
     for m in TABLE {
         match m.kind {
@@ -291,7 +283,7 @@ pub fn describe_metrics() {
 /// recorder is installed, so no handle is the no-op one of a process without a recorder.
 pub(crate) struct RequestMetrics {
     requests: [OnceLock<Counter>; ROUTES * CLASSES * PROTOCOLS],
-    durations: [OnceLock<Histogram>; ROUTES],
+    durations: [OnceLock<&'static Histogram>; ROUTES],
 }
 
 const ROUTES: usize = Route::COUNT;
@@ -337,10 +329,8 @@ impl RequestMetrics {
         }
         if let Some(histogram) = self.durations.get(r) {
             histogram
-                .get_or_init(
-                    || metrics::histogram!(REQUEST_DURATION_SECONDS, "route" => route.label()),
-                )
-                .record(elapsed.as_secs_f64());
+                .get_or_init(|| REQUEST_DURATION.series(&[("route", route.label())]))
+                .record(elapsed);
         }
     }
 }
@@ -402,7 +392,7 @@ pub(crate) fn set_feed_lag(lag: Duration, revisions_behind: u64) {
 #[derive(Clone)]
 pub struct VersionMetrics {
     request: metrics::Counter,
-    latency: metrics::Histogram,
+    latency: &'static Histogram,
 }
 
 impl VersionMetrics {
@@ -415,11 +405,8 @@ impl VersionMetrics {
                 "function_version_id" => vid.clone(),
                 "nca_id" => model::NCA_ID
             ),
-            latency: metrics::histogram!(
-                FUNCTION_REQUEST_LATENCY,
-                "function_id" => fid,
-                "function_version_id" => vid
-            ),
+            latency: FUNCTION_LATENCY
+                .series(&[("function_id", &fid), ("function_version_id", &vid)]),
         }
     }
 
@@ -430,7 +417,7 @@ impl VersionMetrics {
 
     /// Records the time to the worker's response head.
     pub(crate) fn record_latency(&self, elapsed: Duration) {
-        self.latency.record(elapsed.as_secs_f64());
+        self.latency.record(elapsed);
     }
 }
 
