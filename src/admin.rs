@@ -40,9 +40,10 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
     controlplane_stub::describe_metrics();
     dataplane::describe_metrics();
     worker::metrics::describe_metrics();
-    // Upkeep folds every histogram sample taken since the last one into its buckets: at 25k
-    // calls a second, 250k samples every 5 s. On a plain thread, like the log's flush, so that
-    // this burst never holds up a runtime thread and the calls queued on it.
+    // Upkeep folds every histogram sample taken since the last one into its buckets: in a
+    // worker, several per call (queue wait, batch size, kernel time; the gateway's two per-call
+    // histograms are its own, `dataplane::latency`). On a plain thread, like the log's flush, so
+    // that this burst never holds up a runtime thread and the calls queued on it.
     let upkeep = handle.clone();
     std::thread::Builder::new()
         .name("metrics-upkeep".into())
