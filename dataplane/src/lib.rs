@@ -14,6 +14,7 @@ mod body;
 pub mod classify;
 pub mod config;
 mod cors;
+mod drain;
 pub mod error;
 pub mod feed;
 mod front;

@@ -12,13 +12,13 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::body::{Body, RequestBody, full};
 use crate::classify::{InvocationKind, Route, classify};
 use crate::config::DataplaneConfig;
+use crate::drain::{Drain, Watch};
 use crate::error::{DataplaneError, GatewayError};
 use crate::front::Front;
 use crate::invoke::Invoker;
@@ -172,9 +172,9 @@ pub async fn serve_all(
         ))
     };
     let (front, secure_front) = (front(None), front(alt_svc));
-    // Every connection holds a receiver; a send asks them to finish, and the channel closes when
-    // the last one has.
-    let (drain, _) = watch::channel(());
+    // Every connection holds a watch; firing asks them to finish, and `closed` completes when the
+    // last one has.
+    let drain = Drain::new();
     let mut shutdown = pin!(shutdown);
     info!(%local, controlplane = %config.controlplane_url, "dataplane listening");
     if let Some(t) = &tls {
@@ -211,7 +211,7 @@ pub async fn serve_all(
             front: Arc::clone(if secure { &secure_front } else { &front }),
             tls: acceptor.clone().filter(|_| secure),
             handshake_timeout: config.header_read_timeout,
-            stop: drain.subscribe(),
+            stop: drain.watch(),
         };
         match &mut serving {
             None => {
@@ -240,11 +240,8 @@ pub async fn serve_all(
     }
     // A report in flight may wait for the control plane's timeout; it is advisory, so cut it.
     reporter.abort();
-    info!(
-        connections = drain.receiver_count(),
-        "dataplane shutting down"
-    );
-    let _ = drain.send(());
+    info!(connections = drain.watches(), "dataplane shutting down");
+    drain.fire();
     tokio::select! {
         () = drain.closed() => info!("dataplane stopped"),
         () = tokio::time::sleep(SHUTDOWN_GRACE) => {
@@ -269,7 +266,7 @@ struct Connection {
     /// The TLS handshake comes first (a connection of the TLS listener).
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
-    stop: watch::Receiver<()>,
+    stop: Watch,
 }
 
 impl Connection {

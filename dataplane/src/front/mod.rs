@@ -34,11 +34,12 @@ use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::debug;
 
 use crate::body::{Body, RequestBody};
+use crate::drain::Watch;
 use crate::io::ReadSize;
 use crate::server::{State, handle};
 pub(crate) use request_body::WireBody;
@@ -96,12 +97,8 @@ impl Front {
 
     /// Serves a connection whose protocol is told by its first bytes (plain TCP, or TLS without
     /// ALPN `h2`) until it closes or `shutdown` fires and its exchange in progress ends.
-    pub(crate) async fn serve<I>(
-        &self,
-        mut io: I,
-        peer: SocketAddr,
-        mut shutdown: watch::Receiver<()>,
-    ) where
+    pub(crate) async fn serve<I>(&self, mut io: I, peer: SocketAddr, shutdown: Watch)
+    where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let accepted = Instant::now();
@@ -109,7 +106,7 @@ impl Front {
         let detected = tokio::select! {
             detected = self.detect(&mut io, &mut buf, accepted, peer) => detected,
             // Not a request yet: nothing to finish.
-            _ = shutdown.changed() => return,
+            () = shutdown.fired() => return,
         };
         match detected {
             Some(Protocol::Http2) => {
@@ -154,12 +151,8 @@ impl Front {
 
     /// Serves HTTP/2 with hyper until the connection closes; `shutdown` sends GOAWAY and lets
     /// the open streams finish.
-    pub(crate) async fn serve_h2<I>(
-        &self,
-        io: I,
-        peer: SocketAddr,
-        mut shutdown: watch::Receiver<()>,
-    ) where
+    pub(crate) async fn serve_h2<I>(&self, io: I, peer: SocketAddr, shutdown: Watch)
+    where
         I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let state = Arc::clone(&self.state);
@@ -174,7 +167,7 @@ impl Front {
         let mut conn = pin!(self.h2.serve_connection(TokioIo::new(io), service));
         let ended = tokio::select! {
             ended = conn.as_mut() => ended,
-            _ = shutdown.changed() => {
+            () = shutdown.fired() => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
@@ -192,7 +185,7 @@ impl Front {
         buf: BytesMut,
         accepted: Instant,
         peer: SocketAddr,
-        mut shutdown: watch::Receiver<()>,
+        shutdown: Watch,
     ) where
         I: AsyncRead + AsyncWrite + Send + Unpin,
     {
@@ -201,7 +194,7 @@ impl Front {
         tokio::select! {
             biased;
             () = exchanges.as_mut() => return,
-            _ = shutdown.changed() => {}
+            () = shutdown.fired() => {}
         }
         flags.draining.store(true, Ordering::Relaxed);
         if !flags.idle.load(Ordering::Relaxed) {
