@@ -32,7 +32,7 @@ pub(crate) struct Watch {
 
 #[derive(Debug, Default)]
 struct Shared {
-    fired: AtomicBool,
+    fired: Flag,
     /// The wakers of the futures waiting for the signal, by the id each took.
     waiting: Mutex<HashMap<u64, Waker>>,
     next_id: AtomicU64,
@@ -41,6 +41,12 @@ struct Shared {
     /// Told when the last watch goes.
     none_left: Notify,
 }
+
+/// The fired flag on a cache line (and its prefetched pair) of its own: every connection's poll
+/// loads it, and the counters and the lock beside it change on every connection's start and end.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Flag(AtomicBool);
 
 impl Shared {
     fn waiting(&self) -> MutexGuard<'_, HashMap<u64, Waker>> {
@@ -73,7 +79,7 @@ impl Drain {
 
     /// Fires the signal: every watch's [`Watch::fired`] completes, now and later.
     pub(crate) fn fire(&self) {
-        self.shared.fired.store(true, Ordering::Release);
+        self.shared.fired.0.store(true, Ordering::Release);
         // Taken after the flag is set: a waiter that registers later sees the flag under the
         // lock; one that registered before is woken here.
         let wakers: Vec<Waker> = self.shared.waiting().drain().map(|(_, w)| w).collect();
@@ -135,7 +141,7 @@ impl Future for Fired<'_> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        if this.shared.fired.load(Ordering::Acquire) {
+        if this.shared.fired.0.load(Ordering::Acquire) {
             return Poll::Ready(());
         }
         match &mut this.registered {
@@ -144,7 +150,7 @@ impl Future for Fired<'_> {
             registered => {
                 let mut waiting = this.shared.waiting();
                 // Checked again under the lock: `fire` sets the flag before taking it.
-                if this.shared.fired.load(Ordering::Acquire) {
+                if this.shared.fired.0.load(Ordering::Acquire) {
                     return Poll::Ready(());
                 }
                 let id = match registered {
@@ -175,6 +181,19 @@ mod tests {
 
     const GUARD: Duration = Duration::from_secs(5);
 
+    /// Yields until `n` futures wait on `drain`: a test of the wake-up path must fire after its
+    /// waiters registered, or the flag alone would let them finish.
+    async fn until_waiting(drain: &Drain, n: usize) {
+        let deadline = std::time::Instant::now() + GUARD;
+        while drain.shared.waiting().len() < n {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "waiters never registered"
+            );
+            tokio::task::yield_now().await;
+        }
+    }
+
     /// Polls `f` once with a waker that does nothing.
     fn poll_now<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
         f.poll(&mut Context::from_waker(Waker::noop()))
@@ -189,20 +208,25 @@ mod tests {
             a.fired().await;
             a
         });
-        tokio::task::yield_now().await;
+        until_waiting(&drain, 1).await;
         {
             let mut early = std::pin::pin!(b.fired());
             assert!(poll_now(early.as_mut()).is_pending());
+            assert_eq!(drain.shared.waiting().len(), 2);
             drain.fire();
+            assert!(
+                drain.shared.waiting().is_empty(),
+                "fire wakes and forgets every waiter"
+            );
             assert!(poll_now(early.as_mut()).is_ready());
         }
         let a = tokio::time::timeout(GUARD, waiting)
             .await
             .expect("woken")
             .expect("task");
-        // Fired stays fired.
+        // Fired stays fired, without registering again.
         b.fired().await;
-        assert!(drain.shared.waiting().is_empty(), "wakers left behind");
+        assert!(drain.shared.waiting().is_empty());
         drop((a, b));
         assert_eq!(drain.watches(), 0);
     }
@@ -243,7 +267,7 @@ mod tests {
         }
         assert!(drain.shared.waiting().is_empty());
         let waiting = tokio::spawn(async move { watch.fired().await });
-        tokio::task::yield_now().await;
+        until_waiting(&drain, 1).await;
         drop(drain);
         tokio::time::timeout(GUARD, waiting)
             .await
@@ -265,7 +289,7 @@ mod tests {
                 runtime.spawn(async move { watch.fired().await })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(20));
+        runtime.block_on(until_waiting(&drain, 64));
         drain.fire();
         runtime.block_on(async {
             for task in tasks {
