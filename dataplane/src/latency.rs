@@ -183,12 +183,12 @@ impl Family {
         let _ = writeln!(out, "# HELP {name} {}", self.help);
         let _ = writeln!(out, "# TYPE {name} histogram");
         for (labels, histogram) in series.iter() {
-            let sep = if labels.is_empty() { "" } else { "," };
-            // `{…}` only with labels, as the exporter writes its series.
-            let braced = if labels.is_empty() {
-                String::new()
+            // `_sum` and `_count` have `{…}` only with labels, as the exporter writes its series;
+            // the bucket lines always have it, for `le`.
+            let (braced, sep) = if labels.is_empty() {
+                (String::new(), "")
             } else {
-                format!("{{{labels}}}")
+                (format!("{{{labels}}}"), ",")
             };
             let (counts, sum) = histogram.totals();
             let mut cumulative = 0u64;

@@ -277,10 +277,11 @@ pub fn describe_metrics() {
     }
 }
 
-/// Handles of the per-request series (`gateway_requests_total`, `gateway_request_duration_seconds`),
-/// each registered on its first use: recording through a handle skips building a labelled key and
-/// looking it up in the registry on every request. Built when the server starts, after the
-/// recorder is installed, so no handle is the no-op one of a process without a recorder.
+/// Handles of the per-request series, each made on its first use so that recording skips
+/// building a labelled key and looking it up on every request: `gateway_requests_total` from the
+/// recorder (built when the server starts, after the recorder is installed, so no handle is the
+/// no-op one of a process without a recorder), `gateway_request_duration_seconds` from the
+/// gateway's own histograms ([`crate::latency`]).
 pub(crate) struct RequestMetrics {
     requests: [OnceLock<Counter>; ROUTES * CLASSES * PROTOCOLS],
     durations: [OnceLock<&'static Histogram>; ROUTES],
@@ -386,9 +387,9 @@ pub(crate) fn set_feed_lag(lag: Duration, revisions_behind: u64) {
     metrics::gauge!(FEED_REVISIONS_BEHIND).set(revisions_behind as f64);
 }
 
-/// Counts one routed invocation.
-/// One version's `function_request` and `function_request_latency` handles, registered once per
-/// routing snapshot so that an invocation records without building and hashing its labels.
+/// One version's `function_request` handle (the recorder's) and `function_request_latency` series
+/// (the gateway's own, [`crate::latency`]), made once per routing snapshot so that an invocation
+/// records without building and hashing its labels.
 #[derive(Clone)]
 pub struct VersionMetrics {
     request: metrics::Counter,
