@@ -219,60 +219,65 @@ struct Fields<'a> {
 impl Fields<'_> {
     /// Appends the line's fields to `out`: straight pushes, integers through `itoa`, UUIDs and an
     /// IPv4 peer encoded on the stack; no `fmt` machinery on the usual path.
-    fn render(&self, out: &mut String) {
+    fn render(&self, out: &mut Vec<u8>) {
         let (line, e) = (self.line, &self.line.arrival);
         let mut ints = itoa::Buffer::new();
-        let mut int = |out: &mut String, key: &str, n: u64| {
-            out.push_str(key);
-            out.push_str(ints.format(n));
+        let mut int = |out: &mut Vec<u8>, key: &str, n: u64| {
+            put(out, key);
+            put(out, ints.format(n));
         };
-        out.push_str("method=");
-        out.push_str(e.method.as_str());
-        out.push_str(" path=");
-        out.push_str(e.uri.path());
-        out.push_str(" protocol=");
-        out.push_str(e.protocol);
+        put(out, "method=");
+        put(out, e.method.as_str());
+        put(out, " path=");
+        put(out, e.uri.path());
+        put(out, " protocol=");
+        put(out, e.protocol);
         int(out, " status=", u64::from(line.status.as_u16()));
         int(out, " latency_us=", micros(self.latency));
         int(out, " ttfb_us=", micros(line.ttfb));
         if let Some(id) = line.request_id.as_ref().and_then(|v| v.to_str().ok()) {
-            out.push_str(" request_id=");
-            out.push_str(id);
+            put(out, " request_id=");
+            put(out, id);
         }
         if let Some(id) = e.named.map(|n| n.function_id) {
-            out.push_str(" function_id=");
+            put(out, " function_id=");
             push_id(out, 0, id);
         }
         if let Some(id) = e.named.and_then(|n| n.version_id) {
-            out.push_str(" version_id=");
+            put(out, " version_id=");
             push_id(out, 1, id);
         }
         if let Some(n) = e.bytes_received {
             int(out, " bytes_received=", n);
         }
         int(out, " bytes_sent=", self.sent);
-        out.push_str(" client=");
+        put(out, " client=");
         match e.client {
             SocketAddr::V4(a) => {
                 let [a0, a1, a2, a3] = a.ip().octets();
                 for (i, octet) in [a0, a1, a2, a3].into_iter().enumerate() {
                     if i > 0 {
-                        out.push('.');
+                        out.push(b'.');
                     }
-                    out.push_str(ints.format(octet));
+                    put(out, ints.format(octet));
                 }
-                out.push(':');
-                out.push_str(ints.format(a.port()));
+                out.push(b':');
+                put(out, ints.format(a.port()));
             }
             SocketAddr::V6(a) => {
-                use std::fmt::Write;
-                // Writing to a `String` cannot fail.
+                use std::io::Write;
+                // Writing to a `Vec` cannot fail.
                 let _ = write!(out, "{a}");
             }
         }
-        out.push_str(" outcome=");
-        out.push_str(self.outcome);
+        put(out, " outcome=");
+        put(out, self.outcome);
     }
+}
+
+/// Appends `text` to a line being built.
+fn put(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(text.as_bytes());
 }
 
 thread_local! {
@@ -285,7 +290,7 @@ thread_local! {
 }
 
 /// Appends `id` hyphenated, from the thread's last text for `slot` when it is the same id.
-fn push_id(out: &mut String, slot: usize, id: uuid::Uuid) {
+fn push_id(out: &mut Vec<u8>, slot: usize, id: uuid::Uuid) {
     let encode = |text: &mut String| {
         text.push_str(
             id.hyphenated()
@@ -300,40 +305,42 @@ fn push_id(out: &mut String, slot: usize, id: uuid::Uuid) {
             text.clear();
             encode(text);
         }
-        out.push_str(text);
+        put(out, text);
     });
     // A line written while the thread ends, after its locals are gone.
     if remembered.is_err() {
-        encode(out);
+        let mut text = String::new();
+        encode(&mut text);
+        put(out, &text);
     }
 }
 
 impl std::fmt::Display for Fields<'_> {
     /// The `tracing` path (no sink set): the same text as [`Fields::render`].
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut out = String::with_capacity(320);
+        let mut out = Vec::with_capacity(320);
         self.render(&mut out);
-        f.write_str(&out)
+        // Only `str`s were put in.
+        f.write_str(&String::from_utf8_lossy(&out))
     }
 }
 
 /// Where access lines go instead of `tracing`'s formatter, once the binary has set one (its
 /// batched log buffer): the line is the same, without the per-character escaping and the
 /// event dispatch (about 3% of the gateway's CPU in the profile).
-pub type Sink = Box<dyn Fn(&[u8]) + Send + Sync>;
+pub trait Sink: Send + Sync {
+    /// Appends one whole line, which `write` puts at the end of the buffer it is given (the
+    /// logging thread's own: a line is formatted where it is batched, not copied there).
+    fn append_with(&self, write: &mut dyn FnMut(&mut Vec<u8>));
+}
 
-static SINK: OnceLock<Sink> = OnceLock::new();
+static SINK: OnceLock<Box<dyn Sink>> = OnceLock::new();
 
 /// Sends every later access line to `sink`, formatted as `tracing`'s full format writes it
 /// without target and colours. Whether a line is written still follows the `access` filter.
 /// False when a sink was already set (it stays).
-pub fn set_sink(sink: Sink) -> bool {
+pub fn set_sink(sink: Box<dyn Sink>) -> bool {
     SINK.set(sink).is_ok()
-}
-
-thread_local! {
-    /// Each thread formats its lines in one reused buffer.
-    static LINE_BUF: RefCell<String> = RefCell::new(String::with_capacity(512));
 }
 
 fn emit(line: &Line, sent: u64, outcome: &'static str) {
@@ -344,11 +351,8 @@ fn emit(line: &Line, sent: u64, outcome: &'static str) {
         outcome,
     };
     if let Some(sink) = SINK.get() {
-        LINE_BUF.with_borrow_mut(|buf| {
-            buf.clear();
-            write_line(buf, SystemTime::now(), &fields);
-            sink(buf.as_bytes());
-        });
+        let now = SystemTime::now();
+        sink.append_with(&mut |buf| write_line(buf, now, &fields));
         return;
     }
     tracing::info!(target: "access", "request {}", fields);
@@ -356,11 +360,11 @@ fn emit(line: &Line, sent: u64, outcome: &'static str) {
 
 /// One line as the binary's `tracing` subscriber would write it: RFC 3339 time in µs, the level
 /// padded to five, the message.
-fn write_line(buf: &mut String, now: SystemTime, fields: &Fields<'_>) {
+fn write_line(buf: &mut Vec<u8>, now: SystemTime, fields: &Fields<'_>) {
     push_rfc3339_micros(buf, now);
-    buf.push_str("  INFO request ");
+    put(buf, "  INFO request ");
     fields.render(buf);
-    buf.push('\n');
+    buf.push(b'\n');
 }
 
 thread_local! {
@@ -370,7 +374,7 @@ thread_local! {
 }
 
 /// `now` as RFC 3339 UTC with microseconds, exactly as `humantime::format_rfc3339_micros`.
-fn push_rfc3339_micros(buf: &mut String, now: SystemTime) {
+fn push_rfc3339_micros(buf: &mut Vec<u8>, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (cached, mut prefix) = SECOND.get();
@@ -379,23 +383,22 @@ fn push_rfc3339_micros(buf: &mut String, now: SystemTime) {
         let whole = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs));
         let text = whole.to_string();
         let Some(calendar) = text.as_bytes().get(..19) else {
-            buf.push_str(&humantime::format_rfc3339_micros(now).to_string());
+            put(buf, &humantime::format_rfc3339_micros(now).to_string());
             return;
         };
         prefix[..19].copy_from_slice(calendar);
         prefix[19] = b'.';
         SECOND.set((secs, prefix));
     }
-    // Only ASCII was copied in.
-    buf.push_str(std::str::from_utf8(&prefix).unwrap_or_default());
+    buf.extend_from_slice(&prefix);
     let micros = since.subsec_micros();
     let mut digits = itoa::Buffer::new();
     let text = digits.format(micros);
     for _ in text.len()..6 {
-        buf.push('0');
+        buf.push(b'0');
     }
-    buf.push_str(text);
-    buf.push('Z');
+    put(buf, text);
+    buf.push(b'Z');
 }
 
 #[cfg(test)]
@@ -559,9 +562,9 @@ mod tests {
             (1, b),
             (0, uuid::Uuid::nil()),
         ] {
-            let mut out = String::new();
+            let mut out = Vec::new();
             super::push_id(&mut out, slot, id);
-            assert_eq!(out, id.to_string());
+            assert_eq!(out, id.to_string().into_bytes());
         }
     }
 
@@ -589,8 +592,9 @@ mod tests {
             outcome: "complete",
         };
         tracing::info!(target: "access", "request {}", fields);
-        let mut direct = String::new();
+        let mut direct = Vec::new();
         write_line(&mut direct, SystemTime::now(), &fields);
+        let direct = String::from_utf8(direct).expect("utf-8");
         let traced = buffer.text();
         // Equal after the timestamps (which differ by the time between the two).
         let (t1, rest1) = traced.split_once(' ').expect("timestamp");
@@ -615,14 +619,20 @@ mod tests {
             86_400_000_123,
         ] {
             let t = base + Duration::from_micros(offset_us);
-            let mut ours = String::new();
+            let mut ours = Vec::new();
             push_rfc3339_micros(&mut ours, t);
-            assert_eq!(ours, humantime::format_rfc3339_micros(t).to_string());
+            assert_eq!(
+                ours,
+                humantime::format_rfc3339_micros(t).to_string().into_bytes()
+            );
         }
-        let mut now = String::new();
+        let mut now = Vec::new();
         let t = SystemTime::now();
         push_rfc3339_micros(&mut now, t);
-        assert_eq!(now, humantime::format_rfc3339_micros(t).to_string());
+        assert_eq!(
+            now,
+            humantime::format_rfc3339_micros(t).to_string().into_bytes()
+        );
     }
 
     #[test]
