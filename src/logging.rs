@@ -346,16 +346,17 @@ pub fn init(filter: &str) -> FlushGuard {
         .name("log-flush".into())
         .spawn(move || Shared::flush_loop(&ticker));
     let ansi = io::stdout().is_terminal();
-    if !ansi {
-        // Access lines skip the formatter (same text; a terminal gets tracing's colours instead).
-        dataplane::access::set_sink(Box::new(AccessSink(Arc::clone(&shared))));
-    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_ansi(ansi)
         .with_writer(writer)
         .init();
+    if !ansi {
+        // Access lines skip the formatter (same text; a terminal gets tracing's colours instead).
+        // Set after the subscriber, whose `access` filter the sink reads once.
+        dataplane::access::set_sink(Box::new(AccessSink(Arc::clone(&shared))));
+    }
     FlushGuard { shared }
 }
 
