@@ -298,27 +298,26 @@ thread_local! {
 
 /// Appends `id` hyphenated, from the thread's last text for `slot` when it is the same id.
 fn push_id(out: &mut Vec<u8>, slot: usize, id: uuid::Uuid) {
-    let encode = |text: &mut String| {
-        text.push_str(
-            id.hyphenated()
-                .encode_lower(&mut uuid::Uuid::encode_buffer()),
-        );
-    };
     let remembered = LAST_IDS.try_with(|last| {
         let mut last = last.borrow_mut();
         let (known, text) = &mut last[slot];
         if *known != id {
             *known = id;
             text.clear();
-            encode(text);
+            text.push_str(
+                id.hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
+            );
         }
         put(out, text);
     });
-    // A line written while the thread ends, after its locals are gone.
+    // A line written while the thread ends, after its locals are gone: encoded on the stack.
     if remembered.is_err() {
-        let mut text = String::new();
-        encode(&mut text);
-        put(out, &text);
+        put(
+            out,
+            id.hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        );
     }
 }
 
