@@ -725,6 +725,11 @@ async fn the_container_sees_what_nvcf_would_send() {
         );
         let a = gw.send(h2, req).await;
         assert_eq!(a.status, StatusCode::OK, "{prefix}: {:?}", a.body);
+        // The container's headers as it sent them (a repeated one in order), one date.
+        let multi: Vec<_> = a.headers.get_all("x-multi").iter().collect();
+        assert_eq!(multi, ["1", "2"], "{prefix}");
+        assert_eq!(a.headers.get_all("date").iter().count(), 1, "{prefix}");
+        assert_eq!(a.header("content-type"), "application/json");
         let seen = a.json();
         assert_eq!(seen["method"], "GET");
         assert_eq!(seen["target"], "/a/b?x=1&y=two");
@@ -749,6 +754,29 @@ async fn the_container_sees_what_nvcf_would_send() {
     assert_eq!(a.status, StatusCode::IM_A_TEAPOT);
     assert_eq!(a.header("nvcf-status"), "errored");
     assert_eq!(a.header("nvcf-reqid").len(), 36);
+
+    // NVCF's headers from the container are replaced by the gateway's, over HTTP/1.1 and h2c.
+    for h2 in [false, true] {
+        let req = gw.request(
+            Method::GET,
+            &format!("{fid}.invocation."),
+            "/forge",
+            &[("authorization", &auth)],
+            Bytes::new(),
+        );
+        let a = gw.send(h2, req).await;
+        assert_eq!(a.status, StatusCode::OK, "h2={h2}");
+        let ids: Vec<_> = a.headers.get_all("nvcf-reqid").iter().collect();
+        assert_eq!(ids.len(), 1, "h2={h2}: {ids:?}");
+        assert_eq!(ids[0].len(), 36, "h2={h2}: {ids:?}");
+        let statuses: Vec<_> = a.headers.get_all("nvcf-status").iter().collect();
+        assert_eq!(statuses, ["fulfilled"], "h2={h2}");
+        assert_eq!(
+            a.header("access-control-expose-headers"),
+            "x-a, nvcf-reqid",
+            "h2={h2}"
+        );
+    }
     stack.shutdown().await.expect("shutdown");
 }
 

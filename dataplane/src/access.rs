@@ -28,9 +28,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use http_body_util::BodyExt;
 
 use crate::body::{Body, BoxError};
+use crate::fields::{Fielded, WorkerFields};
 use crate::invoke::finish::Named;
 
 /// The `tracing` target of access lines (filter with e.g. `RUST_LOG=info,access=off`).
@@ -128,13 +128,17 @@ pub(crate) fn attach(
     let Some(Entry(mut line)) = entry else {
         return response;
     };
-    let (parts, inner) = response.into_parts();
+    let (parts, mut inner) = response.into_parts();
     line.arrival.named = named;
     line.ttfb = ttfb;
     line.status = parts.status;
-    line.request_id = crate::headers::find(&parts.headers, &crate::headers::NVCF_REQID).cloned();
+    let fields = inner.take_fields();
+    line.request_id = match fields.as_deref().and_then(WorkerFields::request_id) {
+        Some(id) => Some(id.clone()),
+        None => crate::headers::find(&parts.headers, &crate::headers::NVCF_REQID).cloned(),
+    };
     let logged = Logged::new(inner, line);
-    Response::from_parts(parts, logged.boxed())
+    Response::from_parts(parts, Body::new(logged).with_fields(fields))
 }
 
 /// A response body that counts what it hands out and writes the access line at its end.
@@ -415,6 +419,7 @@ mod tests {
 
     use super::*;
     use crate::classify::InvocationKind;
+    use http_body_util::BodyExt;
 
     /// A `MakeWriter` collecting everything the subscriber writes.
     #[derive(Clone, Default)]

@@ -277,6 +277,7 @@ pub fn encode_response_head(out: &mut bytes::BytesMut, headers: &HeaderMap, len:
         out,
         StatusCode::OK,
         headers,
+        None,
         &http_body::SizeHint::with_exact(len),
         &mut exchange,
     );

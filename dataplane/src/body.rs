@@ -14,27 +14,100 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use hyper::body::Incoming;
 
+use crate::fields::{Fielded, WorkerFields};
+
 /// Error type of streamed bodies.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The response body of every gateway answer: a fixed buffer or a stream from upstream.
-pub(crate) type Body = BoxBody<Bytes, BoxError>;
+/// The response body of every gateway answer: a fixed buffer or a stream from upstream, type-erased,
+/// with the worker's header fields when they travel unparsed beside it ([`crate::fields`]).
+pub(crate) struct Body {
+    inner: BoxBody<Bytes, BoxError>,
+    fields: Option<Box<WorkerFields>>,
+}
+
+impl Body {
+    /// `body`, type-erased, without fields.
+    pub(crate) fn new<B>(body: B) -> Self
+    where
+        B: HttpBody<Data = Bytes, Error = BoxError> + Send + Sync + 'static,
+    {
+        Self {
+            inner: BoxBody::new(body),
+            fields: None,
+        }
+    }
+
+    /// `body`, type-erased, carrying the fields `body` carried: for wrappers of a worker's
+    /// response body.
+    pub(crate) fn carrying<B>(mut body: B) -> Self
+    where
+        B: HttpBody<Data = Bytes, Error = BoxError> + Fielded + Send + Sync + 'static,
+    {
+        let fields = body.take_fields();
+        Self::new(body).with_fields(fields)
+    }
+
+    pub(crate) fn with_fields(mut self, fields: Option<Box<WorkerFields>>) -> Self {
+        self.fields = fields;
+        self
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Body")
+            .field("fields", &self.fields)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fielded for Body {
+    fn fields(&self) -> Option<&WorkerFields> {
+        self.fields.as_deref()
+    }
+
+    fn fields_mut(&mut self) -> Option<&mut WorkerFields> {
+        self.fields.as_deref_mut()
+    }
+
+    fn take_fields(&mut self) -> Option<Box<WorkerFields>> {
+        self.fields.take()
+    }
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A complete body from bytes.
 pub(crate) fn full(bytes: Bytes) -> Body {
-    http_body_util::Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed()
+    Body::new(http_body_util::Full::new(bytes).map_err(|never| match never {}))
 }
 
-/// A streamed body (the control plane's or a worker's response, or a client's request body) as a
-/// [`Body`].
+/// A streamed body (the control plane's, or a client's request body) as a [`Body`].
 pub(crate) fn stream<B>(body: B) -> Body
 where
     B: HttpBody<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BoxError>,
 {
-    body.map_err(Into::into).boxed()
+    Body::new(body.map_err(Into::into))
 }
 
 /// A client's request body, whichever protocol listener produced it: bytes that came whole with

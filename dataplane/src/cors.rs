@@ -43,6 +43,15 @@ pub(crate) fn preflight(method: &Method, headers: &HeaderMap) -> Option<Response
 /// Adds the CORS headers of an actual response to a request that came with `origin`.
 pub(crate) fn decorate(origin: Option<HeaderValue>, resp: &mut Response<Body>) {
     let Some(origin) = origin else { return };
+    // What is set or joined here must see the worker's own value.
+    crate::fields::materialize_if_named(
+        resp,
+        &[
+            "access-control-allow-origin",
+            "access-control-allow-credentials",
+            "vary",
+        ],
+    );
     let h = resp.headers_mut();
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     h.insert(

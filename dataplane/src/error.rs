@@ -204,7 +204,7 @@ impl GatewayError {
     /// set to the request path, one `gateway_errors_total{cause, status}` increment, and the
     /// headers some errors carry (`Retry-After` on 429; `NVCF-REQID`/`NVCF-STATUS` once a request
     /// reached the worker path).
-    pub fn into_response(self, instance: &str) -> Response<Body> {
+    pub(crate) fn into_response(self, instance: &str) -> Response<Body> {
         let status = self.status();
         let cause = self.cause();
         crate::metrics::record_error(cause.label(), status);

@@ -17,6 +17,7 @@ mod cors;
 mod drain;
 pub mod error;
 pub mod feed;
+mod fields;
 mod front;
 mod headers;
 mod invoke;

@@ -343,6 +343,7 @@ pub(crate) fn handle<'a>(
     let protocol = protocol_label(req.version());
     answer(state, peer, req, protocol).map(move |mut response| {
         if let Some(alt_svc) = alt_svc {
+            crate::fields::materialize_if_named(&mut response, &["alt-svc"]);
             response
                 .headers_mut()
                 .insert(header::ALT_SVC, alt_svc.clone());

@@ -394,11 +394,20 @@ pub async fn start_container() -> SocketAddr {
                 let status = if target == "/teapot" { 418 } else { 200 };
                 let body =
                     json!({"method": req.method().as_str(), "target": target, "headers": headers});
+                let mut response = http::Response::builder()
+                    .status(status)
+                    .header("content-type", "application/json")
+                    .header("access-control-expose-headers", "x-a")
+                    .header("x-multi", "1")
+                    .header("x-multi", "2");
+                // A container that sends NVCF's own headers: the gateway's replace them.
+                if target == "/forge" {
+                    response = response
+                        .header("nvcf-reqid", "forged")
+                        .header("nvcf-status", "forged");
+                }
                 Ok::<_, std::convert::Infallible>(
-                    http::Response::builder()
-                        .status(status)
-                        .header("content-type", "application/json")
-                        .header("access-control-expose-headers", "x-a")
+                    response
                         .body(Full::new(Bytes::from(body.to_string())))
                         .expect("response"),
                 )

@@ -40,6 +40,7 @@ use tracing::debug;
 
 use crate::body::{Body, RequestBody};
 use crate::drain::Watch;
+use crate::fields::Fielded;
 use crate::io::ReadSize;
 use crate::server::{State, handle};
 pub(crate) use request_body::WireBody;
@@ -161,7 +162,10 @@ impl Front {
             let (state, alt_svc) = (Arc::clone(&state), alt_svc.clone());
             async move {
                 let req = req.map(RequestBody::from);
-                Ok::<_, Infallible>(handle(&state, peer, req, alt_svc.as_ref()).await)
+                let mut response = handle(&state, peer, req, alt_svc.as_ref()).await;
+                // hyper writes the map: the worker's fields go into it.
+                crate::fields::materialize(&mut response);
+                Ok::<_, Infallible>(response)
             }
         });
         let mut conn = pin!(self.h2.serve_connection(TokioIo::new(io), service));
@@ -476,14 +480,16 @@ async fn write_response<W: AsyncWrite + Unpin>(
     wants_trailers: bool,
 ) -> io::Result<bool> {
     let (parts, mut body) = response.into_parts();
+    let fields = body.take_fields();
     let plan = response::encode_head(
         wbuf,
         parts.status,
         &parts.headers,
+        fields.as_deref(),
         &body.size_hint(),
         exchange,
     );
-    drop(parts);
+    drop((parts, fields));
     if plan == BodyPlan::None {
         drop(body);
         flush(wr, wbuf).await?;

@@ -9,6 +9,7 @@ use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version, header};
 use http_body::SizeHint;
 
+use crate::fields::WorkerFields;
 use crate::headers::put_line;
 
 /// How the response body goes on the wire.
@@ -41,19 +42,23 @@ impl Exchange {
     }
 }
 
-/// Writes the status line and headers of a response into `buf` and says how its body follows.
-/// A `content-length` the handler set is trusted (the body is checked against it as it is
-/// written); otherwise an exact size hint gives one, and anything else is chunked. `connection`,
-/// `keep-alive` and `transfer-encoding` are this hop's and written here, never copied.
+/// Writes the status line and headers of a response into `buf` and says how its body follows:
+/// the worker's `fields` as it sent them (when they came unparsed), then `headers`. A
+/// `content-length` the handler or the worker stated is trusted (the body is checked against it
+/// as it is written); otherwise an exact size hint gives one, and anything else is chunked.
+/// `connection`, `keep-alive` and `transfer-encoding` are this hop's and written here, never
+/// copied.
 pub(crate) fn encode_head(
     buf: &mut BytesMut,
     status: StatusCode,
     headers: &HeaderMap,
+    fields: Option<&WorkerFields>,
     size_hint: &SizeHint,
     exchange: &mut Exchange,
 ) -> BodyPlan {
     let declared = crate::headers::find(headers, &header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .or_else(|| fields.and_then(WorkerFields::content_length));
     let bodiless_status = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
@@ -69,12 +74,19 @@ pub(crate) fn encode_head(
         BodyPlan::UntilClose
     };
 
-    buf.reserve(128 + headers.len() * 48);
+    buf.reserve(128 + headers.len() * 48 + fields.map_or(0, WorkerFields::wire_len));
     buf.put_slice(b"HTTP/1.1 ");
     buf.put_slice(status.as_str().as_bytes());
     buf.put_u8(b' ');
     buf.put_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
     buf.put_slice(b"\r\n");
+    let mut dated = false;
+    // Neither hop-by-hop fields nor `content-length` are among them (`crate::fields`); NVCF's
+    // headers follow them.
+    for (name, value) in fields.iter().flat_map(|f| f.lines()) {
+        dated |= name.len() == 4 && name.eq_ignore_ascii_case(b"date");
+        put_line(buf, name, value);
+    }
     for (name, value) in headers {
         if name == header::CONNECTION
             || name == header::TRANSFER_ENCODING
@@ -83,9 +95,10 @@ pub(crate) fn encode_head(
         {
             continue;
         }
+        dated |= name == header::DATE;
         put_line(buf, name.as_str().as_bytes(), value.as_bytes());
     }
-    if crate::headers::find(headers, &header::DATE).is_none() {
+    if !dated {
         put_date(buf);
     }
     // 1xx and 204 never state a length; a HEAD or 304 answer states the one a GET would have had.
@@ -166,9 +179,81 @@ mod tests {
         }
         let mut exchange = Exchange::new(&method, version, keep_alive);
         let mut buf = BytesMut::new();
-        let plan = encode_head(&mut buf, status, &map, &hint, &mut exchange);
+        let plan = encode_head(&mut buf, status, &map, None, &hint, &mut exchange);
         let text = String::from_utf8(buf.to_vec()).expect("utf8");
         (text, plan, exchange.keep_alive)
+    }
+
+    /// A worker's head parsed by the worker client and written for the client.
+    fn relay(wire: &[u8], method: Method, status_marks: Option<&str>) -> (String, BodyPlan) {
+        let mut wire = BytesMut::from(wire);
+        let head = crate::invoke::h1::codec::parse_response_head(&mut wire, &method)
+            .expect("parses")
+            .expect("complete");
+        let mut fields = head.fields;
+        if let Some(id) = status_marks {
+            fields.set_marks(crate::invoke::respond::Marks::new(
+                HeaderValue::from_str(id).expect("id"),
+                head.status,
+            ));
+        }
+        let hint = match head.framing {
+            crate::invoke::h1::codec::ResponseFraming::Length(n) => SizeHint::with_exact(n),
+            crate::invoke::h1::codec::ResponseFraming::None => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        };
+        let mut exchange = Exchange::new(&method, Version::HTTP_11, true);
+        let mut buf = BytesMut::new();
+        let plan = encode_head(
+            &mut buf,
+            head.status,
+            &HeaderMap::new(),
+            Some(&fields),
+            &hint,
+            &mut exchange,
+        );
+        (String::from_utf8(buf.to_vec()).expect("utf8"), plan)
+    }
+
+    #[test]
+    fn a_worker_head_is_copied_as_sent_with_nvcf_headers_after_it() {
+        let (text, plan) = relay(
+            b"HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\nConnection: X-Hop\r\nX-Hop: 1\r\n\
+              Date: Tue, 01 Jan 2030 00:00:00 GMT\r\nX-Multi: a\r\nx-multi: b\r\n\
+              Content-Length: 5\r\nKeep-Alive: timeout=5\r\n\r\nhello",
+            Method::POST,
+            Some("id-1"),
+        );
+        assert_eq!(plan, BodyPlan::Length(5));
+        assert_eq!(
+            text,
+            "HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\n\
+             Date: Tue, 01 Jan 2030 00:00:00 GMT\r\nX-Multi: a\r\nx-multi: b\r\n\
+             nvcf-reqid: id-1\r\nnvcf-status: fulfilled\r\n\
+             access-control-expose-headers: nvcf-reqid\r\ncontent-length: 5\r\n\r\n"
+        );
+        // No date from the worker: the gateway's; the length a HEAD answer states is kept.
+        let (text, plan) = relay(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 42\r\n\r\n",
+            Method::HEAD,
+            None,
+        );
+        assert_eq!(plan, BodyPlan::None);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\ndate: "), "{text}");
+        assert!(
+            text.ends_with(" GMT\r\ncontent-length: 42\r\n\r\n"),
+            "{text}"
+        );
+        // A chunked answer is the client's chunked answer: the worker's framing is not copied.
+        let (text, plan) = relay(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\nX-A: 1\r\n\r\n",
+            Method::GET,
+            None,
+        );
+        assert_eq!(plan, BodyPlan::Chunked);
+        assert_eq!(text.matches("chunked").count(), 1, "{text}");
+        assert!(!text.contains("ontent-length"), "{text}");
+        assert!(text.contains("X-A: 1\r\n"), "{text}");
     }
 
     #[test]

@@ -41,6 +41,7 @@ use crate::classify::InvocationKind;
 use crate::config::DataplaneConfig;
 use crate::error::GatewayError;
 use crate::feed::SharedSnapshot;
+use crate::fields::Fielded;
 use crate::keys::authorize_invoke;
 use crate::pending::Limits;
 use crate::pending::store::PendingStore;
@@ -136,9 +137,10 @@ impl Invoker {
             let outcome = self.run(kind, req, start, &mut finish).await;
             let named = finish.named;
             let result = match outcome {
-                Ok((response, held)) => {
-                    Ok(response.map(|inner| Tracked::new(inner, finish, held).boxed()))
-                }
+                Ok((response, held)) => Ok(response.map(|mut inner| {
+                    let fields = inner.take_fields();
+                    Body::new(Tracked::new(inner, finish, held)).with_fields(fields)
+                })),
                 Err(e) => {
                     finish.failed(e.status());
                     Err(e)
@@ -295,7 +297,7 @@ impl Invoker {
     fn pexec(&self, ctx: &Ctx, request: Request<Body>) -> Work {
         let sent = self.request_worker(ctx, request);
         let id = ctx.request_id_value.clone();
-        Box::pin(async move { Ok(respond::passthrough(sent.await?, &id).map(body::stream)) })
+        Box::pin(async move { Ok(respond::passthrough(sent.await?, &id).map(Body::carrying)) })
     }
 
     /// Sends `request` to the worker; the future answers its response head (recording the
@@ -354,8 +356,9 @@ impl Invoker {
         let sent = self.request_worker(ctx, request);
         let id = ctx.request_id;
         Ok(Box::pin(async move {
-            let response = sent.await?;
+            let mut response = sent.await?;
             let status = response.status();
+            crate::fields::materialize(&mut response);
             let location = response
                 .headers()
                 .get(header::LOCATION)

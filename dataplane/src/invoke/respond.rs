@@ -12,6 +12,7 @@ use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::error::GatewayError;
+use crate::fields::Fielded;
 use crate::invoke::target::Endpoint;
 
 /// The client's poll header.
@@ -108,10 +109,58 @@ pub(crate) fn mark(headers: &mut HeaderMap, request_id: &HeaderValue, status: St
     }
 }
 
+/// NVCF's headers for a worker's answer whose fields travel unparsed ([`crate::fields`]) and
+/// name none of them: what [`mark`] adds, kept beside the fields and written after them.
+#[derive(Debug)]
+pub(crate) struct Marks {
+    request_id: HeaderValue,
+    status: StatusCode,
+}
+
+impl Marks {
+    pub(crate) fn new(request_id: HeaderValue, status: StatusCode) -> Self {
+        Self { request_id, status }
+    }
+
+    pub(crate) fn request_id(&self) -> &HeaderValue {
+        &self.request_id
+    }
+
+    /// The header lines, as [`mark`] adds them to a map without any of them.
+    pub(crate) fn lines(&self) -> [(&[u8], &[u8]); 3] {
+        [
+            (b"nvcf-reqid", self.request_id.as_bytes()),
+            (b"nvcf-status", nvcf_status(self.status).as_bytes()),
+            (b"access-control-expose-headers", b"nvcf-reqid"),
+        ]
+    }
+
+    /// Adds them to `headers` (the worker's fields already there).
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        mark(headers, &self.request_id, self.status);
+    }
+}
+
 /// Turns the worker's response head into the client's: NVCF's headers are added. (The worker
 /// client answered it without hop-by-hop headers: [`crate::invoke::dispatch::WorkerClient::request`].)
-pub(crate) fn passthrough<B>(mut response: Response<B>, request_id: &HeaderValue) -> Response<B> {
+pub(crate) fn passthrough<B: Fielded>(
+    mut response: Response<B>,
+    request_id: &HeaderValue,
+) -> Response<B> {
     let status = response.status();
+    // The worker's own values of these are replaced or joined: they must be in the map.
+    crate::fields::materialize_if_named(
+        &mut response,
+        &[
+            model::headers::NVCF_REQID,
+            "nvcf-status",
+            "access-control-expose-headers",
+        ],
+    );
+    if let Some(fields) = response.body_mut().fields_mut() {
+        fields.set_marks(Marks::new(request_id.clone(), status));
+        return response;
+    }
     mark(response.headers_mut(), request_id, status);
     response
 }
@@ -153,6 +202,50 @@ mod tests {
         }
     }
 
+    /// A worker answer's fields (HTTP/1.1 worker client), parsed from `wire`, on a body.
+    fn worker_answer(wire: &[u8]) -> Response<crate::body::Body> {
+        let mut wire = bytes::BytesMut::from(wire);
+        let head = crate::invoke::h1::codec::parse_response_head(&mut wire, &http::Method::GET)
+            .expect("parses")
+            .expect("complete");
+        let mut response =
+            Response::new(crate::body::full(bytes::Bytes::new()).with_fields(Some(head.fields)));
+        *response.status_mut() = head.status;
+        response
+    }
+
+    #[test]
+    fn unparsed_worker_fields_get_the_marks_beside_them_or_in_the_map() {
+        let id = crate::headers::request_id_value(Uuid::new_v4());
+        // None of NVCF's names: the marks go with the fields, the map stays empty.
+        let mut r = passthrough(
+            worker_answer(b"HTTP/1.1 200 OK\r\nX-A: 1\r\ncontent-length: 0\r\n\r\n"),
+            &id,
+        );
+        assert!(r.headers().is_empty());
+        assert_eq!(r.body().fields().and_then(|f| f.request_id()), Some(&id));
+        crate::fields::materialize(&mut r);
+        assert_eq!(r.headers()["x-a"], "1");
+        assert_eq!(r.headers()["nvcf-reqid"], id);
+        assert_eq!(r.headers()["nvcf-status"], "fulfilled");
+        assert_eq!(r.headers()["access-control-expose-headers"], "nvcf-reqid");
+        // The worker sent its own: the map, where ours replace or join them.
+        let r = passthrough(
+            worker_answer(
+                b"HTTP/1.1 200 OK\r\nNVCF-REQID: forged\r\nAccess-Control-Expose-Headers: x-a\r\n\
+                  content-length: 0\r\n\r\n",
+            ),
+            &id,
+        );
+        assert!(r.body().fields().is_none());
+        assert_eq!(r.headers().get_all("nvcf-reqid").iter().count(), 1);
+        assert_eq!(r.headers()["nvcf-reqid"], id);
+        assert_eq!(
+            r.headers()["access-control-expose-headers"],
+            "x-a, nvcf-reqid"
+        );
+    }
+
     #[test]
     fn status_names() {
         assert_eq!(nvcf_status(StatusCode::OK), "fulfilled");
@@ -169,7 +262,7 @@ mod tests {
             .status(200)
             .header("access-control-expose-headers", "x-a")
             .header("x-kept", "1")
-            .body(())
+            .body(crate::body::full(bytes::Bytes::new()))
             .expect("resp");
         let resp = passthrough(resp, &crate::headers::request_id_value(id));
         let h = resp.headers();

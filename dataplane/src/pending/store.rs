@@ -20,6 +20,7 @@ use uuid::Uuid;
 use super::{Head, Limits, Owner, Stored, Table, Taken};
 use crate::body::{Body, BoxError};
 use crate::error::GatewayError;
+use crate::fields::Fielded;
 
 /// Chunk size when streaming a spilled result back.
 const READ_CHUNK: usize = 64 * 1024;
@@ -159,7 +160,11 @@ impl PendingStore {
         response: Response<Body>,
         deadline: tokio::time::Instant,
     ) -> (Stored, u64) {
-        let (parts, mut body) = response.into_parts();
+        let (mut parts, mut body) = response.into_parts();
+        // Kept as a map: the result may be answered over any protocol.
+        if let Some(fields) = body.take_fields() {
+            fields.append_to(&mut parts.headers);
+        }
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut held = 0u64;
         let mut len = 0u64;
@@ -326,7 +331,7 @@ pub(crate) async fn answer(stored: Stored) -> Result<Response<Body>, GatewayErro
                 remaining: len,
                 buf: vec![0; READ_CHUNK],
             };
-            (head, body.boxed())
+            (head, Body::new(body))
         }
     };
     let mut response = Response::new(body);

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use super::codec::{self, ChunkedDecoder, Decoded, RequestFraming, ResponseFraming};
 use super::{Conn, WorkerPool};
 use crate::body::{Body, BoxError};
+use crate::fields::{Fielded, WorkerFields};
 use crate::io::ReadSize;
 
 /// Request bytes queued for the socket before the body is no longer polled (backpressure).
@@ -245,6 +246,8 @@ pub(crate) struct ResponseBody {
     decode: Decode,
     keep_alive: bool,
     pool: Arc<WorkerPool>,
+    /// The response head's fields, until the body is wrapped for the client.
+    fields: Option<Box<WorkerFields>>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -256,6 +259,21 @@ impl std::fmt::Debug for ResponseBody {
     }
 }
 
+/// Boxed as the HTTP/1.1 half of [`crate::invoke::dispatch::WorkerBody`].
+impl Fielded for Box<ResponseBody> {
+    fn fields(&self) -> Option<&WorkerFields> {
+        self.fields.as_deref()
+    }
+
+    fn fields_mut(&mut self) -> Option<&mut WorkerFields> {
+        self.fields.as_deref_mut()
+    }
+
+    fn take_fields(&mut self) -> Option<Box<WorkerFields>> {
+        self.fields.take()
+    }
+}
+
 impl ResponseBody {
     pub(super) fn new(
         conn: Conn,
@@ -263,6 +281,7 @@ impl ResponseBody {
         framing: ResponseFraming,
         keep_alive: bool,
         pool: Arc<WorkerPool>,
+        fields: Box<WorkerFields>,
     ) -> Self {
         let decode = match framing {
             ResponseFraming::None | ResponseFraming::Length(0) => Decode::Done,
@@ -276,6 +295,7 @@ impl ResponseBody {
             decode,
             keep_alive,
             pool,
+            fields: Some(fields),
         };
         if matches!(body.decode, Decode::Done) {
             body.finish();

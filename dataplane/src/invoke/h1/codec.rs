@@ -6,6 +6,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
+use crate::fields::WorkerFields;
+
 /// The most a worker's response head (or a chunked body's trailers) may take.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// The most header lines in a worker's response head.
@@ -155,8 +157,10 @@ pub(crate) enum ResponseFraming {
 #[derive(Debug)]
 pub(crate) struct ResponseHead {
     pub(crate) status: StatusCode,
-    /// Hop-by-hop headers removed; `content-length` kept when it frames the body.
-    pub(crate) headers: HeaderMap,
+    /// The end-to-end fields, unparsed: hop-by-hop ones left out, and `content-length` kept as
+    /// the number it states when it frames the body.
+    /// Boxed where it is made: it travels with the body, and is moved several times on the way.
+    pub(crate) fields: Box<WorkerFields>,
     pub(crate) framing: ResponseFraming,
     /// Whether the connection may carry another request once this exchange is complete.
     pub(crate) keep_alive: bool,
@@ -208,6 +212,9 @@ pub(crate) fn parse_response_head(
                 response.version.unwrap_or(1),
             )
         };
+        if len > MAX_HEAD {
+            return Err(ParseError::HeadTooLarge);
+        }
         let head = buf.split_to(len).freeze();
         let status = StatusCode::from_u16(code)
             .map_err(|_| ParseError::Header(format!("status code {code}")))?;
@@ -217,20 +224,16 @@ pub(crate) fn parse_response_head(
         if status.is_informational() {
             continue;
         }
-        let mut headers = HeaderMap::with_capacity(ranges.len() + 4);
         let mut hop = Hop::default();
+        let mut fields = Box::new(WorkerFields::new(head.clone()));
         for &(ns, ne, vs, ve) in &ranges {
-            let name = crate::headers::header_name(&head[ns..ne]).map_err(|_| {
-                ParseError::Header(String::from_utf8_lossy(&head[ns..ne]).into_owned())
-            })?;
-            let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
-                .map_err(|_| ParseError::Header(format!("the value of {name}")))?;
-            // Hop-by-hop headers are read here and never reach the map (one pass, no removals).
-            if hop.take(&name, &value) {
-                headers.append(name, value);
+            // Hop-by-hop fields are read here and never kept (one pass, no removals), nor is
+            // `content-length` (a number, kept apart).
+            if hop.take(&head[ns..ne], &head[vs..ve]) {
+                fields.push((ns, ne), (vs, ve));
             }
         }
-        return finish_head(status, minor, headers, hop, method).map(Some);
+        return finish_head(status, minor, fields, hop, method).map(Some);
     }
 }
 
@@ -242,8 +245,8 @@ struct Hop {
     /// Whether `transfer-encoding` was present, and whether its last coding was `chunked`.
     transfer_encoding: bool,
     chunked: bool,
-    /// Other names `connection` lists (hop-by-hop too, removed after the pass).
-    named: Vec<HeaderName>,
+    /// Other names `connection` lists (hop-by-hop too, removed after the pass), lower-cased.
+    named: Vec<Box<[u8]>>,
     /// The `content-length` the values seen so far state, or what was wrong with them: read in
     /// the same pass (no lookup afterwards), judged only if the framing comes down to it.
     length: Result<Option<u64>, String>,
@@ -262,39 +265,41 @@ impl Default for Hop {
     }
 }
 
+/// Whether `name` is `known` (lower case), in any case.
+fn is(name: &[u8], known: &str) -> bool {
+    name.len() == known.len() && name.eq_ignore_ascii_case(known.as_bytes())
+}
+
 impl Hop {
-    /// Notes a header: false for a hop-by-hop one (left out of the map), true for an end-to-end
-    /// one (`content-length`, read here too, stays).
-    fn take(&mut self, name: &HeaderName, value: &HeaderValue) -> bool {
-        if name == header::CONTENT_LENGTH {
-            self.see_length(value.as_bytes());
-            return true;
+    /// Notes a field (name in any case): false for a hop-by-hop one and for `content-length`
+    /// (both left out of the fields), true for an end-to-end one.
+    fn take(&mut self, name: &[u8], value: &[u8]) -> bool {
+        if is(name, "content-length") {
+            self.see_length(value);
+            return false;
         }
-        match name.as_str() {
-            "connection" => {
-                for token in value.to_str().unwrap_or("").split(',').map(str::trim) {
-                    if token.eq_ignore_ascii_case("close") {
-                        self.close = true;
-                    } else if token.eq_ignore_ascii_case("keep-alive") {
-                        self.keep_alive = true;
-                    } else if let Ok(named) = HeaderName::from_bytes(token.as_bytes()) {
-                        self.named.push(named);
-                    }
+        if is(name, "connection") {
+            for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else if !token.is_empty() {
+                    self.named.push(token.to_ascii_lowercase().into());
                 }
-                false
             }
-            "transfer-encoding" => {
-                self.transfer_encoding = true;
-                // The last coding of the last value decides (RFC 9112 §6.3).
-                self.chunked = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.rsplit(',').next())
-                    .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
-                false
-            }
-            other => !model::headers::HOP_BY_HOP.contains(&other),
+            return false;
         }
+        if is(name, "transfer-encoding") {
+            self.transfer_encoding = true;
+            // The last coding of the last value decides (RFC 9112 §6.3).
+            self.chunked = value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            return false;
+        }
+        !model::headers::HOP_BY_HOP.iter().any(|h| is(name, h))
     }
 
     /// Adds one `content-length` value (a comma list); several values must agree.
@@ -322,19 +327,19 @@ impl Hop {
 fn finish_head(
     status: StatusCode,
     minor: u8,
-    mut headers: HeaderMap,
+    mut fields: Box<WorkerFields>,
     hop: Hop,
     method: &Method,
 ) -> Result<ResponseHead, ParseError> {
-    for name in &hop.named {
-        headers.remove(name);
+    // A `content-length` that `connection` names is removed with it, as if never sent.
+    let mut length = hop.length;
+    if !hop.named.is_empty() {
+        let named: Vec<&[u8]> = hop.named.iter().map(|n| &n[..]).collect();
+        fields.remove_named(&named);
+        if named.contains(&&b"content-length"[..]) {
+            length = Ok(None);
+        }
     }
-    // A `content-length` that `connection` names was removed with it, as if never sent.
-    let length = if hop.named.contains(&header::CONTENT_LENGTH) {
-        Ok(None)
-    } else {
-        hop.length
-    };
     let mut keep_alive = if minor == 0 {
         hop.keep_alive
     } else {
@@ -344,16 +349,18 @@ fn finish_head(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
     {
+        // A HEAD or 304 answer's length is the one a GET would have had: kept for the client.
+        fields.set_content_length(length.ok().flatten());
         ResponseFraming::None
     } else if hop.transfer_encoding {
         // A Content-Length beside Transfer-Encoding is ignored (and must not reach the client).
-        headers.remove(header::CONTENT_LENGTH);
         if hop.chunked {
             ResponseFraming::Chunked
         } else {
             ResponseFraming::UntilClose
         }
     } else if let Some(n) = length.map_err(ParseError::Header)? {
+        fields.set_content_length(Some(n));
         ResponseFraming::Length(n)
     } else {
         ResponseFraming::UntilClose
@@ -363,7 +370,7 @@ fn finish_head(
     }
     Ok(ResponseHead {
         status,
-        headers,
+        fields,
         framing,
         keep_alive,
     })
@@ -577,6 +584,13 @@ mod tests {
         (r, buf)
     }
 
+    /// The head's fields as the map an HTTP/2 client's answer gets.
+    fn map(head: &ResponseHead) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        head.fields.append_to(&mut map);
+        map
+    }
+
     #[test]
     fn response_head_with_length_leaves_the_body() {
         let (r, rest) = parse(
@@ -587,9 +601,13 @@ mod tests {
         assert_eq!(h.status, StatusCode::OK);
         assert_eq!(h.framing, ResponseFraming::Length(3));
         assert!(h.keep_alive);
-        assert_eq!(h.headers["x-b"], "v");
-        assert_eq!(h.headers["content-length"], "3");
-        assert!(h.headers.get("connection").is_none());
+        assert_eq!(h.fields.content_length(), Some(3));
+        let fields: Vec<_> = h.fields.iter().collect();
+        assert_eq!(fields, [(&b"x-b"[..], &b"v"[..])]);
+        let map = map(&h);
+        assert_eq!(map["x-b"], "v");
+        assert_eq!(map["content-length"], "3");
+        assert!(map.get("connection").is_none());
         assert_eq!(&rest[..], b"abc");
     }
 
@@ -636,7 +654,7 @@ mod tests {
         .expect("chunked")
         .expect("complete");
         assert_eq!(h.framing, ResponseFraming::Chunked);
-        assert!(h.headers.get("content-length").is_none());
+        assert!(map(&h).get("content-length").is_none());
         let h = head(
             "connection: content-length\r\ncontent-length: 5\r\n",
             &Method::GET,
@@ -645,7 +663,7 @@ mod tests {
         .expect("complete");
         assert_eq!(h.framing, ResponseFraming::UntilClose);
         assert!(!h.keep_alive);
-        assert!(h.headers.get("content-length").is_none());
+        assert!(map(&h).get("content-length").is_none());
     }
 
     #[test]
@@ -658,7 +676,8 @@ mod tests {
         let h = r.expect("parses").expect("complete");
         assert_eq!(h.framing, ResponseFraming::Chunked);
         assert!(h.keep_alive);
-        let names: Vec<&str> = h.headers.keys().map(HeaderName::as_str).collect();
+        let map = map(&h);
+        let names: Vec<&str> = map.keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["x-b"]);
     }
 

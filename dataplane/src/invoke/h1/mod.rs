@@ -165,9 +165,9 @@ impl Client {
                 head.framing,
                 head.keep_alive,
                 pool,
+                head.fields,
             ));
             *response.status_mut() = head.status;
-            *response.headers_mut() = head.headers;
             *response.version_mut() = Version::HTTP_11;
             Ok(response)
         }

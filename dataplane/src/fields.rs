@@ -1,0 +1,277 @@
+//! A worker's end-to-end response header fields as the worker sent them (the HTTP/1.1 worker
+//! client's answers): byte ranges into the response head, never parsed into a `HeaderMap` unless
+//! something needs one. They travel with the response body ([`crate::body::Body`]) to the client's
+//! front: the HTTP/1.1 front copies them into the client's response head as they are, as nginx
+//! does; HTTP/2 and HTTP/3 answers, the pending store, and any gateway code that sets a header the
+//! worker may also have sent turn them into map entries first ([`materialize`],
+//! [`materialize_if_named`]), so that the gateway's own value replaces or joins the worker's as it
+//! did when every field went through the map.
+//!
+//! Names and values were checked by `httparse` (a token; visible ASCII, obs-text and tabs), the
+//! same grammar `HeaderName` and `HeaderValue` accept, so that a field never fails to become a map
+//! entry. Hop-by-hop fields and `content-length` are not among them: the first stay on the
+//! worker's hop, the second is kept as a number ([`WorkerFields::content_length`]), which the
+//! client's framing decides on.
+
+use bytes::Bytes;
+use http::Response;
+use http::header::{self, HeaderMap, HeaderValue};
+use smallvec::SmallVec;
+
+use crate::invoke::respond::Marks;
+
+/// The fields of one response head.
+#[derive(Debug)]
+pub(crate) struct WorkerFields {
+    /// The head they were sliced from (shared, not copied).
+    head: Bytes,
+    /// Name start, name end, value start, value end, in the order the worker sent them; inline
+    /// room for a typical answer's few.
+    spans: SmallVec<[[u32; 4]; 8]>,
+    /// Bit `n % 64` set for each name `n` bytes long: most lookups of a name no field has end
+    /// here, without comparing bytes.
+    lengths: u64,
+    content_length: Option<u64>,
+    /// NVCF's headers, once the invocation path added them.
+    marks: Option<Marks>,
+}
+
+impl WorkerFields {
+    /// No fields yet, from `head`.
+    pub(crate) fn new(head: Bytes) -> Self {
+        Self {
+            head,
+            spans: SmallVec::new(),
+            lengths: 0,
+            content_length: None,
+            marks: None,
+        }
+    }
+
+    /// Adds the field whose name and value lie at these ranges of the head (a head is at most
+    /// 64 KiB, so the offsets fit).
+    pub(crate) fn push(&mut self, name: (usize, usize), value: (usize, usize)) {
+        self.lengths |= length_bit(name.1 - name.0);
+        self.spans
+            .push([name.0, name.1, value.0, value.1].map(|n| n as u32));
+    }
+
+    /// Leaves out the fields whose name (any case) is in `names` (`lengths` may keep their bits:
+    /// it only rules names out).
+    pub(crate) fn remove_named(&mut self, names: &[&[u8]]) {
+        let head = &self.head;
+        self.spans.retain(|s| {
+            let name = &head[s[0] as usize..s[1] as usize];
+            !names.iter().any(|n| n.eq_ignore_ascii_case(name))
+        });
+    }
+
+    pub(crate) fn set_content_length(&mut self, length: Option<u64>) {
+        self.content_length = length;
+    }
+
+    /// The `content-length` the worker stated for a body it framed by length.
+    pub(crate) fn content_length(&self) -> Option<u64> {
+        self.content_length
+    }
+
+    pub(crate) fn set_marks(&mut self, marks: Marks) {
+        self.marks = Some(marks);
+    }
+
+    /// The `NVCF-REQID` the marks carry.
+    pub(crate) fn request_id(&self) -> Option<&HeaderValue> {
+        self.marks.as_ref().map(Marks::request_id)
+    }
+
+    /// The worker's fields, then NVCF's headers (when added), as (name, value) bytes: the lines
+    /// of the client's response head.
+    pub(crate) fn lines(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.iter().chain(self.marks.iter().flat_map(Marks::lines))
+    }
+
+    /// At most the bytes the lines take in a head (the size of the one the fields came in, and
+    /// room for the marks).
+    pub(crate) fn wire_len(&self) -> usize {
+        self.head.len() + 128
+    }
+
+    /// The fields as (name, value) bytes, names in the worker's case.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans.iter().map(|s| {
+            (
+                &self.head[s[0] as usize..s[1] as usize],
+                &self.head[s[2] as usize..s[3] as usize],
+            )
+        })
+    }
+
+    /// Whether a field is named `name` (lower case), in any case.
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.lengths & length_bit(name.len()) != 0
+            && self
+                .iter()
+                .any(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name.as_bytes()))
+    }
+
+    /// Whether any field is named one of `names` (lower case).
+    pub(crate) fn contains_any(&self, names: &[&str]) -> bool {
+        names.iter().any(|name| self.contains(name))
+    }
+
+    /// Appends the fields (and the `content-length`, and NVCF's headers) to `headers`, values sharing the head's
+    /// bytes.
+    pub(crate) fn append_to(&self, headers: &mut HeaderMap) {
+        headers.reserve(self.spans.len() + 1);
+        for s in &self.spans {
+            let name = crate::headers::header_name(&self.head[s[0] as usize..s[1] as usize]);
+            let value =
+                HeaderValue::from_maybe_shared(self.head.slice(s[2] as usize..s[3] as usize));
+            // Both were checked by `httparse` against the grammar these accept (module doc).
+            if let (Ok(name), Ok(value)) = (name, value) {
+                headers.append(name, value);
+            }
+        }
+        if let Some(n) = self.content_length {
+            headers
+                .entry(header::CONTENT_LENGTH)
+                .or_insert_with(|| HeaderValue::from(n));
+        }
+        if let Some(marks) = &self.marks {
+            marks.apply(headers);
+        }
+    }
+}
+
+fn length_bit(len: usize) -> u64 {
+    1 << (len % 64)
+}
+
+/// A body that may carry its response's [`WorkerFields`].
+pub(crate) trait Fielded {
+    fn fields(&self) -> Option<&WorkerFields>;
+    fn fields_mut(&mut self) -> Option<&mut WorkerFields>;
+    fn take_fields(&mut self) -> Option<Box<WorkerFields>>;
+}
+
+impl<L: Fielded, R: Fielded> Fielded for http_body_util::Either<L, R> {
+    fn fields(&self) -> Option<&WorkerFields> {
+        match self {
+            Self::Left(b) => b.fields(),
+            Self::Right(b) => b.fields(),
+        }
+    }
+
+    fn fields_mut(&mut self) -> Option<&mut WorkerFields> {
+        match self {
+            Self::Left(b) => b.fields_mut(),
+            Self::Right(b) => b.fields_mut(),
+        }
+    }
+
+    fn take_fields(&mut self) -> Option<Box<WorkerFields>> {
+        match self {
+            Self::Left(b) => b.take_fields(),
+            Self::Right(b) => b.take_fields(),
+        }
+    }
+}
+
+/// The h2 worker client's bodies: their fields are in the map already.
+impl Fielded for hyper::body::Incoming {
+    fn fields(&self) -> Option<&WorkerFields> {
+        None
+    }
+
+    fn fields_mut(&mut self) -> Option<&mut WorkerFields> {
+        None
+    }
+
+    fn take_fields(&mut self) -> Option<Box<WorkerFields>> {
+        None
+    }
+}
+
+/// Moves the fields `response`'s body carries into its header map.
+pub(crate) fn materialize<B: Fielded>(response: &mut Response<B>) {
+    if let Some(fields) = response.body_mut().take_fields() {
+        fields.append_to(response.headers_mut());
+    }
+}
+
+/// [`materialize`] when a field is named one of `names` (lower case): what the caller is about to
+/// set in the map must see the worker's value.
+pub(crate) fn materialize_if_named<B: Fielded>(response: &mut Response<B>, names: &[&str]) {
+    if response
+        .body()
+        .fields()
+        .is_some_and(|f| f.contains_any(names))
+    {
+        materialize(response);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(head: &'static [u8], pairs: &[(&str, &str)]) -> WorkerFields {
+        let mut fields = WorkerFields::new(Bytes::from_static(head));
+        let text = std::str::from_utf8(head).expect("ascii");
+        for (name, value) in pairs {
+            let n = text.find(name).expect("name");
+            let v = n + text[n..].find(value).expect("value");
+            fields.push((n, n + name.len()), (v, v + value.len()));
+        }
+        fields
+    }
+
+    #[test]
+    fn fields_are_found_in_any_case_and_removed_by_name() {
+        let mut f = fields(
+            b"Content-Type: text/plain\r\nX-One: 1\r\nx-two: 2\r\n",
+            &[
+                ("Content-Type", "text/plain"),
+                ("X-One", "1"),
+                ("x-two", "2"),
+            ],
+        );
+        assert!(f.contains("content-type"));
+        assert!(f.contains("x-one"));
+        assert!(!f.contains("x-on"));
+        assert!(f.contains_any(&["nope", "x-two"]));
+        f.remove_named(&[b"X-TWO", b"x-one"]);
+        let left: Vec<_> = f.iter().collect();
+        assert_eq!(left, [(&b"Content-Type"[..], &b"text/plain"[..])]);
+    }
+
+    #[test]
+    fn materialized_fields_are_lower_case_map_entries_in_order() {
+        let mut f = fields(
+            b"Vary: a\r\nX-Id: 7\r\nvary: b\r\n",
+            &[("Vary", "a"), ("X-Id", "7"), ("vary", "b")],
+        );
+        f.set_content_length(Some(12));
+        let mut map = HeaderMap::new();
+        f.append_to(&mut map);
+        let vary: Vec<_> = map.get_all("vary").iter().collect();
+        assert_eq!(vary, ["a", "b"]);
+        assert_eq!(map["x-id"], "7");
+        assert_eq!(map[header::CONTENT_LENGTH], "12");
+        assert_eq!(map.len(), 4);
+    }
+
+    #[test]
+    fn materializing_empties_the_body_of_its_fields() {
+        let mut f = fields(b"X-Id: 7\r\n", &[("X-Id", "7")]);
+        f.set_content_length(None);
+        let body = crate::body::full(Bytes::new()).with_fields(Some(Box::new(f)));
+        let mut response = Response::new(body);
+        materialize_if_named(&mut response, &["alt-svc"]);
+        assert!(response.body().fields().is_some(), "not named: kept");
+        materialize_if_named(&mut response, &["x-id"]);
+        assert!(response.body().fields().is_none());
+        assert_eq!(response.headers()["x-id"], "7");
+        assert!(response.headers().get(header::CONTENT_LENGTH).is_none());
+    }
+}
