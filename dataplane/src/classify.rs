@@ -122,6 +122,15 @@ fn under(path: &str, prefix: &str) -> bool {
 /// Whether the path, once percent-encoding and dot segments are resolved the way a lenient upstream
 /// might resolve them, starts with the `internal` segment. Erring towards "internal" only costs a 404.
 fn is_internal(path: &str) -> bool {
+    // The usual path has no escapes, backslashes or dots, so nothing can move its first segment:
+    // that segment decides, without the resolution below.
+    let bytes = path.as_bytes();
+    if !bytes.iter().any(|b| matches!(b, b'%' | b'\\' | b'.')) {
+        let start = bytes.iter().position(|&b| b != b'/').unwrap_or(bytes.len());
+        let first = &bytes[start..];
+        let end = first.iter().position(|&b| b == b'/').unwrap_or(first.len());
+        return first[..end].eq_ignore_ascii_case(b"internal");
+    }
     let decoded;
     let path = if path.contains('%') {
         decoded = percent_decode(path);

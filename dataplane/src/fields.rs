@@ -122,7 +122,9 @@ impl WorkerFields {
     /// Appends the fields (and the `content-length`, and NVCF's headers) to `headers`, values sharing the head's
     /// bytes.
     pub(crate) fn append_to(&self, headers: &mut HeaderMap) {
-        headers.reserve(self.spans.len() + 1);
+        // Room for all of it at once, NVCF's three and a few the gateway may add: a map that
+        // grows midway is rebuilt.
+        headers.reserve(self.spans.len() + 8);
         for s in &self.spans {
             let name = crate::headers::header_name(&self.head[s[0] as usize..s[1] as usize]);
             let value =

@@ -58,7 +58,7 @@ impl From<HeadError> for crate::error::GatewayError {
 }
 
 /// Where one header's name and value lie in the head.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Field {
     name: (u32, u32),
     value: (u32, u32),
@@ -76,7 +76,6 @@ pub(crate) fn parse(buf: &mut BytesMut, limit: usize) -> Result<Option<Head>, He
         let _ = buf.split_to(blank);
     }
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut fields = [Field::default(); MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
     let base = buf.as_ptr() as usize;
     let offsets = |s: &[u8]| {
@@ -104,9 +103,14 @@ pub(crate) fn parse(buf: &mut BytesMut, limit: usize) -> Result<Option<Head>, He
         Version::HTTP_11
     };
     let count = req.headers.len();
-    for (field, h) in fields.iter_mut().zip(req.headers.iter()) {
-        field.name = offsets(h.name.as_bytes());
-        field.value = offsets(h.value);
+    // Filled as the fields are read, not zeroed whole first (2 KiB for `MAX_HEADERS`); inline
+    // room for a usual head.
+    let mut fields: smallvec::SmallVec<[Field; 16]> = smallvec::SmallVec::new();
+    for h in req.headers.iter() {
+        fields.push(Field {
+            name: offsets(h.name.as_bytes()),
+            value: offsets(h.value),
+        });
     }
 
     let head = buf.split_to(len).freeze();
@@ -115,7 +119,7 @@ pub(crate) fn parse(buf: &mut BytesMut, limit: usize) -> Result<Option<Head>, He
         .map_err(|e| HeadError::Malformed(format!("invalid request target: {e}")))?;
     let mut headers = HeaderMap::with_capacity(count);
     let mut semantics = Semantics::default();
-    for field in &fields[..count] {
+    for field in &fields {
         let name = &head[field.name.0 as usize..field.name.1 as usize];
         let name = crate::headers::header_name(name).map_err(|_| {
             HeadError::Malformed(format!(

@@ -265,9 +265,11 @@ impl Default for Hop {
     }
 }
 
-/// Whether `name` is `known` (lower case), in any case.
+/// Whether `name` is `known` (lower case), in any case: compared as sent first (most workers send
+/// lower case, and the bytes compare at once), case-blind only when that fails.
 fn is(name: &[u8], known: &str) -> bool {
-    name.len() == known.len() && name.eq_ignore_ascii_case(known.as_bytes())
+    name.len() == known.len()
+        && (name == known.as_bytes() || name.eq_ignore_ascii_case(known.as_bytes()))
 }
 
 impl Hop {
