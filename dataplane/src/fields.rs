@@ -119,8 +119,8 @@ impl WorkerFields {
         names.iter().any(|name| self.contains(name))
     }
 
-    /// Appends the fields (and the `content-length`, and NVCF's headers) to `headers`, values sharing the head's
-    /// bytes.
+    /// Appends the fields (and the `content-length`, and NVCF's headers) to `headers`, values
+    /// sharing the head's bytes.
     pub(crate) fn append_to(&self, headers: &mut HeaderMap) {
         // Room for all of it at once, NVCF's three and a few the gateway may add: a map that
         // grows midway is rebuilt.
