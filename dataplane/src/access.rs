@@ -128,17 +128,18 @@ pub(crate) fn attach(
     let Some(Entry(mut line)) = entry else {
         return response;
     };
-    let (parts, mut inner) = response.into_parts();
+    let (parts, inner) = response.into_parts();
     line.arrival.named = named;
     line.ttfb = ttfb;
     line.status = parts.status;
-    let fields = inner.take_fields();
-    line.request_id = match fields.as_deref().and_then(WorkerFields::request_id) {
+    line.request_id = match inner.fields().and_then(WorkerFields::request_id) {
         Some(id) => Some(id.clone()),
         None => crate::headers::find(&parts.headers, &crate::headers::NVCF_REQID).cloned(),
     };
-    let logged = Logged::new(inner, line);
-    Response::from_parts(parts, Body::new(logged).with_fields(fields))
+    Response::from_parts(
+        parts,
+        Body::wrapping(inner, |inner| Logged::new(inner, line)),
+    )
 }
 
 /// A response body that counts what it hands out and writes the access line at its end.

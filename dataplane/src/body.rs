@@ -38,14 +38,23 @@ impl Body {
         }
     }
 
-    /// `body`, type-erased, carrying the fields `body` carried: for wrappers of a worker's
-    /// response body.
-    pub(crate) fn carrying<B>(mut body: B) -> Self
+    /// `body`, type-erased, carrying the fields it carried (a worker's response body).
+    pub(crate) fn carrying<B>(body: B) -> Self
     where
         B: HttpBody<Data = Bytes, Error = BoxError> + Fielded + Send + Sync + 'static,
     {
-        let fields = body.take_fields();
-        Self::new(body).with_fields(fields)
+        Self::wrapping(body, |body| body)
+    }
+
+    /// `wrap(inner)`, type-erased, carrying the fields `inner` carried: how a layer over a
+    /// response body hands them on.
+    pub(crate) fn wrapping<I, B>(mut inner: I, wrap: impl FnOnce(I) -> B) -> Self
+    where
+        I: Fielded,
+        B: HttpBody<Data = Bytes, Error = BoxError> + Send + Sync + 'static,
+    {
+        let fields = inner.take_fields();
+        Self::new(wrap(inner)).with_fields(fields)
     }
 
     pub(crate) fn with_fields(mut self, fields: Option<Box<WorkerFields>>) -> Self {

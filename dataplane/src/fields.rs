@@ -58,11 +58,11 @@ impl WorkerFields {
 
     /// Leaves out the fields whose name (any case) is in `names` (`lengths` may keep their bits:
     /// it only rules names out).
-    pub(crate) fn remove_named(&mut self, names: &[&[u8]]) {
+    pub(crate) fn remove_named<N: AsRef<[u8]>>(&mut self, names: &[N]) {
         let head = &self.head;
         self.spans.retain(|s| {
             let name = &head[s[0] as usize..s[1] as usize];
-            !names.iter().any(|n| n.eq_ignore_ascii_case(name))
+            !names.iter().any(|n| n.as_ref().eq_ignore_ascii_case(name))
         });
     }
 

@@ -41,7 +41,6 @@ use crate::classify::InvocationKind;
 use crate::config::DataplaneConfig;
 use crate::error::GatewayError;
 use crate::feed::SharedSnapshot;
-use crate::fields::Fielded;
 use crate::keys::authorize_invoke;
 use crate::pending::Limits;
 use crate::pending::store::PendingStore;
@@ -137,10 +136,8 @@ impl Invoker {
             let outcome = self.run(kind, req, start, &mut finish).await;
             let named = finish.named;
             let result = match outcome {
-                Ok((response, held)) => Ok(response.map(|mut inner| {
-                    let fields = inner.take_fields();
-                    Body::new(Tracked::new(inner, finish, held)).with_fields(fields)
-                })),
+                Ok((response, held)) => Ok(response
+                    .map(|inner| Body::wrapping(inner, |inner| Tracked::new(inner, finish, held)))),
                 Err(e) => {
                     finish.failed(e.status());
                     Err(e)

@@ -68,9 +68,16 @@ pub(crate) fn nvcf_status(status: StatusCode) -> &'static str {
     }
 }
 
-const NVCF_STATUS: HeaderName = HeaderName::from_static("nvcf-status");
+/// The names [`mark`] sets, as they go on the wire: `NVCF-REQID`, `NVCF-STATUS`, and
+/// `Access-Control-Expose-Headers`.
+const MARKED: [&str; 3] = [
+    model::headers::NVCF_REQID,
+    "nvcf-status",
+    "access-control-expose-headers",
+];
+const NVCF_STATUS: HeaderName = HeaderName::from_static(MARKED[1]);
 /// `Access-Control-Expose-Headers` when the worker exposed nothing.
-const EXPOSE_REQID: HeaderValue = HeaderValue::from_static("nvcf-reqid");
+const EXPOSE_REQID: HeaderValue = HeaderValue::from_static(model::headers::NVCF_REQID);
 
 /// [`nvcf_status`] as a prebuilt header value (`from_static` outside a constant checks the text
 /// on every call).
@@ -128,10 +135,11 @@ impl Marks {
 
     /// The header lines, as [`mark`] adds them to a map without any of them.
     pub(crate) fn lines(&self) -> [(&[u8], &[u8]); 3] {
+        let [reqid, status, expose] = MARKED.map(str::as_bytes);
         [
-            (b"nvcf-reqid", self.request_id.as_bytes()),
-            (b"nvcf-status", nvcf_status(self.status).as_bytes()),
-            (b"access-control-expose-headers", b"nvcf-reqid"),
+            (reqid, self.request_id.as_bytes()),
+            (status, nvcf_status(self.status).as_bytes()),
+            (expose, model::headers::NVCF_REQID.as_bytes()),
         ]
     }
 
@@ -149,14 +157,7 @@ pub(crate) fn passthrough<B: Fielded>(
 ) -> Response<B> {
     let status = response.status();
     // The worker's own values of these are replaced or joined: they must be in the map.
-    crate::fields::materialize_if_named(
-        &mut response,
-        &[
-            model::headers::NVCF_REQID,
-            "nvcf-status",
-            "access-control-expose-headers",
-        ],
-    );
+    crate::fields::materialize_if_named(&mut response, &MARKED);
     if let Some(fields) = response.body_mut().fields_mut() {
         fields.set_marks(Marks::new(request_id.clone(), status));
         return response;

@@ -20,7 +20,6 @@ use uuid::Uuid;
 use super::{Head, Limits, Owner, Stored, Table, Taken};
 use crate::body::{Body, BoxError};
 use crate::error::GatewayError;
-use crate::fields::Fielded;
 
 /// Chunk size when streaming a spilled result back.
 const READ_CHUNK: usize = 64 * 1024;
@@ -157,14 +156,12 @@ impl PendingStore {
     pub(crate) async fn keep(
         &self,
         id: Uuid,
-        response: Response<Body>,
+        mut response: Response<Body>,
         deadline: tokio::time::Instant,
     ) -> (Stored, u64) {
-        let (mut parts, mut body) = response.into_parts();
         // Kept as a map: the result may be answered over any protocol.
-        if let Some(fields) = body.take_fields() {
-            fields.append_to(&mut parts.headers);
-        }
+        crate::fields::materialize(&mut response);
+        let (parts, mut body) = response.into_parts();
         let mut chunks: Vec<Bytes> = Vec::new();
         let mut held = 0u64;
         let mut len = 0u64;

@@ -22,7 +22,6 @@ use http_body_util::BodyExt;
 use tracing::debug;
 
 use crate::body::{BoxError, RequestBody};
-use crate::fields::Fielded;
 use crate::server::State;
 
 /// The request half of an h3 stream as a body.
@@ -87,11 +86,10 @@ pub(super) async fn serve(
             return;
         }
     };
-    let (mut parts, mut body) = response.into_parts();
     // The HTTP/3 head is written from the map: the worker's fields go into it.
-    if let Some(fields) = body.take_fields() {
-        fields.append_to(&mut parts.headers);
-    }
+    let mut response = response;
+    crate::fields::materialize(&mut response);
+    let (mut parts, mut body) = response.into_parts();
     // Connection-specific headers are malformed in HTTP/3 (RFC 9114 §4.2).
     crate::headers::remove_hop_by_hop(&mut parts.headers);
     if let Err(e) = send.send_response(Response::from_parts(parts, ())).await {

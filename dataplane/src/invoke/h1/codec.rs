@@ -336,9 +336,8 @@ fn finish_head(
     // A `content-length` that `connection` names is removed with it, as if never sent.
     let mut length = hop.length;
     if !hop.named.is_empty() {
-        let named: Vec<&[u8]> = hop.named.iter().map(|n| &n[..]).collect();
-        fields.remove_named(&named);
-        if named.contains(&&b"content-length"[..]) {
+        fields.remove_named(&hop.named);
+        if hop.named.iter().any(|n| &n[..] == b"content-length") {
             length = Ok(None);
         }
     }
