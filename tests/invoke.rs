@@ -596,6 +596,45 @@ async fn pexec_over_tls_with_h2_and_http1_by_alpn() {
 }
 
 /// True for a hyphenated 8-4-4-4-12 hex id.
+/// Sends `request` as bytes on a new connection and reads the answer until the gateway closes it:
+/// its head as text, and its body (de-chunked when chunked).
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> (String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("answered in time")
+        .expect("read");
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a whole head");
+    let head = String::from_utf8_lossy(&answer[..end]).into_owned();
+    let mut rest = &answer[end + 4..];
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return (head, rest.to_vec());
+    }
+    let mut body = Vec::new();
+    loop {
+        let line = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("size line");
+        let size = std::str::from_utf8(&rest[..line]).expect("hex");
+        let size = usize::from_str_radix(size.trim(), 16).expect("size");
+        if size == 0 {
+            return (head, body);
+        }
+        body.extend_from_slice(&rest[line + 2..line + 2 + size]);
+        rest = &rest[line + 4 + size..];
+    }
+}
+
 fn uuid_parses(s: &str) -> bool {
     let groups: Vec<&str> = s.split('-').collect();
     groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
@@ -703,6 +742,36 @@ async fn the_container_sees_what_nvcf_would_send() {
     assert_eq!(h["content-type"], "application/json");
     assert_eq!(h["x-custom"], "kept");
     assert_eq!(a.header("access-control-expose-headers"), "x-a, nvcf-reqid");
+
+    // The same rules for an HTTP/1.1 client's fields in any case (the gateway forwards them
+    // unparsed): what the container must not see is left out, the rest arrives as sent.
+    let raw = format!(
+        "POST /v2/nvcf/pexec/functions/{fid} HTTP/1.1\r\nHost: invocation.{addr}\r\n\
+         AUTHORIZATION: {auth}\r\nNVCF-Sub: forged\r\nX-Custom: Kept As Sent\r\n\
+         Connection: close, X-Hop\r\nX-Hop: 1\r\nFunction-ID: {fid}\r\nExpect: 100-continue\r\n\
+         Cookie: a=1\r\nContent-Length: 2\r\n\r\n{{}}",
+        addr = gw.addr
+    );
+    let (head, body) = raw_exchange(gw.addr, raw.as_bytes()).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let seen: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let h = &seen["headers"];
+    for gone in [
+        "authorization",
+        "nvcf-sub",
+        "x-hop",
+        "function-id",
+        "expect",
+        "connection",
+    ] {
+        assert!(h.get(gone).is_none(), "{gone}: {h}");
+    }
+    assert_eq!(h["x-custom"], "Kept As Sent");
+    assert_eq!(h["cookie"], "a=1");
+    assert_eq!(h["content-type"], "application/json");
+    assert_eq!(h["content-length"], "2");
+    assert_eq!(h["nvcf-function-id"], fid.as_str());
+    assert!(uuid_parses(h["nvcf-reqid"].as_str().expect("reqid")), "{h}");
 
     // Host-routed and function-id forms: method, path and query unchanged, over h1 and h2c.
     for (h2, prefix, extra) in [

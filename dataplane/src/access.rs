@@ -26,11 +26,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::body::{Body, BoxError};
-use crate::fields::{Fielded, WorkerFields};
+use crate::fields::{Fielded, WireFields};
 use crate::invoke::finish::Named;
 
 /// The `tracing` target of access lines (filter with e.g. `RUST_LOG=info,access=off`).
@@ -71,7 +71,7 @@ struct Arrival {
 impl Entry {
     /// Captures `req`, which arrived at `start`. The function it names comes later, from
     /// whatever resolved its target ([`attach`]).
-    pub(crate) fn new<B>(start: Instant, req: &Request<B>, client: SocketAddr) -> Self {
+    pub(crate) fn new<B: Fielded>(start: Instant, req: &Request<B>, client: SocketAddr) -> Self {
         Self(Box::new(Line {
             arrival: Arrival::new(start, req, client),
             status: StatusCode::OK,
@@ -82,16 +82,14 @@ impl Entry {
 }
 
 impl Arrival {
-    fn new<B>(start: Instant, req: &Request<B>, client: SocketAddr) -> Self {
+    fn new<B: Fielded>(start: Instant, req: &Request<B>, client: SocketAddr) -> Self {
         Self {
             start,
             method: req.method().clone(),
             uri: req.uri().clone(),
             protocol: protocol(req.version()),
             client,
-            bytes_received: crate::headers::find(req.headers(), &header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok()),
+            bytes_received: crate::headers::RequestHeaders::of(req).content_length(),
             named: None,
         }
     }
@@ -132,7 +130,7 @@ pub(crate) fn attach(
     line.arrival.named = named;
     line.ttfb = ttfb;
     line.status = parts.status;
-    line.request_id = match inner.fields().and_then(WorkerFields::request_id) {
+    line.request_id = match inner.fields().and_then(WireFields::request_id) {
         Some(id) => Some(id.clone()),
         None => crate::headers::find(&parts.headers, &crate::headers::NVCF_REQID).cloned(),
     };
@@ -497,7 +495,7 @@ mod tests {
             InvocationKind::Path,
             Some("invocation.gw"),
             req.uri().path(),
-            req.headers(),
+            crate::headers::RequestHeaders::of(&req),
         )
         .expect("target")
         .named();

@@ -14,7 +14,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
 use hyper::body::Incoming;
 
-use crate::fields::{Fielded, WorkerFields};
+use crate::fields::{Fielded, WireFields};
 
 /// Error type of streamed bodies.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -23,7 +23,7 @@ pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// with the worker's header fields when they travel unparsed beside it ([`crate::fields`]).
 pub(crate) struct Body {
     inner: BoxBody<Bytes, BoxError>,
-    fields: Option<Box<WorkerFields>>,
+    fields: Option<Box<WireFields>>,
 }
 
 impl Body {
@@ -57,7 +57,7 @@ impl Body {
         Self::new(wrap(inner)).with_fields(fields)
     }
 
-    pub(crate) fn with_fields(mut self, fields: Option<Box<WorkerFields>>) -> Self {
+    pub(crate) fn with_fields(mut self, fields: Option<Box<WireFields>>) -> Self {
         self.fields = fields;
         self
     }
@@ -72,15 +72,15 @@ impl std::fmt::Debug for Body {
 }
 
 impl Fielded for Body {
-    fn fields(&self) -> Option<&WorkerFields> {
+    fn fields(&self) -> Option<&WireFields> {
         self.fields.as_deref()
     }
 
-    fn fields_mut(&mut self) -> Option<&mut WorkerFields> {
+    fn fields_mut(&mut self) -> Option<&mut WireFields> {
         self.fields.as_deref_mut()
     }
 
-    fn take_fields(&mut self) -> Option<Box<WorkerFields>> {
+    fn take_fields(&mut self) -> Option<Box<WireFields>> {
         self.fields.take()
     }
 }
@@ -121,9 +121,13 @@ where
 
 /// A client's request body, whichever protocol listener produced it: bytes that came whole with
 /// an HTTP/1.1 head, the HTTP/1.1 front's streamed body, hyper's `Incoming` for HTTP/2 (no extra
-/// allocation or copy), or any streamed body from another listener.
+/// allocation or copy), or any streamed body from another listener. An HTTP/1.1 request's header
+/// fields travel with it, unparsed ([`crate::fields`]).
 #[derive(Debug)]
-pub(crate) struct RequestBody(Inner);
+pub(crate) struct RequestBody {
+    inner: Inner,
+    fields: Option<Box<WireFields>>,
+}
 
 enum Inner {
     Whole(http_body_util::Full<Bytes>),
@@ -146,14 +150,21 @@ impl std::fmt::Debug for Inner {
 }
 
 impl RequestBody {
+    fn of(inner: Inner) -> Self {
+        Self {
+            inner,
+            fields: None,
+        }
+    }
+
     /// A body that arrived whole (possibly empty).
     pub(crate) fn whole(bytes: Bytes) -> Self {
-        Self(Inner::Whole(http_body_util::Full::new(bytes)))
+        Self::of(Inner::Whole(http_body_util::Full::new(bytes)))
     }
 
     /// The HTTP/1.1 front's body, read off the connection as it is polled.
     pub(crate) fn wire(body: crate::front::WireBody) -> Self {
-        Self(Inner::Wire(body))
+        Self::of(Inner::Wire(body))
     }
 
     /// A body streamed by another listener (HTTP/3).
@@ -161,13 +172,37 @@ impl RequestBody {
     where
         B: HttpBody<Data = Bytes, Error = BoxError> + Send + 'static,
     {
-        Self(Inner::Stream(Mutex::new(UnsyncBoxBody::new(body))))
+        Self::of(Inner::Stream(Mutex::new(UnsyncBoxBody::new(body))))
+    }
+
+    pub(crate) fn with_fields(mut self, fields: Box<WireFields>) -> Self {
+        self.fields = Some(fields);
+        self
+    }
+
+    /// The body as a [`Body`] to send on, carrying its fields.
+    pub(crate) fn into_body(self) -> Body {
+        Body::wrapping(self, |body| body)
     }
 }
 
 impl From<Incoming> for RequestBody {
     fn from(body: Incoming) -> Self {
-        Self(Inner::Hyper(body))
+        Self::of(Inner::Hyper(body))
+    }
+}
+
+impl Fielded for RequestBody {
+    fn fields(&self) -> Option<&WireFields> {
+        self.fields.as_deref()
+    }
+
+    fn fields_mut(&mut self) -> Option<&mut WireFields> {
+        self.fields.as_deref_mut()
+    }
+
+    fn take_fields(&mut self) -> Option<Box<WireFields>> {
+        self.fields.take()
     }
 }
 
@@ -179,7 +214,7 @@ impl HttpBody for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.get_mut().0 {
+        match &mut self.get_mut().inner {
             Inner::Whole(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
             Inner::Wire(b) => Pin::new(b).poll_frame(cx),
             Inner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
@@ -191,7 +226,7 @@ impl HttpBody for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.0 {
+        match &self.inner {
             Inner::Whole(b) => b.is_end_stream(),
             Inner::Wire(b) => b.is_end_stream(),
             Inner::Hyper(b) => b.is_end_stream(),
@@ -200,7 +235,7 @@ impl HttpBody for RequestBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.0 {
+        match &self.inner {
             Inner::Whole(b) => b.size_hint(),
             Inner::Wire(b) => b.size_hint(),
             Inner::Hyper(b) => b.size_hint(),

@@ -4,9 +4,10 @@
 //! actual responses mirror the origin and allow credentials. Host-routed calls get none of this:
 //! there the function's own server answers `OPTIONS`.
 
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
+use http::{HeaderValue, Method, Response, StatusCode, header};
 
 use crate::body::{Body, full};
+use crate::headers::RequestHeaders;
 
 /// How long browsers may cache a preflight answer (NVCF: 86400 s).
 const MAX_AGE: &str = "86400";
@@ -14,12 +15,12 @@ const VARY: &str = "origin, access-control-request-method, access-control-reques
 
 /// The preflight answer, when `method`/`headers` are a CORS preflight (OPTIONS with `Origin` and
 /// `Access-Control-Request-Method`).
-pub(crate) fn preflight(method: &Method, headers: &HeaderMap) -> Option<Response<Body>> {
+pub(crate) fn preflight(method: &Method, headers: RequestHeaders<'_>) -> Option<Response<Body>> {
     if method != Method::OPTIONS {
         return None;
     }
-    let origin = headers.get(header::ORIGIN)?.clone();
-    let requested = headers.get(header::ACCESS_CONTROL_REQUEST_METHOD)?.clone();
+    let origin = headers.value(&header::ORIGIN)?;
+    let requested = headers.value(&header::ACCESS_CONTROL_REQUEST_METHOD)?;
     let mut resp = Response::new(full(bytes::Bytes::new()));
     *resp.status_mut() = StatusCode::OK;
     let h = resp.headers_mut();
@@ -29,8 +30,8 @@ pub(crate) fn preflight(method: &Method, headers: &HeaderMap) -> Option<Response
         HeaderValue::from_static("true"),
     );
     h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, requested);
-    if let Some(asked) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+    if let Some(asked) = headers.value(&header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, asked);
     }
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,
@@ -64,6 +65,7 @@ pub(crate) fn decorate(origin: Option<HeaderValue>, resp: &mut Response<Body>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
     #[test]
     fn preflight_mirrors_what_was_asked() {
@@ -80,8 +82,8 @@ mod tests {
             header::ACCESS_CONTROL_REQUEST_HEADERS,
             HeaderValue::from_static("authorization, content-type"),
         );
-        assert!(preflight(&Method::POST, &h).is_none());
-        let r = preflight(&Method::OPTIONS, &h).expect("preflight");
+        assert!(preflight(&Method::POST, RequestHeaders::map(&h)).is_none());
+        let r = preflight(&Method::OPTIONS, RequestHeaders::map(&h)).expect("preflight");
         let g = |n| {
             r.headers()
                 .get(n)
@@ -102,7 +104,7 @@ mod tests {
         assert_eq!(g(header::ACCESS_CONTROL_MAX_AGE), "86400");
         h.remove(header::ACCESS_CONTROL_REQUEST_METHOD);
         assert!(
-            preflight(&Method::OPTIONS, &h).is_none(),
+            preflight(&Method::OPTIONS, RequestHeaders::map(&h)).is_none(),
             "a plain OPTIONS is not a preflight"
         );
     }

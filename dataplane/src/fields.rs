@@ -1,42 +1,50 @@
-//! A worker's end-to-end response header fields as the worker sent them (the HTTP/1.1 worker
-//! client's answers): byte ranges into the response head, never parsed into a `HeaderMap` unless
-//! something needs one. They travel with the response body ([`crate::body::Body`]) to the client's
-//! front: the HTTP/1.1 front copies them into the client's response head as they are, as nginx
-//! does; HTTP/2 and HTTP/3 answers, the pending store, and any gateway code that sets a header the
-//! worker may also have sent turn them into map entries first ([`materialize`],
-//! [`materialize_if_named`]), so that the gateway's own value replaces or joins the worker's as it
-//! did when every field went through the map.
+//! A message's end-to-end header fields as its sender wrote them in an HTTP/1.1 head: byte
+//! ranges into the head, never parsed into a `HeaderMap` unless something needs one. Both
+//! directions use them.
+//!
+//! * A client's HTTP/1.1 request ([`crate::front::head`]): the fields travel with the request
+//!   body ([`crate::body::RequestBody`], then [`crate::body::Body`]) to the worker client. The
+//!   gateway's readers look names up through [`crate::headers::RequestHeaders`] (the fields,
+//!   then the map). The HTTP/1.1 worker client copies what it forwards into the worker's head as
+//!   sent. The h2 worker client, the control-plane proxy and the exec wrapper turn them into map
+//!   entries first ([`materialize_request`]).
+//! * A worker's HTTP/1.1 response (the HTTP/1.1 worker client): the fields travel with the
+//!   response body to the client's front. The HTTP/1.1 front copies them into the client's
+//!   response head as they are, as nginx does. HTTP/2 and HTTP/3 answers, the pending store, and
+//!   any gateway code that sets a header the worker may also have sent turn them into map entries
+//!   first ([`materialize`], [`materialize_if_named`]), so that the gateway's own value replaces
+//!   or joins the worker's as it did when every field went through the map.
 //!
 //! Names and values were checked by `httparse` (a token; visible ASCII, obs-text and tabs), the
 //! same grammar `HeaderName` and `HeaderValue` accept, so that a field never fails to become a map
 //! entry. Hop-by-hop fields and `content-length` are not among them: the first stay on the
-//! worker's hop, the second is kept as a number ([`WorkerFields::content_length`]), which the
-//! client's framing decides on.
+//! sender's hop, the second is kept as a number ([`WireFields::content_length`]), which the next
+//! hop's framing decides on.
 
 use bytes::Bytes;
-use http::Response;
 use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response};
 use smallvec::SmallVec;
 
 use crate::invoke::respond::Marks;
 
-/// The fields of one response head.
+/// The fields of one message head.
 #[derive(Debug)]
-pub(crate) struct WorkerFields {
+pub(crate) struct WireFields {
     /// The head they were sliced from (shared, not copied).
     head: Bytes,
-    /// Name start, name end, value start, value end, in the order the worker sent them; inline
-    /// room for a typical answer's few.
+    /// Name start, name end, value start, value end, in the order they were sent; inline room
+    /// for a typical head's few.
     spans: SmallVec<[[u32; 4]; 8]>,
     /// Bit `n % 64` set for each name `n` bytes long: most lookups of a name no field has end
     /// here, without comparing bytes.
     lengths: u64,
     content_length: Option<u64>,
-    /// NVCF's headers, once the invocation path added them.
+    /// NVCF's headers, once the invocation path added them (responses only).
     marks: Option<Marks>,
 }
 
-impl WorkerFields {
+impl WireFields {
     /// No fields yet, from `head`.
     pub(crate) fn new(head: Bytes) -> Self {
         Self {
@@ -49,7 +57,7 @@ impl WorkerFields {
     }
 
     /// Adds the field whose name and value lie at these ranges of the head (a head is at most
-    /// 64 KiB, so the offsets fit).
+    /// 1 MiB, so the offsets fit).
     pub(crate) fn push(&mut self, name: (usize, usize), value: (usize, usize)) {
         self.lengths |= length_bit(name.1 - name.0);
         self.spans
@@ -70,7 +78,7 @@ impl WorkerFields {
         self.content_length = length;
     }
 
-    /// The `content-length` the worker stated for a body it framed by length.
+    /// The `content-length` the sender stated.
     pub(crate) fn content_length(&self) -> Option<u64> {
         self.content_length
     }
@@ -96,7 +104,7 @@ impl WorkerFields {
         self.head.len() + 128
     }
 
-    /// The fields as (name, value) bytes, names in the worker's case.
+    /// The fields as (name, value) bytes, names in the sender's case.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.spans.iter().map(|s| {
             (
@@ -108,10 +116,53 @@ impl WorkerFields {
 
     /// Whether a field is named `name` (lower case), in any case.
     pub(crate) fn contains(&self, name: &str) -> bool {
-        self.lengths & length_bit(name.len()) != 0
-            && self
-                .iter()
-                .any(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name.as_bytes()))
+        self.get(name).is_some()
+    }
+
+    /// The value of the first field named `name` (lower case), in any case.
+    pub(crate) fn get(&self, name: &str) -> Option<&[u8]> {
+        let s = self.find(name)?;
+        self.head.get(s[2] as usize..s[3] as usize)
+    }
+
+    /// [`WireFields::get`] as text, when it is visible ASCII (what [`HeaderValue::to_str`]
+    /// answers: the field grammar leaves only tabs and obs-text beside it, and tabs are taken).
+    pub(crate) fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name)
+            .filter(|v| v.is_ascii())
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// [`WireFields::get`] as a header value sharing the head's bytes.
+    pub(crate) fn value(&self, name: &str) -> Option<HeaderValue> {
+        let s = self.find(name)?;
+        HeaderValue::from_maybe_shared(self.head.slice(s[2] as usize..s[3] as usize)).ok()
+    }
+
+    /// The span of the first field named `name`: lengths compared from the offsets, bytes only
+    /// where they match.
+    fn find(&self, name: &str) -> Option<&[u32; 4]> {
+        if self.lengths & length_bit(name.len()) == 0 {
+            return None;
+        }
+        self.spans.iter().find(|s| {
+            (s[1] - s[0]) as usize == name.len()
+                && self
+                    .head
+                    .get(s[0] as usize..s[1] as usize)
+                    .is_some_and(|n| name_is(n, name))
+        })
+    }
+
+    /// The fields as whole lines of the head, `name: value` as sent (without the line end), with
+    /// their names.
+    pub(crate) fn lines_as_sent(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans.iter().map(|s| {
+            (
+                &self.head[s[0] as usize..s[1] as usize],
+                &self.head[s[0] as usize..s[3] as usize],
+            )
+        })
     }
 
     /// Whether any field is named one of `names` (lower case).
@@ -149,29 +200,36 @@ fn length_bit(len: usize) -> u64 {
     1 << (len % 64)
 }
 
-/// A body that may carry its response's [`WorkerFields`].
+/// Whether `name` is `known` (lower case), in any case: compared as sent first (most senders
+/// write lower case, and the bytes compare at once), case-blind only when that fails.
+pub(crate) fn name_is(name: &[u8], known: &str) -> bool {
+    name.len() == known.len()
+        && (name == known.as_bytes() || name.eq_ignore_ascii_case(known.as_bytes()))
+}
+
+/// A body that may carry its message's [`WireFields`].
 pub(crate) trait Fielded {
-    fn fields(&self) -> Option<&WorkerFields>;
-    fn fields_mut(&mut self) -> Option<&mut WorkerFields>;
-    fn take_fields(&mut self) -> Option<Box<WorkerFields>>;
+    fn fields(&self) -> Option<&WireFields>;
+    fn fields_mut(&mut self) -> Option<&mut WireFields>;
+    fn take_fields(&mut self) -> Option<Box<WireFields>>;
 }
 
 impl<L: Fielded, R: Fielded> Fielded for http_body_util::Either<L, R> {
-    fn fields(&self) -> Option<&WorkerFields> {
+    fn fields(&self) -> Option<&WireFields> {
         match self {
             Self::Left(b) => b.fields(),
             Self::Right(b) => b.fields(),
         }
     }
 
-    fn fields_mut(&mut self) -> Option<&mut WorkerFields> {
+    fn fields_mut(&mut self) -> Option<&mut WireFields> {
         match self {
             Self::Left(b) => b.fields_mut(),
             Self::Right(b) => b.fields_mut(),
         }
     }
 
-    fn take_fields(&mut self) -> Option<Box<WorkerFields>> {
+    fn take_fields(&mut self) -> Option<Box<WireFields>> {
         match self {
             Self::Left(b) => b.take_fields(),
             Self::Right(b) => b.take_fields(),
@@ -181,15 +239,31 @@ impl<L: Fielded, R: Fielded> Fielded for http_body_util::Either<L, R> {
 
 /// The h2 worker client's bodies: their fields are in the map already.
 impl Fielded for hyper::body::Incoming {
-    fn fields(&self) -> Option<&WorkerFields> {
+    fn fields(&self) -> Option<&WireFields> {
         None
     }
 
-    fn fields_mut(&mut self) -> Option<&mut WorkerFields> {
+    fn fields_mut(&mut self) -> Option<&mut WireFields> {
         None
     }
 
-    fn take_fields(&mut self) -> Option<Box<WorkerFields>> {
+    fn take_fields(&mut self) -> Option<Box<WireFields>> {
+        None
+    }
+}
+
+/// Tests' bodiless messages.
+#[cfg(test)]
+impl Fielded for () {
+    fn fields(&self) -> Option<&WireFields> {
+        None
+    }
+
+    fn fields_mut(&mut self) -> Option<&mut WireFields> {
+        None
+    }
+
+    fn take_fields(&mut self) -> Option<Box<WireFields>> {
         None
     }
 }
@@ -198,6 +272,13 @@ impl Fielded for hyper::body::Incoming {
 pub(crate) fn materialize<B: Fielded>(response: &mut Response<B>) {
     if let Some(fields) = response.body_mut().take_fields() {
         fields.append_to(response.headers_mut());
+    }
+}
+
+/// Moves the fields `request`'s body carries into its header map.
+pub(crate) fn materialize_request<B: Fielded>(request: &mut Request<B>) {
+    if let Some(fields) = request.body_mut().take_fields() {
+        fields.append_to(request.headers_mut());
     }
 }
 
@@ -217,8 +298,8 @@ pub(crate) fn materialize_if_named<B: Fielded>(response: &mut Response<B>, names
 mod tests {
     use super::*;
 
-    fn fields(head: &'static [u8], pairs: &[(&str, &str)]) -> WorkerFields {
-        let mut fields = WorkerFields::new(Bytes::from_static(head));
+    fn fields(head: &'static [u8], pairs: &[(&str, &str)]) -> WireFields {
+        let mut fields = WireFields::new(Bytes::from_static(head));
         let text = std::str::from_utf8(head).expect("ascii");
         for (name, value) in pairs {
             let n = text.find(name).expect("name");

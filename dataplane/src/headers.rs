@@ -6,6 +6,8 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use model::headers::{CLIENT_ADDR, GATEWAY_AUTH};
 
+use crate::fields::{Fielded, WireFields};
+
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 
@@ -76,14 +78,77 @@ pub(crate) fn put_line(buf: &mut impl bytes::BufMut, name: &[u8], value: &[u8]) 
     buf.put_slice(b"\r\n");
 }
 
+/// A client request's header fields, wherever they are: the unparsed fields of an HTTP/1.1 head
+/// that its body carries ([`crate::fields`]), and the request's map (an HTTP/2 or HTTP/3
+/// request's fields, and what the gateway added). The one way the invocation path reads them.
+#[derive(Clone, Copy)]
+pub(crate) struct RequestHeaders<'a> {
+    fields: Option<&'a WireFields>,
+    map: &'a HeaderMap,
+}
+
+impl<'a> RequestHeaders<'a> {
+    pub(crate) fn of<B: Fielded>(req: &'a http::Request<B>) -> Self {
+        Self {
+            fields: req.body().fields(),
+            map: req.headers(),
+        }
+    }
+
+    /// Only `map` (a request without unparsed fields).
+    #[cfg(test)]
+    pub(crate) fn map(map: &'a HeaderMap) -> Self {
+        Self { fields: None, map }
+    }
+
+    /// The first value named `name`, as bytes.
+    pub(crate) fn get(&self, name: &HeaderName) -> Option<&'a [u8]> {
+        self.fields
+            .and_then(|f| f.get(name.as_str()))
+            .or_else(|| find(self.map, name).map(HeaderValue::as_bytes))
+    }
+
+    /// [`RequestHeaders::get`] as text, when the value is visible ASCII (as
+    /// [`HeaderValue::to_str`] answers it).
+    pub(crate) fn get_str(&self, name: &HeaderName) -> Option<&'a str> {
+        match self.fields.map(|f| f.get_str(name.as_str())) {
+            Some(Some(text)) => Some(text),
+            _ => find(self.map, name).and_then(|v| v.to_str().ok()),
+        }
+    }
+
+    /// [`RequestHeaders::get`] as a header value (sharing the head's bytes).
+    pub(crate) fn value(&self, name: &HeaderName) -> Option<HeaderValue> {
+        self.fields
+            .and_then(|f| f.value(name.as_str()))
+            .or_else(|| find(self.map, name).cloned())
+    }
+
+    pub(crate) fn contains(&self, name: &HeaderName) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The `content-length` the request stated (an HTTP/1.1 head's is a number apart from its
+    /// fields).
+    pub(crate) fn content_length(&self) -> Option<u64> {
+        self.fields
+            .and_then(WireFields::content_length)
+            .or_else(|| {
+                find(self.map, &header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+            })
+    }
+}
+
 /// The host the client addressed: the URI authority (h2 `:authority`, h1 absolute-form), else the
 /// `Host` header.
-pub(crate) fn request_host<B>(req: &http::Request<B>) -> Option<&str> {
+pub(crate) fn request_host<B: Fielded>(req: &http::Request<B>) -> Option<&str> {
     req.uri()
         .authority()
         // Without any `user@` prefix an absolute-form target may carry.
         .map(|a| a.as_str().rsplit('@').next().unwrap_or_default())
-        .or_else(|| find(req.headers(), &header::HOST).and_then(|v| v.to_str().ok()))
+        .or_else(|| RequestHeaders::of(req).get_str(&header::HOST))
 }
 
 /// A UUID as a header value, hyphenated lower case, formatted without a heap `String`. Its bytes
@@ -155,6 +220,42 @@ fn join_cookies(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_headers_read_the_fields_then_the_map() {
+        let head = bytes::Bytes::from_static(b"Host: h.x\r\nX-Text: caf\xc3\xa9\r\n");
+        let mut fields = WireFields::new(head);
+        fields.push((0, 4), (6, 9));
+        fields.push((11, 17), (19, 24));
+        fields.set_content_length(Some(7));
+        let body =
+            crate::body::RequestBody::whole(bytes::Bytes::new()).with_fields(Box::new(fields));
+        let mut req = http::Request::new(body);
+        req.headers_mut()
+            .insert(header::ACCEPT, HeaderValue::from_static("text/plain"));
+        let h = RequestHeaders::of(&req);
+        assert_eq!(h.get(&header::HOST), Some(&b"h.x"[..]));
+        assert_eq!(h.get_str(&header::HOST), Some("h.x"));
+        assert_eq!(
+            h.get_str(&header::ACCEPT),
+            Some("text/plain"),
+            "from the map"
+        );
+        let text = HeaderName::from_static("x-text");
+        assert_eq!(h.get(&text), Some("café".as_bytes()));
+        assert_eq!(
+            h.get_str(&text),
+            None,
+            "not visible ASCII, as HeaderValue::to_str"
+        );
+        assert_eq!(
+            h.value(&header::HOST),
+            Some(HeaderValue::from_static("h.x"))
+        );
+        assert!(h.contains(&header::ACCEPT) && !h.contains(&header::ORIGIN));
+        assert_eq!(h.content_length(), Some(7));
+        assert_eq!(request_host(&req), Some("h.x"));
+    }
 
     #[test]
     fn find_answers_as_get_does() {

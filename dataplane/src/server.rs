@@ -21,6 +21,7 @@ use crate::config::DataplaneConfig;
 use crate::drain::{Drain, Watch};
 use crate::error::{DataplaneError, GatewayError};
 use crate::front::Front;
+use crate::headers::RequestHeaders;
 use crate::invoke::Invoker;
 use crate::io::ConnIo;
 use crate::proxy::Proxy;
@@ -374,12 +375,12 @@ fn answer(
     async move {
         let start = Instant::now();
         let host = crate::headers::request_host(&req);
+        let headers = RequestHeaders::of(&req);
         let route = classify(
             req.method(),
             host,
             req.uri().path(),
-            crate::headers::find(req.headers(), &crate::invoke::target::FUNCTION_ID_NAME)
-                .and_then(|v| v.to_str().ok()),
+            headers.get_str(&crate::invoke::target::FUNCTION_ID_NAME),
         );
         // Captured only when a line would be written: nothing to pay with the access log off.
         let access = (state.access_log && crate::access::enabled())
@@ -388,10 +389,8 @@ fn answer(
         let uri = req.uri().clone();
         // The path router is CORS-permissive (NVCF §6.2); host-routed calls pass OPTIONS through.
         let cors = route == Route::Invocation(InvocationKind::Path);
-        let origin = cors
-            .then(|| req.headers().get(header::ORIGIN).cloned())
-            .flatten();
-        if cors && let Some(preflight) = crate::cors::preflight(req.method(), req.headers()) {
+        let origin = cors.then(|| headers.value(&header::ORIGIN)).flatten();
+        if cors && let Some(preflight) = crate::cors::preflight(req.method(), headers) {
             let elapsed = start.elapsed();
             state
                 .metrics
@@ -402,7 +401,7 @@ fn answer(
                     InvocationKind::Path,
                     host,
                     req.uri().path(),
-                    req.headers(),
+                    headers,
                 )
                 .ok()?
                 .named()
@@ -413,6 +412,8 @@ fn answer(
         let (result, named) = match route {
             Route::Health => (Ok(health(req.method())), None),
             Route::KeyService | Route::Management => {
+                let mut req = req;
+                crate::fields::materialize_request(&mut req);
                 (state.proxy.forward(req, peer.ip()).await, None)
             }
             Route::Invocation(kind) => state.invoker.handle(kind, req, start).await,

@@ -1,12 +1,14 @@
 //! The client's request head, without I/O: parsed off the connection's read buffer by `httparse`
-//! (the path and header values are sliced out of the buffer, not copied), and what RFC 9112 makes
-//! of it: how the body is framed, whether the connection stays open, whether the client waits for
-//! `100 Continue`.
+//! (the path and header fields are ranges of the buffer, not copied, and not parsed into a header
+//! map: [`crate::fields`]), and what RFC 9112 makes of it: how the body is framed, whether the
+//! connection stays open, whether the client waits for `100 Continue`.
 
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
+use http::{Method, Request, Uri, Version};
+
+use crate::fields::{WireFields, name_is};
 
 /// The most header fields in one request head; more is answered 431.
 pub(crate) const MAX_HEADERS: usize = 128;
@@ -23,8 +25,12 @@ pub(crate) enum Framing {
 /// A parsed request head.
 #[derive(Debug)]
 pub(crate) struct Head {
-    /// The request without its body; the head's bytes back its path and header values.
+    /// The request without its body or header fields (its map is empty); the head's bytes back
+    /// its path.
     pub(crate) request: Request<()>,
+    /// The end-to-end header fields, unparsed: hop-by-hop ones left out, and `content-length`
+    /// kept as the number it states. Boxed where it is made: it travels with the body.
+    pub(crate) fields: Box<WireFields>,
     pub(crate) framing: Framing,
     /// Whether the client lets the connection carry another request after this one.
     pub(crate) keep_alive: bool,
@@ -102,7 +108,6 @@ pub(crate) fn parse(buf: &mut BytesMut, limit: usize) -> Result<Option<Head>, He
     } else {
         Version::HTTP_11
     };
-    let count = req.headers.len();
     // Filled as the fields are read, not zeroed whole first (2 KiB for `MAX_HEADERS`); inline
     // room for a usual head.
     let mut fields: smallvec::SmallVec<[Field; 16]> = smallvec::SmallVec::new();
@@ -114,24 +119,23 @@ pub(crate) fn parse(buf: &mut BytesMut, limit: usize) -> Result<Option<Head>, He
     }
 
     let head = buf.split_to(len).freeze();
-    let slice = |(start, end): (u32, u32)| head.slice(start as usize..end as usize);
-    let uri = Uri::from_maybe_shared(slice(path))
+    let uri = Uri::from_maybe_shared(head.slice(path.0 as usize..path.1 as usize))
         .map_err(|e| HeadError::Malformed(format!("invalid request target: {e}")))?;
-    let mut headers = HeaderMap::with_capacity(count);
+    let mut kept = Box::new(WireFields::new(head.clone()));
     let mut semantics = Semantics::default();
     for field in &fields {
-        let name = &head[field.name.0 as usize..field.name.1 as usize];
-        let name = crate::headers::header_name(name).map_err(|_| {
-            HeadError::Malformed(format!(
-                "invalid header name '{}'",
-                String::from_utf8_lossy(name)
-            ))
-        })?;
-        let value = HeaderValue::from_maybe_shared(slice(field.value))
-            .map_err(|_| HeadError::Malformed(format!("invalid value for header '{name}'")))?;
-        semantics.see(&name, value.as_bytes())?;
-        headers.append(name, value);
+        let (ns, ne) = (field.name.0 as usize, field.name.1 as usize);
+        let (vs, ve) = (field.value.0 as usize, field.value.1 as usize);
+        // Hop-by-hop fields are read here and never kept (one pass, no removals), nor is
+        // `content-length` (a number, kept apart).
+        if semantics.see(&head[ns..ne], &head[vs..ve])? {
+            kept.push((ns, ne), (vs, ve));
+        }
     }
+    if !semantics.named.is_empty() {
+        kept.remove_named(&semantics.named);
+    }
+    kept.set_content_length(semantics.content_length);
     let framing = semantics.framing(version)?;
     let keep_alive = !semantics.close && (version == Version::HTTP_11 || semantics.keep_alive);
     let expect_continue =
@@ -142,9 +146,9 @@ pub(crate) fn parse(buf: &mut BytesMut, limit: usize) -> Result<Option<Head>, He
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
-    *request.headers_mut() = headers;
     Ok(Some(Head {
         request,
+        fields: kept,
         framing,
         keep_alive,
         expect_continue,
@@ -152,7 +156,7 @@ pub(crate) fn parse(buf: &mut BytesMut, limit: usize) -> Result<Option<Head>, He
     }))
 }
 
-/// What the connection-level headers say, gathered in the one pass that builds the header map.
+/// What the connection-level headers say, gathered in the one pass over the fields.
 #[derive(Debug, Default)]
 struct Semantics {
     content_length: Option<u64>,
@@ -164,11 +168,15 @@ struct Semantics {
     keep_alive: bool,
     expect_continue: bool,
     trailers: bool,
+    /// Other names `connection` lists (hop-by-hop too, left out after the pass), lower-cased.
+    named: smallvec::SmallVec<[Box<[u8]>; 2]>,
 }
 
 impl Semantics {
-    fn see(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), HeadError> {
-        if name == header::CONTENT_LENGTH {
+    /// Notes a field (name in any case): whether it is end-to-end, to be kept (`false` for the
+    /// hop-by-hop ones and `content-length`).
+    fn see(&mut self, name: &[u8], value: &[u8]) -> Result<bool, HeadError> {
+        if name_is(name, "content-length") {
             if tokens(value).next().is_none() {
                 return Err(HeadError::Malformed("empty content-length".into()));
             }
@@ -190,7 +198,9 @@ impl Semantics {
                 }
                 self.content_length = Some(parsed);
             }
-        } else if name == header::TRANSFER_ENCODING {
+            return Ok(false);
+        }
+        if name_is(name, "transfer-encoding") {
             for token in tokens(value) {
                 self.codings += 1;
                 self.chunked = self.codings == 1 && token.eq_ignore_ascii_case(b"chunked");
@@ -201,17 +211,30 @@ impl Semantics {
             if self.codings == 0 {
                 return Err(HeadError::Malformed("empty transfer-encoding".into()));
             }
-        } else if name == header::CONNECTION {
-            for token in tokens(value) {
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
-        } else if name == header::EXPECT {
-            self.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
-        } else if name == header::TE {
-            self.trailers |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
+            return Ok(false);
         }
-        Ok(())
+        if name_is(name, "connection") {
+            for token in tokens(value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else {
+                    self.named.push(token.to_ascii_lowercase().into());
+                }
+            }
+            return Ok(false);
+        }
+        if name_is(name, "te") {
+            self.trailers |= tokens(value).any(|t| t.eq_ignore_ascii_case(b"trailers"));
+            return Ok(false);
+        }
+        if name_is(name, "expect") {
+            // End-to-end by RFC 9110, but about the client's hop here: the gateway answers it
+            // (and does not forward it).
+            self.expect_continue |= value.eq_ignore_ascii_case(b"100-continue");
+        }
+        Ok(!model::headers::HOP_BY_HOP.iter().any(|h| name_is(name, h)))
     }
 
     /// RFC 9112 §6.3 for requests. Both `content-length` and `transfer-encoding` on one request
@@ -287,9 +310,19 @@ mod tests {
         assert_eq!(h.request.uri().path(), "/v2/nvcf/pexec/functions/x");
         assert_eq!(h.request.uri().query(), Some("a=1"));
         assert_eq!(h.request.version(), Version::HTTP_11);
-        assert_eq!(h.request.headers()["host"], "api.x");
-        let custom: Vec<_> = h.request.headers().get_all("x-custom").iter().collect();
-        assert_eq!(custom, ["one", "two"]);
+        assert!(h.request.headers().is_empty(), "the fields stay unparsed");
+        assert_eq!(h.fields.get("host"), Some(&b"api.x"[..]));
+        let fields: Vec<_> = h.fields.iter().collect();
+        assert_eq!(
+            fields,
+            [
+                (&b"Host"[..], &b"api.x"[..]),
+                (b"X-Custom", b"one"),
+                (b"x-custom", b"two")
+            ],
+            "in order and case, without content-length"
+        );
+        assert_eq!(h.fields.content_length(), Some(4));
         assert_eq!(h.framing, Framing::Length(4));
         assert!(h.keep_alive && !h.expect_continue && !h.wants_trailers);
         assert_eq!(
@@ -393,6 +426,20 @@ mod tests {
         );
         assert!(h.expect_continue && h.wants_trailers);
         assert!(!head("GET / HTTP/1.1\r\nexpect: 100-continue\r\n\r\n").expect_continue);
+    }
+
+    #[test]
+    fn hop_by_hop_fields_are_read_and_left_out() {
+        let h = head(
+            "POST / HTTP/1.1\r\nConnection: keep-alive, X-Hop\r\nx-hop: 1\r\nTE: trailers\r\n\
+             Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nTransfer-Encoding: chunked\r\n\
+             Expect: 100-continue\r\nx-end: 2\r\n\r\n",
+        );
+        let names: Vec<_> = h.fields.iter().map(|(n, _)| n).collect();
+        assert_eq!(names, [&b"Expect"[..], b"x-end"]);
+        assert_eq!(h.fields.content_length(), None);
+        assert!(h.keep_alive && h.wants_trailers && h.expect_continue);
+        assert_eq!(h.framing, Framing::Chunked);
     }
 
     #[test]

@@ -242,6 +242,7 @@ impl Front {
             head_started = None;
             let head::Head {
                 request,
+                fields,
                 framing,
                 keep_alive,
                 expect_continue,
@@ -255,7 +256,7 @@ impl Front {
             let whole = head::take_whole_body(&mut buf, framing);
             let (written, body_read) = match whole {
                 Some(bytes) => {
-                    let request = request.map(|()| RequestBody::whole(bytes));
+                    let request = request.map(|()| RequestBody::whole(bytes).with_fields(fields));
                     // Pinned where it is built: the call's future (about 3 KiB) is never moved.
                     let service = pin!(handle(&self.state, peer, request, self.alt_svc.as_ref()));
                     let Some(response) =
@@ -274,7 +275,7 @@ impl Front {
                 }
                 None => {
                     let (body, feed) = request_body::channel(framing, expect_continue);
-                    let request = request.map(|()| RequestBody::wire(body));
+                    let request = request.map(|()| RequestBody::wire(body).with_fields(fields));
                     let service = pin!(handle(&self.state, peer, request, self.alt_svc.as_ref()));
                     let streamed = Streamed {
                         feed,

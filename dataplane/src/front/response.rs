@@ -9,7 +9,7 @@ use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version, header};
 use http_body::SizeHint;
 
-use crate::fields::WorkerFields;
+use crate::fields::WireFields;
 use crate::headers::put_line;
 
 /// How the response body goes on the wire.
@@ -52,13 +52,13 @@ pub(crate) fn encode_head(
     buf: &mut BytesMut,
     status: StatusCode,
     headers: &HeaderMap,
-    fields: Option<&WorkerFields>,
+    fields: Option<&WireFields>,
     size_hint: &SizeHint,
     exchange: &mut Exchange,
 ) -> BodyPlan {
     let declared = crate::headers::find(headers, &header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .or_else(|| fields.and_then(WorkerFields::content_length));
+        .or_else(|| fields.and_then(WireFields::content_length));
     let bodiless_status = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
@@ -74,7 +74,7 @@ pub(crate) fn encode_head(
         BodyPlan::UntilClose
     };
 
-    buf.reserve(128 + headers.len() * 48 + fields.map_or(0, WorkerFields::wire_len));
+    buf.reserve(128 + headers.len() * 48 + fields.map_or(0, WireFields::wire_len));
     buf.put_slice(b"HTTP/1.1 ");
     buf.put_slice(status.as_str().as_bytes());
     buf.put_u8(b' ');

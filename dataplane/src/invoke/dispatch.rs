@@ -25,6 +25,7 @@ use hyper::body::Incoming;
 
 use crate::body::{Body, BoxError};
 use crate::config::WorkerProtocol;
+use crate::fields::name_is;
 use crate::headers::put_line;
 use crate::invoke::h1;
 use crate::invoke::upstream::CountingConnector;
@@ -121,6 +122,7 @@ impl WorkerClient {
         match self {
             Self::H2(client) => Either::Left(
                 {
+                    crate::fields::materialize_request(&mut request);
                     prepare_headers(request.headers_mut());
                     nvcf.insert_into(request.headers_mut());
                     client.request(request)
@@ -312,20 +314,20 @@ const TRUE: HeaderValue = HeaderValue::from_static("true");
 /// credential (nvcf-api.md §2.1), `Host` (the worker request carries its authority in the URI),
 /// `Expect` (answered by the gateway's own server; it is about the client's hop), the passthrough
 /// selectors (the gateway's business), and client copies of worker-owned `NVCF-*` headers and of
-/// [`DISABLE_WORKER_COMPATIBILITY`] (the gateway sets it).
-fn not_forwarded(name: &HeaderName) -> bool {
-    let s = name.as_str();
-    match s {
-        "authorization"
-        | "host"
-        | "expect"
-        | crate::invoke::target::FUNCTION_ID_HEADER
-        | crate::invoke::target::FUNCTION_VERSION_ID_HEADER => true,
-        _ => {
-            s.starts_with("nvcf-")
-                && (WORKER_OWNED.contains(&s) || s == DISABLE_WORKER_COMPATIBILITY.as_str())
-        }
-    }
+/// [`DISABLE_WORKER_COMPATIBILITY`] (the gateway sets it). `name` in any case.
+pub(crate) fn not_forwarded(name: &[u8]) -> bool {
+    const NAMES: [&str; 5] = [
+        "authorization",
+        "host",
+        "expect",
+        crate::invoke::target::FUNCTION_ID_HEADER,
+        crate::invoke::target::FUNCTION_VERSION_ID_HEADER,
+    ];
+    NAMES.iter().any(|known| name_is(name, known))
+        || (name.len() > 5
+            && name[..5].eq_ignore_ascii_case(b"nvcf-")
+            && (WORKER_OWNED.iter().any(|known| name_is(name, known))
+                || name_is(name, DISABLE_WORKER_COMPATIBILITY.as_str())))
 }
 
 /// Which of a client's request headers go on to the worker: neither the hop-by-hop ones
@@ -347,7 +349,7 @@ impl<'a> Forwarded<'a> {
 
     /// Whether a header of this name goes on to the worker.
     pub(crate) fn forwards(&self, name: &HeaderName) -> bool {
-        !(self.hop_by_hop.contains(name) || not_forwarded(name))
+        !(self.hop_by_hop.contains(name) || not_forwarded(name.as_str().as_bytes()))
     }
 }
 
@@ -431,8 +433,12 @@ mod tests {
         };
         let head = crate::invoke::h1::codec::encode_request_head(
             line,
+            None,
             &h,
-            |name| forwarded.forwards(name),
+            crate::invoke::h1::codec::Forwards {
+                map: |name: &HeaderName| forwarded.forwards(name),
+                fields: |name: &[u8]| !not_forwarded(name),
+            },
             crate::invoke::h1::codec::RequestFraming::Empty,
             |_| {},
         );

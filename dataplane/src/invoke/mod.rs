@@ -41,6 +41,7 @@ use crate::classify::InvocationKind;
 use crate::config::DataplaneConfig;
 use crate::error::GatewayError;
 use crate::feed::SharedSnapshot;
+use crate::headers::RequestHeaders;
 use crate::keys::authorize_invoke;
 use crate::pending::Limits;
 use crate::pending::store::PendingStore;
@@ -164,14 +165,12 @@ impl Invoker {
             // when the credential is refused; its errors still come after that check's (a request
             // without a credential is a 401 whatever its path).
             let host = crate::headers::request_host(&req);
-            let resolved = target::resolve(kind, host, req.uri().path(), req.headers());
+            let headers = RequestHeaders::of(&req);
+            let resolved = target::resolve(kind, host, req.uri().path(), headers);
             finish.named = resolved.as_ref().ok().and_then(Resolved::named);
             let grants = snapshot
                 .keys
-                .authenticate_now(
-                    crate::headers::find(req.headers(), &header::AUTHORIZATION)
-                        .map(HeaderValue::as_bytes),
-                )
+                .authenticate_now(headers.get(&header::AUTHORIZATION))
                 .inspect(|_| self.key_hits.increment(1))
                 .map_err(|e| {
                     crate::metrics::record_key_lookup(e.lookup_label());
@@ -184,7 +183,7 @@ impl Invoker {
                     finish.function_id = Some(owner.function_id);
                     authorize_invoke(grants, owner.function_id, Some(owner.version_id))
                         .map_err(GatewayError::Forbidden)?;
-                    let window = respond::poll_seconds(req.headers(), Endpoint::Pexec)?;
+                    let window = respond::poll_seconds(headers, Endpoint::Pexec)?;
                     drop(snapshot);
                     let response = self.poll(id, owner, Duration::from_secs(window)).await?;
                     return Ok((response.map(Answer::Right), None));
@@ -193,7 +192,7 @@ impl Invoker {
             finish.function_id = Some(target.function_id);
             authorize_invoke(grants, target.function_id, target.version_id)
                 .map_err(GatewayError::Forbidden)?;
-            let poll = respond::poll_seconds(req.headers(), target.endpoint)?;
+            let poll = respond::poll_seconds(headers, target.endpoint)?;
             let route = snapshot
                 .routing
                 .lookup(target.function_id, target.version_id, rand::random())
@@ -266,6 +265,8 @@ impl Invoker {
         worker: &WorkerTarget,
         req: Request<RequestBody>,
     ) -> Result<Request<Body>, GatewayError> {
+        let needs_type = ctx.target.endpoint == Endpoint::Pexec
+            && !RequestHeaders::of(&req).contains(&header::CONTENT_TYPE);
         let (mut parts, incoming) = req.into_parts();
         let uri = match (ctx.target.endpoint, parts.uri.path_and_query()) {
             // Passthrough: the client's path and query as parsed (its bytes shared).
@@ -279,15 +280,13 @@ impl Invoker {
             detail,
         })?;
         parts.version = self.worker_version;
-        if ctx.target.endpoint == Endpoint::Pexec
-            && !parts.headers.contains_key(header::CONTENT_TYPE)
-        {
+        if needs_type {
             parts.headers.insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
         }
-        Ok(Request::from_parts(parts, body::stream(incoming)))
+        Ok(Request::from_parts(parts, incoming.into_body()))
     }
 
     /// The pexec work: the worker's answer, streamed through with NVCF's headers.
@@ -330,6 +329,9 @@ impl Invoker {
         worker: &WorkerTarget,
         req: Request<RequestBody>,
     ) -> Result<Work, GatewayError> {
+        let mut req = req;
+        // Rewritten below through the map.
+        crate::fields::materialize_request(&mut req);
         let (mut parts, incoming) = req.into_parts();
         let wrapped = exec::parse(&exec::read_limited(incoming).await?)?;
         if let Some(n) = wrapped

@@ -13,6 +13,7 @@ use http::{Response, StatusCode};
 
 use crate::error::GatewayError;
 use crate::fields::Fielded;
+use crate::headers::RequestHeaders;
 use crate::invoke::target::Endpoint;
 
 /// The client's poll header.
@@ -29,14 +30,18 @@ const MAX_POLL: u64 = 3600;
 pub(crate) const GRACE: Duration = Duration::from_secs(2);
 
 /// The poll window in seconds for a request with `headers` on `endpoint`.
-pub(crate) fn poll_seconds(headers: &HeaderMap, endpoint: Endpoint) -> Result<u64, GatewayError> {
-    match crate::headers::find(headers, &POLL_SECONDS_NAME) {
-        Some(v) => parse_poll(v.as_bytes()),
+pub(crate) fn poll_seconds(
+    headers: RequestHeaders<'_>,
+    endpoint: Endpoint,
+) -> Result<u64, GatewayError> {
+    match headers.get(&POLL_SECONDS_NAME) {
+        Some(v) => parse_poll(v),
         None => {
             // Host-routed calls keep 60 s even for SSE (nvcf-api.md §2.3): no lookup for them.
             let sse = endpoint != Endpoint::Passthrough
-                && crate::headers::find(headers, &header::ACCEPT)
-                    .is_some_and(|a| a.as_bytes() == b"text/event-stream");
+                && headers
+                    .get(&header::ACCEPT)
+                    .is_some_and(|a| a == b"text/event-stream");
             Ok(if sse { SSE_POLL } else { DEFAULT_POLL })
         }
     }
@@ -181,7 +186,9 @@ mod tests {
 
     #[test]
     fn poll_rules() {
-        let p = |pairs: &[(&'static str, &'static str)], e| poll_seconds(&with(pairs), e);
+        let p = |pairs: &[(&'static str, &'static str)], e| {
+            poll_seconds(RequestHeaders::map(&with(pairs)), e)
+        };
         assert_eq!(p(&[], Endpoint::Pexec).expect("default"), 60);
         let sse = [("accept", "text/event-stream")];
         assert_eq!(p(&sse, Endpoint::Pexec).expect("sse"), 1200);

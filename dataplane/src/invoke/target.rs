@@ -8,11 +8,11 @@
 //!   comes FIRST, as in NVCF's `tlb.rs`).
 //! * `function-id` header (+ optional `function-version-id`, which must be a UUID when present).
 
-use http::HeaderMap;
 use uuid::Uuid;
 
 use crate::classify::InvocationKind;
 use crate::error::GatewayError;
+use crate::headers::RequestHeaders;
 use crate::invoke::finish::Named;
 
 /// How the request is answered.
@@ -62,6 +62,8 @@ pub(crate) const FUNCTION_ID_NAME: http::HeaderName =
     http::HeaderName::from_static(FUNCTION_ID_HEADER);
 /// Header naming the version in passthrough mode.
 pub(crate) const FUNCTION_VERSION_ID_HEADER: &str = "function-version-id";
+const FUNCTION_VERSION_ID_NAME: http::HeaderName =
+    http::HeaderName::from_static(FUNCTION_VERSION_ID_HEADER);
 
 /// Resolves the target of an invocation request classified as `kind`. `host` is the request's
 /// host (port included or not), `path` its path.
@@ -69,7 +71,7 @@ pub(crate) fn resolve(
     kind: InvocationKind,
     host: Option<&str>,
     path: &str,
-    headers: &HeaderMap,
+    headers: RequestHeaders<'_>,
 ) -> Result<Resolved, GatewayError> {
     match kind {
         InvocationKind::Path => resolve_path(host.unwrap_or_default(), path),
@@ -165,15 +167,15 @@ fn resolve_host(host: &str, path: &str) -> Result<Resolved, GatewayError> {
     Ok(Resolved::Invoke(target))
 }
 
-fn resolve_headers(headers: &HeaderMap) -> Result<Resolved, GatewayError> {
-    let text = |name: &str| {
+fn resolve_headers(headers: RequestHeaders<'_>) -> Result<Resolved, GatewayError> {
+    let text = |name: &http::HeaderName| {
         headers
             .get(name)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     };
-    let fid = text(FUNCTION_ID_HEADER).unwrap_or_default();
+    let fid = text(&FUNCTION_ID_NAME).unwrap_or_default();
     let function_id = uuid("function-id", fid.trim())?;
-    let version_id = match text(FUNCTION_VERSION_ID_HEADER) {
+    let version_id = match text(&FUNCTION_VERSION_ID_NAME) {
         Some(v) => Some(uuid("function-version-id", v.trim())?),
         None => None,
     };
@@ -187,7 +189,7 @@ fn resolve_headers(headers: &HeaderMap) -> Result<Resolved, GatewayError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderMap, HeaderValue};
 
     const FID: &str = "0f6d3c8e-9a3b-4c1e-8d2f-1a2b3c4d5e6f";
     const VID: &str = "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d";
@@ -199,7 +201,12 @@ mod tests {
         VID.parse().expect("vid")
     }
     fn path(p: &str) -> Result<Resolved, GatewayError> {
-        resolve(InvocationKind::Path, None, p, &HeaderMap::new())
+        resolve(
+            InvocationKind::Path,
+            None,
+            p,
+            RequestHeaders::map(&HeaderMap::new()),
+        )
     }
 
     #[test]
@@ -253,7 +260,7 @@ mod tests {
             InvocationKind::HostRouted,
             Some(&format!("{FID}.invocation.gw:8080")),
             "/x",
-            &h,
+            RequestHeaders::map(&h),
         )
         .expect("fid host");
         assert_eq!(
@@ -268,7 +275,7 @@ mod tests {
             InvocationKind::HostRouted,
             Some(&format!("{VID}.{FID}.invocation.gw")),
             "/x",
-            &h,
+            RequestHeaders::map(&h),
         )
         .expect("vid host");
         assert_eq!(
@@ -280,7 +287,14 @@ mod tests {
             })
         );
         // Labels are whole: a UUID with more after it in its label is not one.
-        let host = |name: String| resolve(InvocationKind::HostRouted, Some(&name), "/x", &h);
+        let host = |name: String| {
+            resolve(
+                InvocationKind::HostRouted,
+                Some(&name),
+                "/x",
+                RequestHeaders::map(&h),
+            )
+        };
         let only_fid = Resolved::Invoke(Target {
             endpoint: Endpoint::Passthrough,
             function_id: fid(),
@@ -316,7 +330,13 @@ mod tests {
     fn header_forms() {
         let mut h = HeaderMap::new();
         h.insert(FUNCTION_ID_HEADER, HeaderValue::from_static(FID));
-        let r = resolve(InvocationKind::FunctionIdHeader, None, "/x", &h).expect("fid");
+        let r = resolve(
+            InvocationKind::FunctionIdHeader,
+            None,
+            "/x",
+            RequestHeaders::map(&h),
+        )
+        .expect("fid");
         assert_eq!(
             r,
             Resolved::Invoke(Target {
@@ -326,10 +346,22 @@ mod tests {
             })
         );
         h.insert(FUNCTION_VERSION_ID_HEADER, HeaderValue::from_static(VID));
-        let r = resolve(InvocationKind::FunctionIdHeader, None, "/x", &h).expect("both");
+        let r = resolve(
+            InvocationKind::FunctionIdHeader,
+            None,
+            "/x",
+            RequestHeaders::map(&h),
+        )
+        .expect("both");
         assert!(matches!(r, Resolved::Invoke(t) if t.version_id == Some(vid())));
         h.insert(FUNCTION_VERSION_ID_HEADER, HeaderValue::from_static("v1"));
-        let e = resolve(InvocationKind::FunctionIdHeader, None, "/x", &h).expect_err("bad vid");
+        let e = resolve(
+            InvocationKind::FunctionIdHeader,
+            None,
+            "/x",
+            RequestHeaders::map(&h),
+        )
+        .expect_err("bad vid");
         assert_eq!(e.status().as_u16(), 400);
     }
 }

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use super::codec::{self, ChunkedDecoder, Decoded, RequestFraming, ResponseFraming};
 use super::{Conn, WorkerPool};
 use crate::body::{Body, BoxError};
-use crate::fields::{Fielded, WorkerFields};
+use crate::fields::{Fielded, WireFields};
 use crate::io::ReadSize;
 
 /// Request bytes queued for the socket before the body is no longer polled (backpressure).
@@ -247,7 +247,7 @@ pub(crate) struct ResponseBody {
     keep_alive: bool,
     pool: Arc<WorkerPool>,
     /// The response head's fields, until the body is wrapped for the client.
-    fields: Option<Box<WorkerFields>>,
+    fields: Option<Box<WireFields>>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -261,15 +261,15 @@ impl std::fmt::Debug for ResponseBody {
 
 /// Boxed as the HTTP/1.1 half of [`crate::invoke::dispatch::WorkerBody`].
 impl Fielded for Box<ResponseBody> {
-    fn fields(&self) -> Option<&WorkerFields> {
+    fn fields(&self) -> Option<&WireFields> {
         self.fields.as_deref()
     }
 
-    fn fields_mut(&mut self) -> Option<&mut WorkerFields> {
+    fn fields_mut(&mut self) -> Option<&mut WireFields> {
         self.fields.as_deref_mut()
     }
 
-    fn take_fields(&mut self) -> Option<Box<WorkerFields>> {
+    fn take_fields(&mut self) -> Option<Box<WireFields>> {
         self.fields.take()
     }
 }
@@ -281,7 +281,7 @@ impl ResponseBody {
         framing: ResponseFraming,
         keep_alive: bool,
         pool: Arc<WorkerPool>,
-        fields: Box<WorkerFields>,
+        fields: Box<WireFields>,
     ) -> Self {
         let decode = match framing {
             ResponseFraming::None | ResponseFraming::Length(0) => Decode::Done,

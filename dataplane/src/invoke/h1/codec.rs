@@ -6,7 +6,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
-use crate::fields::WorkerFields;
+use crate::fields::{WireFields, name_is};
 
 /// The most a worker's response head (or a chunked body's trailers) may take.
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
@@ -47,15 +47,25 @@ pub(crate) struct RequestLine<'a> {
     pub(crate) authority: &'a str,
 }
 
-/// The head of `line`: the caller's `headers` that `forwards` lets through (the client's
-/// headers, minus what does not go to the worker), except `host`, and any `content-length` or
-/// `transfer-encoding`, which `framing` replaces. `extra` writes more header lines (the gateway's
-/// own) after the caller's. Written into one buffer made with room for all of it: growing an
-/// empty buffer costs more than making it at its size.
+/// Which of the caller's header fields go into the worker's head.
+pub(crate) struct Forwards<M: Fn(&HeaderName) -> bool, F: Fn(&[u8]) -> bool> {
+    /// For the map's entries.
+    pub(crate) map: M,
+    /// For the unparsed fields (any case; hop-by-hop ones were left out already).
+    pub(crate) fields: F,
+}
+
+/// The head of `line`: the caller's unparsed `fields` (an HTTP/1.1 client's, copied as sent),
+/// then its `headers`, that `forwards` lets through (the client's headers, minus what does not
+/// go to the worker), except `host`, and any `content-length` or `transfer-encoding`, which
+/// `framing` replaces. `extra` writes more header lines (the gateway's own) after the caller's.
+/// Written into one buffer made with room for all of it: growing an empty buffer costs more than
+/// making it at its size.
 pub(crate) fn encode_request_head(
     line: RequestLine<'_>,
+    fields: Option<&WireFields>,
     headers: &HeaderMap,
-    forwards: impl Fn(&HeaderName) -> bool,
+    forwards: Forwards<impl Fn(&HeaderName) -> bool, impl Fn(&[u8]) -> bool>,
     framing: RequestFraming,
     extra: impl FnOnce(&mut BytesMut),
 ) -> BytesMut {
@@ -65,19 +75,28 @@ pub(crate) fn encode_request_head(
         authority,
     } = line;
     // Room for the gateway's own lines too.
-    let mut buf = BytesMut::with_capacity(384 + path_and_query.len() + headers.len() * 48);
+    let mut buf = BytesMut::with_capacity(
+        384 + path_and_query.len() + headers.len() * 48 + fields.map_or(0, WireFields::wire_len),
+    );
     buf.put_slice(method.as_str().as_bytes());
     buf.put_u8(b' ');
     buf.put_slice(path_and_query.as_bytes());
     buf.put_slice(b" HTTP/1.1\r\nhost: ");
     buf.put_slice(authority.as_bytes());
     buf.put_slice(b"\r\n");
+    // As sent, `cookie` lines too (an HTTP/1.1 client sends one).
+    for (name, line) in fields.iter().flat_map(|f| f.lines_as_sent()) {
+        if (forwards.fields)(name) {
+            buf.put_slice(line);
+            buf.put_slice(b"\r\n");
+        }
+    }
     let mut cookies = 0usize;
     for (name, value) in headers {
         if name == header::CONTENT_LENGTH
             || name == header::TRANSFER_ENCODING
             || name == header::HOST
-            || !forwards(name)
+            || !(forwards.map)(name)
         {
             continue;
         }
@@ -160,7 +179,7 @@ pub(crate) struct ResponseHead {
     /// The end-to-end fields, unparsed: hop-by-hop ones left out, and `content-length` kept as
     /// the number it states when it frames the body.
     /// Boxed where it is made: it travels with the body, and is moved several times on the way.
-    pub(crate) fields: Box<WorkerFields>,
+    pub(crate) fields: Box<WireFields>,
     pub(crate) framing: ResponseFraming,
     /// Whether the connection may carry another request once this exchange is complete.
     pub(crate) keep_alive: bool,
@@ -225,7 +244,7 @@ pub(crate) fn parse_response_head(
             continue;
         }
         let mut hop = Hop::default();
-        let mut fields = Box::new(WorkerFields::new(head.clone()));
+        let mut fields = Box::new(WireFields::new(head.clone()));
         for &(ns, ne, vs, ve) in &ranges {
             // Hop-by-hop fields are read here and never kept (one pass, no removals), nor is
             // `content-length` (a number, kept apart).
@@ -265,22 +284,15 @@ impl Default for Hop {
     }
 }
 
-/// Whether `name` is `known` (lower case), in any case: compared as sent first (most workers send
-/// lower case, and the bytes compare at once), case-blind only when that fails.
-fn is(name: &[u8], known: &str) -> bool {
-    name.len() == known.len()
-        && (name == known.as_bytes() || name.eq_ignore_ascii_case(known.as_bytes()))
-}
-
 impl Hop {
     /// Notes a field (name in any case): false for a hop-by-hop one and for `content-length`
     /// (both left out of the fields), true for an end-to-end one.
     fn take(&mut self, name: &[u8], value: &[u8]) -> bool {
-        if is(name, "content-length") {
+        if name_is(name, "content-length") {
             self.see_length(value);
             return false;
         }
-        if is(name, "connection") {
+        if name_is(name, "connection") {
             for token in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
                 if token.eq_ignore_ascii_case(b"close") {
                     self.close = true;
@@ -292,7 +304,7 @@ impl Hop {
             }
             return false;
         }
-        if is(name, "transfer-encoding") {
+        if name_is(name, "transfer-encoding") {
             self.transfer_encoding = true;
             // The last coding of the last value decides (RFC 9112 §6.3).
             self.chunked = value
@@ -301,7 +313,7 @@ impl Hop {
                 .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
             return false;
         }
-        !model::headers::HOP_BY_HOP.iter().any(|h| is(name, h))
+        !model::headers::HOP_BY_HOP.iter().any(|h| name_is(name, h))
     }
 
     /// Adds one `content-length` value (a comma list); several values must agree.
@@ -329,7 +341,7 @@ impl Hop {
 fn finish_head(
     status: StatusCode,
     minor: u8,
-    mut fields: Box<WorkerFields>,
+    mut fields: Box<WireFields>,
     hop: Hop,
     method: &Method,
 ) -> Result<ResponseHead, ParseError> {
@@ -535,8 +547,48 @@ mod tests {
             path_and_query: "/echo?a=1",
             authority: "127.0.0.1:9",
         };
-        let buf = encode_request_head(line, &map, |name| name != "x-refused", framing, |_| {});
+        let forwards = Forwards {
+            map: |name: &HeaderName| name != "x-refused",
+            fields: |_: &[u8]| true,
+        };
+        let buf = encode_request_head(line, None, &map, forwards, framing, |_| {});
         String::from_utf8(buf.to_vec()).expect("utf-8")
+    }
+
+    #[test]
+    fn a_clients_fields_are_copied_as_sent_before_the_map() {
+        let sent = Bytes::from_static(b"X-One:  a b\r\nDrop-Me: 1\r\nx-two: 2\r\n");
+        let mut fields = WireFields::new(sent.clone());
+        for (name, value) in [("X-One", "a b"), ("Drop-Me", "1"), ("x-two", "2")] {
+            let text = std::str::from_utf8(&sent).expect("ascii");
+            let n = text.find(name).expect("name");
+            let v = n + text[n..].find(value).expect("value");
+            fields.push((n, n + name.len()), (v, v + value.len()));
+        }
+        let mut map = HeaderMap::new();
+        map.insert("content-type", HeaderValue::from_static("application/json"));
+        let line = RequestLine {
+            method: &Method::POST,
+            path_and_query: "/",
+            authority: "w:1",
+        };
+        let forwards = Forwards {
+            map: |_: &HeaderName| true,
+            fields: |name: &[u8]| !name.eq_ignore_ascii_case(b"drop-me"),
+        };
+        let head = encode_request_head(
+            line,
+            Some(&fields),
+            &map,
+            forwards,
+            RequestFraming::Length(2),
+            |buf| buf.put_slice(b"nvcf-x: y\r\n"),
+        );
+        assert_eq!(
+            &head[..],
+            b"POST / HTTP/1.1\r\nhost: w:1\r\nX-One:  a b\r\nx-two: 2\r\n\
+              content-type: application/json\r\nnvcf-x: y\r\ncontent-length: 2\r\n\r\n"
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ use http_body::Body as _;
 use tokio::net::TcpStream;
 
 use crate::body::{Body, BoxError};
+use crate::fields::Fielded;
 use crate::invoke::dispatch::{Forwarded, NvcfHeaders};
 use crate::io::ReadSize;
 pub(crate) use body::ResponseBody;
@@ -208,8 +209,12 @@ impl Client {
         };
         let head = codec::encode_request_head(
             line,
+            body.fields(),
             &parts.headers,
-            |name| forwarded.forwards(name),
+            codec::Forwards {
+                map: |name: &http::HeaderName| forwarded.forwards(name),
+                fields: |name: &[u8]| !crate::invoke::dispatch::not_forwarded(name),
+            },
             framing,
             |buf| {
                 if let Some(nvcf) = &nvcf {
