@@ -6,7 +6,7 @@
 //! response cost? Both run on every proxied invocation, so they should stay well under 1 µs.
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
-use dataplane::bench::{prepare_headers, route};
+use dataplane::bench::{Region, prepare_headers, route};
 use dataplane::routing::WorkerTarget;
 use http::{HeaderMap, HeaderValue};
 use std::hint::black_box;
@@ -67,7 +67,7 @@ fn bench(c: &mut Criterion) {
         8,
     )];
     let route = route(Uuid::new_v4(), Uuid::new_v4(), "bench-fn", targets);
-    let region = HeaderValue::from_static("local");
+    let region = Region::new(HeaderValue::from_static("local"));
     let id = Uuid::new_v4();
 
     for (name, pairs) in [

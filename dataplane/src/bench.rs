@@ -41,13 +41,23 @@ pub fn prepare_headers(
     head: &mut bytes::BytesMut,
     request_id: Uuid,
     route: &VersionRoute,
-    region: &HeaderValue,
+    region: &Region,
     poll_seconds: u64,
 ) {
     dispatch::prepare_headers(headers);
     // Formatted here as the invocation path formats it: once per request.
     let id = crate::headers::request_id_value(request_id);
-    dispatch::NvcfHeaders::new(route, &id, region, poll_seconds, true).encode(head);
+    dispatch::NvcfHeaders::new(route, &id, &region.0, poll_seconds, true).encode(head);
+}
+
+/// The gateway's invocation region, as the invocation path keeps it (built once).
+#[derive(Debug)]
+pub struct Region(dispatch::Region);
+
+impl Region {
+    pub fn new(value: HeaderValue) -> Self {
+        Self(dispatch::Region::new(value))
+    }
 }
 
 /// The gateway's admission counters (`invoke::admit::Admission`).

@@ -124,14 +124,13 @@ where
 /// allocation or copy), or any streamed body from another listener. An HTTP/1.1 request's header
 /// fields travel with it, unparsed ([`crate::fields`]).
 #[derive(Debug)]
-pub(crate) struct RequestBody {
-    inner: Inner,
-    fields: Option<Box<WireFields>>,
-}
+pub(crate) struct RequestBody(Inner);
 
+/// The HTTP/1.1 variants hold the fields beside the body (rather than the struct holding them
+/// for all): the request moves several times on its way, and this keeps it 8 bytes smaller.
 enum Inner {
-    Whole(http_body_util::Full<Bytes>),
-    Wire(crate::front::WireBody),
+    Whole(http_body_util::Full<Bytes>, Option<Box<WireFields>>),
+    Wire(crate::front::WireBody, Option<Box<WireFields>>),
     Hyper(Incoming),
     /// `Mutex` only makes the body `Sync` (what [`Body`] needs): polling goes through
     /// `get_mut`, which never locks.
@@ -141,8 +140,8 @@ enum Inner {
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Whole(b) => b.fmt(f),
-            Self::Wire(b) => b.fmt(f),
+            Self::Whole(b, _) => b.fmt(f),
+            Self::Wire(b, _) => b.fmt(f),
             Self::Hyper(b) => b.fmt(f),
             Self::Stream(_) => f.write_str("Stream"),
         }
@@ -150,21 +149,15 @@ impl std::fmt::Debug for Inner {
 }
 
 impl RequestBody {
-    fn of(inner: Inner) -> Self {
-        Self {
-            inner,
-            fields: None,
-        }
+    /// A body that arrived whole (possibly empty) with an HTTP/1.1 head's fields.
+    pub(crate) fn whole(bytes: Bytes, fields: Option<Box<WireFields>>) -> Self {
+        Self(Inner::Whole(http_body_util::Full::new(bytes), fields))
     }
 
-    /// A body that arrived whole (possibly empty).
-    pub(crate) fn whole(bytes: Bytes) -> Self {
-        Self::of(Inner::Whole(http_body_util::Full::new(bytes)))
-    }
-
-    /// The HTTP/1.1 front's body, read off the connection as it is polled.
-    pub(crate) fn wire(body: crate::front::WireBody) -> Self {
-        Self::of(Inner::Wire(body))
+    /// The HTTP/1.1 front's body, read off the connection as it is polled, with its head's
+    /// fields.
+    pub(crate) fn wire(body: crate::front::WireBody, fields: Option<Box<WireFields>>) -> Self {
+        Self(Inner::Wire(body, fields))
     }
 
     /// A body streamed by another listener (HTTP/3).
@@ -172,12 +165,7 @@ impl RequestBody {
     where
         B: HttpBody<Data = Bytes, Error = BoxError> + Send + 'static,
     {
-        Self::of(Inner::Stream(Mutex::new(UnsyncBoxBody::new(body))))
-    }
-
-    pub(crate) fn with_fields(mut self, fields: Box<WireFields>) -> Self {
-        self.fields = Some(fields);
-        self
+        Self(Inner::Stream(Mutex::new(UnsyncBoxBody::new(body))))
     }
 
     /// The body as a [`Body`] to send on, carrying its fields.
@@ -188,21 +176,30 @@ impl RequestBody {
 
 impl From<Incoming> for RequestBody {
     fn from(body: Incoming) -> Self {
-        Self::of(Inner::Hyper(body))
+        Self(Inner::Hyper(body))
     }
 }
 
 impl Fielded for RequestBody {
     fn fields(&self) -> Option<&WireFields> {
-        self.fields.as_deref()
+        match &self.0 {
+            Inner::Whole(_, fields) | Inner::Wire(_, fields) => fields.as_deref(),
+            Inner::Hyper(_) | Inner::Stream(_) => None,
+        }
     }
 
     fn fields_mut(&mut self) -> Option<&mut WireFields> {
-        self.fields.as_deref_mut()
+        match &mut self.0 {
+            Inner::Whole(_, fields) | Inner::Wire(_, fields) => fields.as_deref_mut(),
+            Inner::Hyper(_) | Inner::Stream(_) => None,
+        }
     }
 
     fn take_fields(&mut self) -> Option<Box<WireFields>> {
-        self.fields.take()
+        match &mut self.0 {
+            Inner::Whole(_, fields) | Inner::Wire(_, fields) => fields.take(),
+            Inner::Hyper(_) | Inner::Stream(_) => None,
+        }
     }
 }
 
@@ -214,9 +211,9 @@ impl HttpBody for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.get_mut().inner {
-            Inner::Whole(b) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
-            Inner::Wire(b) => Pin::new(b).poll_frame(cx),
+        match &mut self.get_mut().0 {
+            Inner::Whole(b, _) => Pin::new(b).poll_frame(cx).map_err(|never| match never {}),
+            Inner::Wire(b, _) => Pin::new(b).poll_frame(cx),
             Inner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Inner::Stream(m) => match m.get_mut() {
                 Ok(b) => Pin::new(b).poll_frame(cx),
@@ -226,18 +223,18 @@ impl HttpBody for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Inner::Whole(b) => b.is_end_stream(),
-            Inner::Wire(b) => b.is_end_stream(),
+        match &self.0 {
+            Inner::Whole(b, _) => b.is_end_stream(),
+            Inner::Wire(b, _) => b.is_end_stream(),
             Inner::Hyper(b) => b.is_end_stream(),
             Inner::Stream(_) => false,
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Inner::Whole(b) => b.size_hint(),
-            Inner::Wire(b) => b.size_hint(),
+        match &self.0 {
+            Inner::Whole(b, _) => b.size_hint(),
+            Inner::Wire(b, _) => b.size_hint(),
             Inner::Hyper(b) => b.size_hint(),
             Inner::Stream(_) => SizeHint::default(),
         }

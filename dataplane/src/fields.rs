@@ -21,7 +21,7 @@
 //! sender's hop, the second is kept as a number ([`WireFields::content_length`]), which the next
 //! hop's framing decides on.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response};
 use smallvec::SmallVec;
@@ -92,10 +92,41 @@ impl WireFields {
         self.marks.as_ref().map(Marks::request_id)
     }
 
-    /// The worker's fields, then NVCF's headers (when added), as (name, value) bytes: the lines
-    /// of the client's response head.
-    pub(crate) fn lines(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.iter().chain(self.marks.iter().flat_map(Marks::lines))
+    /// Writes the fields `keep` lets through into a head being built, as they were sent: a run
+    /// of fields that lay line after line (`\r\n` between them) in one copy.
+    pub(crate) fn put_lines(&self, buf: &mut BytesMut, mut keep: impl FnMut(&[u8]) -> bool) {
+        let head = &self.head[..];
+        let mut run: Option<(usize, usize)> = None;
+        let flush = |buf: &mut BytesMut, run: Option<(usize, usize)>| {
+            if let Some((start, end)) = run {
+                buf.put_slice(&head[start..end]);
+                buf.put_slice(b"\r\n");
+            }
+        };
+        for s in &self.spans {
+            let [ns, ne, _, ve] = s.map(|n| n as usize);
+            if !keep(&head[ns..ne]) {
+                flush(buf, run.take());
+                continue;
+            }
+            run = match run {
+                Some((start, end)) if ns == end + 2 && &head[end..ns] == b"\r\n" => {
+                    Some((start, ve))
+                }
+                other => {
+                    flush(buf, other);
+                    Some((ns, ve))
+                }
+            };
+        }
+        flush(buf, run);
+    }
+
+    /// Writes NVCF's headers, when added ([`Marks`]).
+    pub(crate) fn put_marks(&self, buf: &mut BytesMut) {
+        if let Some(marks) = &self.marks {
+            marks.put(buf);
+        }
     }
 
     /// At most the bytes the lines take in a head (the size of the one the fields came in, and
@@ -105,6 +136,7 @@ impl WireFields {
     }
 
     /// The fields as (name, value) bytes, names in the sender's case.
+    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.spans.iter().map(|s| {
             (
@@ -151,17 +183,6 @@ impl WireFields {
                     .head
                     .get(s[0] as usize..s[1] as usize)
                     .is_some_and(|n| name_is(n, name))
-        })
-    }
-
-    /// The fields as whole lines of the head, `name: value` as sent (without the line end), with
-    /// their names.
-    pub(crate) fn lines_as_sent(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.spans.iter().map(|s| {
-            (
-                &self.head[s[0] as usize..s[1] as usize],
-                &self.head[s[0] as usize..s[3] as usize],
-            )
         })
     }
 
@@ -326,6 +347,30 @@ mod tests {
         f.remove_named(&[b"X-TWO", b"x-one"]);
         let left: Vec<_> = f.iter().collect();
         assert_eq!(left, [(&b"Content-Type"[..], &b"text/plain"[..])]);
+    }
+
+    #[test]
+    fn lines_are_written_as_sent_in_runs() {
+        // `B`'s line ends in a bare LF and `D`'s value is followed by spaces: neither joins a run.
+        let f = fields(
+            b"A: 1\r\nB:2\nC:  3\r\nD: 4  \r\nDrop: x\r\nE: 5\r\n",
+            &[
+                ("A", "1"),
+                ("B", "2"),
+                ("C", "3"),
+                ("D", "4"),
+                ("Drop", "x"),
+                ("E", "5"),
+            ],
+        );
+        let mut buf = BytesMut::new();
+        let mut seen = Vec::new();
+        f.put_lines(&mut buf, |name| {
+            seen.push(name.to_vec());
+            name != b"Drop"
+        });
+        assert_eq!(&buf[..], b"A: 1\r\nB:2\r\nC:  3\r\nD: 4\r\nE: 5\r\n");
+        assert_eq!(seen.len(), 6);
     }
 
     #[test]

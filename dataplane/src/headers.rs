@@ -78,6 +78,14 @@ pub(crate) fn put_line(buf: &mut impl bytes::BufMut, name: &[u8], value: &[u8]) 
     buf.put_slice(b"\r\n");
 }
 
+/// `name: value\r\n` as bytes: a line the gateway writes on every call, built once (from the
+/// name's one definition) and copied whole.
+pub(crate) fn line(name: &str, value: &str) -> Box<[u8]> {
+    let mut line = Vec::with_capacity(name.len() + value.len() + 4);
+    put_line(&mut line, name.as_bytes(), value.as_bytes());
+    line.into()
+}
+
 /// A client request's header fields, wherever they are: the unparsed fields of an HTTP/1.1 head
 /// that its body carries ([`crate::fields`]), and the request's map (an HTTP/2 or HTTP/3
 /// request's fields, and what the gateway added). The one way the invocation path reads them.
@@ -228,8 +236,7 @@ mod tests {
         fields.push((0, 4), (6, 9));
         fields.push((11, 17), (19, 24));
         fields.set_content_length(Some(7));
-        let body =
-            crate::body::RequestBody::whole(bytes::Bytes::new()).with_fields(Box::new(fields));
+        let body = crate::body::RequestBody::whole(bytes::Bytes::new(), Some(Box::new(fields)));
         let mut req = http::Request::new(body);
         req.headers_mut()
             .insert(header::ACCEPT, HeaderValue::from_static("text/plain"));

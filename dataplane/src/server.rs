@@ -416,7 +416,11 @@ fn answer(
                 crate::fields::materialize_request(&mut req);
                 (state.proxy.forward(req, peer.ip()).await, None)
             }
-            Route::Invocation(kind) => state.invoker.handle(kind, req, start).await,
+            Route::Invocation(kind) => {
+                let resolved =
+                    crate::invoke::target::resolve(kind, host, req.uri().path(), headers);
+                state.invoker.handle(resolved, req, start).await
+            }
             Route::NotFound => (
                 Err(GatewayError::NoRoute {
                     host: host.unwrap_or_default().to_owned(),

@@ -256,7 +256,7 @@ impl Front {
             let whole = head::take_whole_body(&mut buf, framing);
             let (written, body_read) = match whole {
                 Some(bytes) => {
-                    let request = request.map(|()| RequestBody::whole(bytes).with_fields(fields));
+                    let request = request.map(|()| RequestBody::whole(bytes, Some(fields)));
                     // Pinned where it is built: the call's future (about 3 KiB) is never moved.
                     let service = pin!(handle(&self.state, peer, request, self.alt_svc.as_ref()));
                     let Some(response) =
@@ -275,7 +275,7 @@ impl Front {
                 }
                 None => {
                     let (body, feed) = request_body::channel(framing, expect_continue);
-                    let request = request.map(|()| RequestBody::wire(body).with_fields(fields));
+                    let request = request.map(|()| RequestBody::wire(body, Some(fields)));
                     let service = pin!(handle(&self.state, peer, request, self.alt_svc.as_ref()));
                     let streamed = Streamed {
                         feed,

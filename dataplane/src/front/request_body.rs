@@ -28,8 +28,10 @@ pub(crate) struct WireBody {
     rx: mpsc::Receiver<Item>,
     /// Fired at the first poll: a client waiting for `100 Continue` gets it then.
     want: Option<oneshot::Sender<()>>,
-    /// Bytes still to come of a length-delimited body.
-    remaining: Option<u64>,
+    /// Bytes still to come of a length-delimited body (`sized`). Not an `Option`: this body
+    /// travels inside every request, and the pair would make it 8 bytes larger.
+    remaining: u64,
+    sized: bool,
     ended: bool,
 }
 
@@ -67,15 +69,16 @@ pub(crate) fn channel(framing: Framing, expect_continue: bool) -> (WireBody, Fee
     } else {
         (None, None)
     };
-    let (state, remaining) = match framing {
-        Framing::Length(n) => (State::Length(n), Some(n)),
-        Framing::Empty => (State::Length(0), Some(0)),
-        Framing::Chunked => (State::Chunked(ChunkedDecoder::default()), None),
+    let (state, remaining, sized) = match framing {
+        Framing::Length(n) => (State::Length(n), n, true),
+        Framing::Empty => (State::Length(0), 0, true),
+        Framing::Chunked => (State::Chunked(ChunkedDecoder::default()), 0, false),
     };
     let body = WireBody {
         rx,
         want,
         remaining,
+        sized,
         ended: false,
     };
     (body, Feed { tx, wanted, state })
@@ -169,8 +172,8 @@ impl HttpBody for WireBody {
         let polled = self.rx.poll_recv(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(left)) = (frame.data_ref(), &mut self.remaining) {
-                    *left = left.saturating_sub(data.len() as u64);
+                if let Some(data) = frame.data_ref() {
+                    self.remaining = self.remaining.saturating_sub(data.len() as u64);
                 }
             }
             Poll::Ready(None) => self.ended = true,
@@ -180,12 +183,15 @@ impl HttpBody for WireBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended || self.remaining == Some(0)
+        self.ended || (self.sized && self.remaining == 0)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.remaining
-            .map_or_else(SizeHint::default, SizeHint::with_exact)
+        if self.sized {
+            SizeHint::with_exact(self.remaining)
+        } else {
+            SizeHint::default()
+        }
     }
 }
 

@@ -83,9 +83,12 @@ pub(crate) fn encode_head(
     let mut dated = false;
     // Neither hop-by-hop fields nor `content-length` are among them (`crate::fields`); NVCF's
     // headers follow them.
-    for (name, value) in fields.iter().flat_map(|f| f.lines()) {
-        dated |= name.len() == 4 && name.eq_ignore_ascii_case(b"date");
-        put_line(buf, name, value);
+    if let Some(fields) = fields {
+        fields.put_lines(buf, |name| {
+            dated |= crate::fields::name_is(name, "date");
+            true
+        });
+        fields.put_marks(buf);
     }
     for (name, value) in headers {
         if name == header::CONNECTION

@@ -9,7 +9,7 @@
 use foldhash::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
@@ -249,7 +249,7 @@ pub(crate) struct NvcfHeaders<'a> {
     route: &'a RouteHeaders,
     /// The request id, formatted once per request.
     request_id: &'a HeaderValue,
-    region: &'a HeaderValue,
+    region: &'a Region,
     /// The budget left for the container, in seconds.
     poll_seconds: u64,
     /// A passthrough call: [`DISABLE_WORKER_COMPATIBILITY`] is set.
@@ -260,7 +260,7 @@ impl<'a> NvcfHeaders<'a> {
     pub(crate) fn new(
         route: &'a VersionRoute,
         request_id: &'a HeaderValue,
-        region: &'a HeaderValue,
+        region: &'a Region,
         poll_seconds: u64,
         passthrough: bool,
     ) -> Self {
@@ -281,29 +281,80 @@ impl<'a> NvcfHeaders<'a> {
         headers.insert(crate::headers::NVCF_REQID, self.request_id.clone());
         headers.insert(NVCF_FUNCTION_VERSION_ID, route.version_id.clone());
         headers.insert(NVCF_POLL_SECONDS, poll_value(self.poll_seconds));
-        headers.insert(NVCF_INVOCATION_REGION, self.region.clone());
+        headers.insert(NVCF_INVOCATION_REGION, self.region.value.clone());
         if self.passthrough {
             headers.insert(DISABLE_WORKER_COMPATIBILITY, TRUE);
         }
     }
 
     /// Writes them as HTTP/1.1 header lines (the HTTP/1.1 client's form): the route's prebuilt
-    /// block, then the per-call values. No header map is touched.
+    /// block, the gateway's region line, the usual poll budgets and the passthrough flag as
+    /// lines built once, then the request id. No header map is touched, and a line costs one or
+    /// three copies rather than four.
     pub(crate) fn encode(&self, buf: &mut BytesMut) {
+        static LINES: LazyLock<NvcfLines> = LazyLock::new(NvcfLines::new);
+        let lines = &*LINES;
         buf.put_slice(&self.route.block);
-        for (name, value) in [
-            (NVCF_INVOCATION_REGION, self.region),
-            (crate::headers::NVCF_REQID, self.request_id),
-            (NVCF_POLL_SECONDS, &poll_value(self.poll_seconds)),
-        ] {
-            put_line(buf, name.as_str().as_bytes(), value.as_bytes());
+        buf.put_slice(&self.region.line);
+        match self.poll_seconds {
+            60 => buf.put_slice(&lines.poll_60),
+            1200 => buf.put_slice(&lines.poll_1200),
+            n => put_line(
+                buf,
+                NVCF_POLL_SECONDS.as_str().as_bytes(),
+                itoa::Buffer::new().format(n).as_bytes(),
+            ),
         }
         if self.passthrough {
-            put_line(
-                buf,
-                DISABLE_WORKER_COMPATIBILITY.as_str().as_bytes(),
-                TRUE.as_bytes(),
-            );
+            buf.put_slice(&lines.compatibility);
+        }
+        buf.put_slice(&lines.reqid);
+        buf.put_slice(self.request_id.as_bytes());
+        buf.put_slice(b"\r\n");
+    }
+}
+
+/// The gateway's lines of [`NvcfHeaders::encode`] that are the same on every call.
+struct NvcfLines {
+    poll_60: Box<[u8]>,
+    poll_1200: Box<[u8]>,
+    compatibility: Box<[u8]>,
+    /// `nvcf-reqid: `, the start of a line.
+    reqid: Box<[u8]>,
+}
+
+impl NvcfLines {
+    fn new() -> Self {
+        let poll = |value| crate::headers::line(NVCF_POLL_SECONDS.as_str(), value);
+        Self {
+            poll_60: poll("60"),
+            poll_1200: poll("1200"),
+            compatibility: crate::headers::line(DISABLE_WORKER_COMPATIBILITY.as_str(), "true"),
+            reqid: format!("{}: ", crate::headers::NVCF_REQID)
+                .into_bytes()
+                .into(),
+        }
+    }
+}
+
+/// The gateway's `NVCF-INVOCATION-REGION`, as a value and as a header line.
+#[derive(Debug)]
+pub(crate) struct Region {
+    value: HeaderValue,
+    line: Box<[u8]>,
+}
+
+impl Region {
+    pub(crate) fn new(value: HeaderValue) -> Self {
+        let mut line = Vec::new();
+        put_line(
+            &mut line,
+            NVCF_INVOCATION_REGION.as_str().as_bytes(),
+            value.as_bytes(),
+        );
+        Self {
+            value,
+            line: line.into(),
         }
     }
 }
@@ -316,14 +367,16 @@ const TRUE: HeaderValue = HeaderValue::from_static("true");
 /// selectors (the gateway's business), and client copies of worker-owned `NVCF-*` headers and of
 /// [`DISABLE_WORKER_COMPATIBILITY`] (the gateway sets it). `name` in any case.
 pub(crate) fn not_forwarded(name: &[u8]) -> bool {
-    const NAMES: [&str; 5] = [
-        "authorization",
-        "host",
-        "expect",
-        crate::invoke::target::FUNCTION_ID_HEADER,
-        crate::invoke::target::FUNCTION_VERSION_ID_HEADER,
-    ];
-    NAMES.iter().any(|known| name_is(name, known))
+    // By length first: most names have none of these lengths.
+    let known = match name.len() {
+        4 => "host",
+        6 => "expect",
+        11 => crate::invoke::target::FUNCTION_ID_HEADER,
+        13 => "authorization",
+        19 => crate::invoke::target::FUNCTION_VERSION_ID_HEADER,
+        _ => "",
+    };
+    (!known.is_empty() && name_is(name, known))
         || (name.len() > 5
             && name[..5].eq_ignore_ascii_case(b"nvcf-")
             && (WORKER_OWNED.iter().any(|known| name_is(name, known))
@@ -458,6 +511,30 @@ mod tests {
     }
 
     #[test]
+    fn what_is_not_forwarded_is_known_in_any_case() {
+        for name in [
+            &b"Authorization"[..],
+            b"HOST",
+            b"Expect",
+            b"Function-Id",
+            b"function-version-id",
+            b"NVCF-ReqID",
+            b"nvcf-feature-disable-worker-compatibility",
+        ] {
+            assert!(not_forwarded(name), "{}", String::from_utf8_lossy(name));
+        }
+        for name in [
+            &b"hosts"[..],
+            b"x-host",
+            b"NVCF-Custom",
+            b"nvcf-",
+            b"content-type",
+        ] {
+            assert!(!not_forwarded(name), "{}", String::from_utf8_lossy(name));
+        }
+    }
+
+    #[test]
     fn p2c_prefers_the_less_loaded_of_two() {
         let b = Balancer::default();
         assert!(b.pick(&[], 0).is_none());
@@ -496,7 +573,7 @@ mod tests {
     fn worker_compatibility_is_disabled_on_passthrough_only() {
         let route = crate::bench::route(Uuid::new_v4(), Uuid::new_v4(), "f", targets(1));
         let id = crate::headers::uuid_value(Uuid::new_v4());
-        let region = HeaderValue::from_static("local");
+        let region = Region::new(HeaderValue::from_static("local"));
         for passthrough in [true, false] {
             let mut h = HeaderMap::new();
             h.append(
@@ -549,7 +626,7 @@ mod tests {
         });
         let route = crate::bench::route(Uuid::new_v4(), Uuid::new_v4(), "f", targets(1));
         let id = crate::headers::request_id_value(Uuid::new_v4());
-        let region = HeaderValue::from_static("local");
+        let region = Region::new(HeaderValue::from_static("local"));
         let nvcf = NvcfHeaders::new(&route, &id, &region, 60, false);
         let request = Request::get(format!("http://{addr}/"))
             .body(crate::body::full(bytes::Bytes::new()))
@@ -597,7 +674,7 @@ mod tests {
             ("expect", "100-continue"),
         ]);
         let id = Uuid::new_v4();
-        let region = HeaderValue::from_static("local");
+        let region = Region::new(HeaderValue::from_static("local"));
         prepare_headers(&mut h);
         let id_value = crate::headers::uuid_value(id);
         let nvcf = NvcfHeaders::new(&route, &id_value, &region, 60, true);

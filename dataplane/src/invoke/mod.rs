@@ -37,7 +37,6 @@ use http_body_util::BodyExt;
 use uuid::Uuid;
 
 use crate::body::{self, Body, RequestBody};
-use crate::classify::InvocationKind;
 use crate::config::DataplaneConfig;
 use crate::error::GatewayError;
 use crate::feed::SharedSnapshot;
@@ -60,7 +59,7 @@ pub(crate) struct Invoker {
     client: WorkerClient,
     /// The HTTP version worker requests are sent with (`dataplane.worker-protocol`).
     worker_version: http::Version,
-    region: HeaderValue,
+    region: dispatch::Region,
     pending: Arc<PendingStore>,
     /// `gateway_key_lookups_total{result="hit"}`, counted on nearly every call.
     key_hits: metrics::Counter,
@@ -111,14 +110,15 @@ impl Invoker {
             client: WorkerClient::new(config.worker_protocol, config.serving_threads),
             worker_version: dispatch::worker_version(config.worker_protocol),
             // Validated as a header value by the config.
-            region: HeaderValue::from_str(&config.region)
-                .unwrap_or(HeaderValue::from_static("local")),
+            region: dispatch::Region::new(
+                HeaderValue::from_str(&config.region).unwrap_or(HeaderValue::from_static("local")),
+            ),
         }
     }
 
     /// Answers one invocation request, which arrived at `start` (its poll window counts from
-    /// then), with what its access line names (the function version that served it, or the one
-    /// the request named).
+    /// then) and whose target is `resolved` ([`target::resolve`]), with what its access line
+    /// names (the function version that served it, or the one the request named).
     ///
     /// Not an `async fn`: that would keep `req` twice in the state (see [`crate::server::handle`]).
     #[expect(
@@ -127,14 +127,14 @@ impl Invoker {
     )]
     pub(crate) fn handle(
         &self,
-        kind: InvocationKind,
+        resolved: Result<Resolved, GatewayError>,
         req: Request<RequestBody>,
         start: Instant,
     ) -> impl Future<Output = (Result<Response<Body>, GatewayError>, Option<Named>)> + Send {
         async move {
             // Lives across every await: dropped early (the client went away) it records a 499.
             let mut finish = Finish::new();
-            let outcome = self.run(kind, req, start, &mut finish).await;
+            let outcome = self.run(resolved, req, start, &mut finish).await;
             let named = finish.named;
             let result = match outcome {
                 Ok((response, held)) => Ok(response
@@ -154,19 +154,17 @@ impl Invoker {
     )]
     fn run(
         &self,
-        kind: InvocationKind,
+        resolved: Result<Resolved, GatewayError>,
         req: Request<RequestBody>,
         start: Instant,
         finish: &mut Finish,
     ) -> impl Future<Output = Result<(Response<Answer>, Option<Held>), GatewayError>> + Send {
         async move {
             let snapshot = self.snapshot.load_full();
-            // Resolved before the credential check so that the access line names the function even
-            // when the credential is refused; its errors still come after that check's (a request
-            // without a credential is a 401 whatever its path).
-            let host = crate::headers::request_host(&req);
+            // Resolved before the credential check (by the caller) so that the access line names
+            // the function even when the credential is refused; its errors still come after that
+            // check's (a request without a credential is a 401 whatever its path).
             let headers = RequestHeaders::of(&req);
-            let resolved = target::resolve(kind, host, req.uri().path(), headers);
             finish.named = resolved.as_ref().ok().and_then(Resolved::named);
             let grants = snapshot
                 .keys

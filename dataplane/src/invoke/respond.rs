@@ -6,7 +6,10 @@
 //! When the window ends before the worker's response head, host-routed calls get 504 after the
 //! window + 2 s ([`GRACE`]); pexec/exec calls are parked instead (202, [`crate::invoke::park`]).
 
+use std::sync::LazyLock;
 use std::time::Duration;
+
+use bytes::{BufMut, BytesMut};
 
 use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
@@ -138,19 +141,53 @@ impl Marks {
         &self.request_id
     }
 
-    /// The header lines, as [`mark`] adds them to a map without any of them.
-    pub(crate) fn lines(&self) -> [(&[u8], &[u8]); 3] {
-        let [reqid, status, expose] = MARKED.map(str::as_bytes);
-        [
-            (reqid, self.request_id.as_bytes()),
-            (status, nvcf_status(self.status).as_bytes()),
-            (expose, model::headers::NVCF_REQID.as_bytes()),
-        ]
+    /// Writes the header lines, as [`mark`] adds them to a map without any of them, in three
+    /// copies: the request id's line's start, the id, and the rest, built once per status.
+    pub(crate) fn put(&self, buf: &mut BytesMut) {
+        static LINES: LazyLock<MarkLines> = LazyLock::new(MarkLines::new);
+        let lines = &*LINES;
+        buf.put_slice(&lines.reqid);
+        buf.put_slice(self.request_id.as_bytes());
+        buf.put_slice(match nvcf_status(self.status) {
+            "in-progress" => &lines.in_progress,
+            "fulfilled" => &lines.fulfilled,
+            _ => &lines.errored,
+        });
     }
 
     /// Adds them to `headers` (the worker's fields already there).
     pub(crate) fn apply(&self, headers: &mut HeaderMap) {
         mark(headers, &self.request_id, self.status);
+    }
+}
+
+/// [`Marks::put`]'s prebuilt text.
+struct MarkLines {
+    /// `nvcf-reqid: `.
+    reqid: Box<[u8]>,
+    /// The end of the request id's line, then the status line and the exposed headers' line.
+    in_progress: Box<[u8]>,
+    fulfilled: Box<[u8]>,
+    errored: Box<[u8]>,
+}
+
+impl MarkLines {
+    fn new() -> Self {
+        let [reqid, status, expose] = MARKED;
+        let tail = |value: &str| {
+            format!(
+                "\r\n{status}: {value}\r\n{expose}: {}\r\n",
+                model::headers::NVCF_REQID
+            )
+            .into_bytes()
+            .into()
+        };
+        Self {
+            reqid: format!("{reqid}: ").into_bytes().into(),
+            in_progress: tail("in-progress"),
+            fulfilled: tail("fulfilled"),
+            errored: tail("errored"),
+        }
     }
 }
 

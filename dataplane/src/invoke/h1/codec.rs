@@ -85,11 +85,8 @@ pub(crate) fn encode_request_head(
     buf.put_slice(authority.as_bytes());
     buf.put_slice(b"\r\n");
     // As sent, `cookie` lines too (an HTTP/1.1 client sends one).
-    for (name, line) in fields.iter().flat_map(|f| f.lines_as_sent()) {
-        if (forwards.fields)(name) {
-            buf.put_slice(line);
-            buf.put_slice(b"\r\n");
-        }
+    if let Some(fields) = fields {
+        fields.put_lines(&mut buf, &forwards.fields);
     }
     let mut cookies = 0usize;
     for (name, value) in headers {
