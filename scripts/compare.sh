@@ -29,6 +29,9 @@
 #                                     bias, e.g. GW_THREADS="2s 2s:b" GATEWAY_BIN_B=/tmp/old/nvcf-gateway
 #                                     EXTRA= WRITE_DOC=0 (the summary's "better arm" may then be either)
 #   SKIP_BUILD=1                      do not run `cargo build --release` (default: build, a no-op when fresh)
+#   GATEWAY_BIN=<path> LOADTEST_BIN=<path>  the nvcf-gateway and loadtest binaries to run (default: this
+#                                     checkout's target/release ones): another build, or binaries built
+#                                     elsewhere on a machine without cargo (with SKIP_BUILD=1)
 #   WRITE_DOC=0                       do not append the table to docs/performance.md (DOC=path to change it)
 #   NOTE="..."                        free text added to the doc section (e.g. "smoke run")
 #   KEEP_TMP=1                        keep the temp dir (configs, logs, per-run JSON) after exit
@@ -176,7 +179,7 @@ EXTRA_GW=${EXTRA_GW:-}
 [[ $NGINX_WORKER_HEADERS =~ ^[01]$ ]] || { echo "NGINX_WORKER_HEADERS: 0 or 1" >&2; exit 2; }
 
 GATEWAY_BIN=${GATEWAY_BIN:-$ROOT/target/release/nvcf-gateway}   # another build for A/B runs (SKIP_BUILD=1)
-LOADTEST_BIN=$ROOT/target/release/loadtest
+LOADTEST_BIN=${LOADTEST_BIN:-$ROOT/target/release/loadtest}   # another build (SKIP_BUILD=1)
 
 log() { printf '[compare %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }

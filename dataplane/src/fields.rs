@@ -217,8 +217,20 @@ impl WireFields {
     }
 }
 
-fn length_bit(len: usize) -> u64 {
+pub(crate) const fn length_bit(len: usize) -> u64 {
     1 << (len % 64)
+}
+
+/// Bit `n` set for each name `n` bytes long (up to 63) among `names`: a name whose length has no
+/// bit is none of them, without comparing bytes.
+pub(crate) const fn length_mask(names: &[&str]) -> u64 {
+    let mut mask = 0;
+    let mut i = 0;
+    while i < names.len() {
+        mask |= length_bit(names[i].len());
+        i += 1;
+    }
+    mask
 }
 
 /// Whether `name` is `known` (lower case), in any case: compared as sent first (most senders

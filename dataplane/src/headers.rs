@@ -78,6 +78,19 @@ pub(crate) fn put_line(buf: &mut impl bytes::BufMut, name: &[u8], value: &[u8]) 
     buf.put_slice(b"\r\n");
 }
 
+/// A header value's decimal number: ASCII digits only (no sign, no spaces), `None` on anything
+/// else or on overflow.
+pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+            .flatten()
+    })
+}
+
 /// `name: value\r\n` as bytes: a line the gateway writes on every call, built once (from the
 /// name's one definition) and copied whole.
 pub(crate) fn line(name: &str, value: &str) -> Box<[u8]> {
@@ -228,6 +241,23 @@ fn join_cookies(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_are_digits_only() {
+        assert_eq!(decimal(b"0"), Some(0));
+        assert_eq!(decimal(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"18446744073709551616",
+            b"+1",
+            b"-1",
+            b" 1",
+            b"1a",
+            b"1.0",
+        ] {
+            assert_eq!(decimal(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
 
     #[test]
     fn request_headers_read_the_fields_then_the_map() {

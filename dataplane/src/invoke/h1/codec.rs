@@ -285,6 +285,12 @@ impl Hop {
     /// Notes a field (name in any case): false for a hop-by-hop one and for `content-length`
     /// (both left out of the fields), true for an end-to-end one.
     fn take(&mut self, name: &[u8], value: &[u8]) -> bool {
+        /// The lengths of every name read here: most names have none of them.
+        const READ: u64 = crate::fields::length_mask(model::headers::HOP_BY_HOP)
+            | crate::fields::length_mask(&["content-length"]);
+        if READ & crate::fields::length_bit(name.len()) == 0 {
+            return true;
+        }
         if name_is(name, "content-length") {
             self.see_length(value);
             return false;
@@ -319,9 +325,12 @@ impl Hop {
             return;
         };
         for part in value.split(|&b| b == b',') {
-            let text = std::str::from_utf8(part).unwrap_or("").trim();
-            let Ok(n) = text.parse::<u64>() else {
-                self.length = Err(format!("content-length '{text}'"));
+            let part = part.trim_ascii();
+            let Some(n) = crate::headers::decimal(part) else {
+                self.length = Err(format!(
+                    "content-length '{}'",
+                    String::from_utf8_lossy(part)
+                ));
                 return;
             };
             if length.is_some_and(|l| l != n) {
