@@ -191,7 +191,8 @@ fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.find(']').map_or(host, |end| &host[..=end]);
     }
-    host.split_once(':').map_or(host, |(h, _)| h)
+    // From the end: the port is the last few bytes of a long host name.
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
 fn host_family(host: &str) -> Option<HostFamily> {
