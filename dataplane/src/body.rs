@@ -119,6 +119,12 @@ where
     Body::new(body.map_err(Into::into))
 }
 
+/// A client's request as every front hands it on: boxed where the front makes it. The request is
+/// about 270 bytes, and it moves through several layers (the server's answer, the invoker, each
+/// a future holding it) before the worker's request is built from it: each move of the box
+/// copies 8 bytes instead.
+pub(crate) type ClientRequest = Box<http::Request<RequestBody>>;
+
 /// A client's request body, whichever protocol listener produced it: bytes that came whole with
 /// an HTTP/1.1 head, the HTTP/1.1 front's streamed body, hyper's `Incoming` for HTTP/2 (no extra
 /// allocation or copy), or any streamed body from another listener. An HTTP/1.1 request's header

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http::{HeaderValue, Method, Response, StatusCode, Version, header};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::body::{Body, RequestBody, full};
+use crate::body::{Body, ClientRequest, full};
 use crate::classify::{InvocationKind, Route, classify};
 use crate::config::DataplaneConfig;
 use crate::drain::{Drain, Watch};
@@ -338,7 +338,7 @@ async fn accept_error(e: &std::io::Error) {
 pub(crate) fn handle<'a>(
     state: &'a State,
     peer: SocketAddr,
-    req: Request<RequestBody>,
+    req: ClientRequest,
     alt_svc: Option<&'a HeaderValue>,
 ) -> impl Future<Output = Response<Body>> + Send + 'a {
     let protocol = protocol_label(req.version());
@@ -369,7 +369,7 @@ fn protocol_label(version: Version) -> &'static str {
 fn answer(
     state: &State,
     peer: SocketAddr,
-    req: Request<RequestBody>,
+    req: ClientRequest,
     protocol: &'static str,
 ) -> impl Future<Output = Response<Body>> + Send {
     async move {
@@ -412,7 +412,7 @@ fn answer(
         let (result, named) = match route {
             Route::Health => (Ok(health(req.method())), None),
             Route::KeyService | Route::Management => {
-                let mut req = req;
+                let mut req = *req;
                 crate::fields::materialize_request(&mut req);
                 (state.proxy.forward(req, peer.ip()).await, None)
             }
@@ -458,7 +458,7 @@ fn health(method: &Method) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use http::Request;
 
     #[test]
     fn host_prefers_authority() {

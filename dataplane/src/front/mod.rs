@@ -161,7 +161,7 @@ impl Front {
         let service = service_fn(move |req: http::Request<Incoming>| {
             let (state, alt_svc) = (Arc::clone(&state), alt_svc.clone());
             async move {
-                let req = req.map(RequestBody::from);
+                let req = Box::new(req.map(RequestBody::from));
                 let mut response = handle(&state, peer, req, alt_svc.as_ref()).await;
                 // hyper writes the map: the worker's fields go into it.
                 crate::fields::materialize(&mut response);
@@ -256,8 +256,9 @@ impl Front {
             let whole = head::take_whole_body(&mut buf, framing);
             let (written, body_read) = match whole {
                 Some(bytes) => {
-                    let request = request.map(|()| RequestBody::whole(bytes, Some(fields)));
-                    // Pinned where it is built: the call's future (about 3 KiB) is never moved.
+                    let request =
+                        Box::new(request.map(|()| RequestBody::whole(bytes, Some(fields))));
+                    // Pinned where it is built: the call's future (kilobytes) is never moved.
                     let service = pin!(handle(&self.state, peer, request, self.alt_svc.as_ref()));
                     let Some(response) =
                         unless_client_leaves(service, &mut rd, &mut buf, self.max_head).await
@@ -275,7 +276,7 @@ impl Front {
                 }
                 None => {
                     let (body, feed) = request_body::channel(framing, expect_continue);
-                    let request = request.map(|()| RequestBody::wire(body, Some(fields)));
+                    let request = Box::new(request.map(|()| RequestBody::wire(body, Some(fields))));
                     let service = pin!(handle(&self.state, peer, request, self.alt_svc.as_ref()));
                     let streamed = Streamed {
                         feed,

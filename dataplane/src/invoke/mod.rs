@@ -36,7 +36,7 @@ use http_body_util::BodyExt;
 
 use uuid::Uuid;
 
-use crate::body::{self, Body, RequestBody};
+use crate::body::{self, Body, ClientRequest};
 use crate::config::DataplaneConfig;
 use crate::error::GatewayError;
 use crate::feed::SharedSnapshot;
@@ -128,7 +128,7 @@ impl Invoker {
     pub(crate) fn handle(
         &self,
         resolved: Result<Resolved, GatewayError>,
-        req: Request<RequestBody>,
+        req: ClientRequest,
         start: Instant,
     ) -> impl Future<Output = (Result<Response<Body>, GatewayError>, Option<Named>)> + Send {
         async move {
@@ -155,7 +155,7 @@ impl Invoker {
     fn run(
         &self,
         resolved: Result<Resolved, GatewayError>,
-        req: Request<RequestBody>,
+        req: ClientRequest,
         start: Instant,
         finish: &mut Finish,
     ) -> impl Future<Output = Result<(Response<Answer>, Option<Held>), GatewayError>> + Send {
@@ -261,11 +261,11 @@ impl Invoker {
         &self,
         ctx: &Ctx,
         worker: &WorkerTarget,
-        req: Request<RequestBody>,
+        req: ClientRequest,
     ) -> Result<Request<Body>, GatewayError> {
         let needs_type = ctx.target.endpoint == Endpoint::Pexec
             && !RequestHeaders::of(&req).contains(&header::CONTENT_TYPE);
-        let (mut parts, incoming) = req.into_parts();
+        let (mut parts, incoming) = (*req).into_parts();
         let uri = match (ctx.target.endpoint, parts.uri.path_and_query()) {
             // Passthrough: the client's path and query as parsed (its bytes shared).
             (Endpoint::Passthrough, Some(pq)) => worker.uri_with(pq),
@@ -325,9 +325,9 @@ impl Invoker {
         &self,
         ctx: &mut Ctx,
         worker: &WorkerTarget,
-        req: Request<RequestBody>,
+        req: ClientRequest,
     ) -> Result<Work, GatewayError> {
-        let mut req = req;
+        let mut req = *req;
         // Rewritten below through the map.
         crate::fields::materialize_request(&mut req);
         let (mut parts, incoming) = req.into_parts();

@@ -76,7 +76,7 @@ pub(super) async fn serve(
     let (mut parts, ()) = req.into_parts();
     parts.version = Version::HTTP_3;
     let body = RequestBody::streamed(H3Body { recv, done: false });
-    let request = Request::from_parts(parts, body);
+    let request = Box::new(Request::from_parts(parts, body));
     let response = tokio::select! {
         // No Alt-Svc on an HTTP/3 answer: the client is already there.
         response = crate::server::handle(state, peer, request, None) => response,
