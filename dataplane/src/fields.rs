@@ -240,11 +240,19 @@ pub(crate) fn name_is(name: &[u8], known: &str) -> bool {
         && (name == known.as_bytes() || name.eq_ignore_ascii_case(known.as_bytes()))
 }
 
-/// A body that may carry its message's [`WireFields`].
+/// A body that may carry its message's [`WireFields`]. The defaults are a body that never does.
 pub(crate) trait Fielded {
-    fn fields(&self) -> Option<&WireFields>;
-    fn fields_mut(&mut self) -> Option<&mut WireFields>;
-    fn take_fields(&mut self) -> Option<Box<WireFields>>;
+    fn fields(&self) -> Option<&WireFields> {
+        None
+    }
+
+    fn fields_mut(&mut self) -> Option<&mut WireFields> {
+        None
+    }
+
+    fn take_fields(&mut self) -> Option<Box<WireFields>> {
+        None
+    }
 }
 
 impl<L: Fielded, R: Fielded> Fielded for http_body_util::Either<L, R> {
@@ -271,35 +279,11 @@ impl<L: Fielded, R: Fielded> Fielded for http_body_util::Either<L, R> {
 }
 
 /// The h2 worker client's bodies: their fields are in the map already.
-impl Fielded for hyper::body::Incoming {
-    fn fields(&self) -> Option<&WireFields> {
-        None
-    }
-
-    fn fields_mut(&mut self) -> Option<&mut WireFields> {
-        None
-    }
-
-    fn take_fields(&mut self) -> Option<Box<WireFields>> {
-        None
-    }
-}
+impl Fielded for hyper::body::Incoming {}
 
 /// Tests' bodiless messages.
 #[cfg(test)]
-impl Fielded for () {
-    fn fields(&self) -> Option<&WireFields> {
-        None
-    }
-
-    fn fields_mut(&mut self) -> Option<&mut WireFields> {
-        None
-    }
-
-    fn take_fields(&mut self) -> Option<Box<WireFields>> {
-        None
-    }
-}
+impl Fielded for () {}
 
 /// Moves the fields `response`'s body carries into its header map.
 pub(crate) fn materialize<B: Fielded>(response: &mut Response<B>) {

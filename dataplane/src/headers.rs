@@ -93,10 +93,15 @@ pub(crate) fn decimal(digits: &[u8]) -> Option<u64> {
 
 /// `name: value\r\n` as bytes: a line the gateway writes on every call, built once (from the
 /// name's one definition) and copied whole.
-pub(crate) fn line(name: &str, value: &str) -> Box<[u8]> {
+pub(crate) fn line(name: &str, value: &[u8]) -> Box<[u8]> {
     let mut line = Vec::with_capacity(name.len() + value.len() + 4);
-    put_line(&mut line, name.as_bytes(), value.as_bytes());
+    put_line(&mut line, name.as_bytes(), value);
     line.into()
+}
+
+/// `name: `, the start of a line whose value changes on every call, built once.
+pub(crate) fn line_start(name: &str) -> Box<[u8]> {
+    format!("{name}: ").into_bytes().into()
 }
 
 /// A client request's header fields, wherever they are: the unparsed fields of an HTTP/1.1 head

@@ -325,14 +325,15 @@ struct NvcfLines {
 
 impl NvcfLines {
     fn new() -> Self {
-        let poll = |value| crate::headers::line(NVCF_POLL_SECONDS.as_str(), value);
+        let poll = |value: &str| crate::headers::line(NVCF_POLL_SECONDS.as_str(), value.as_bytes());
         Self {
             poll_60: poll("60"),
             poll_1200: poll("1200"),
-            compatibility: crate::headers::line(DISABLE_WORKER_COMPATIBILITY.as_str(), "true"),
-            reqid: format!("{}: ", crate::headers::NVCF_REQID)
-                .into_bytes()
-                .into(),
+            compatibility: crate::headers::line(
+                DISABLE_WORKER_COMPATIBILITY.as_str(),
+                TRUE.as_bytes(),
+            ),
+            reqid: crate::headers::line_start(crate::headers::NVCF_REQID.as_str()),
         }
     }
 }
@@ -346,15 +347,9 @@ pub(crate) struct Region {
 
 impl Region {
     pub(crate) fn new(value: HeaderValue) -> Self {
-        let mut line = Vec::new();
-        put_line(
-            &mut line,
-            NVCF_INVOCATION_REGION.as_str().as_bytes(),
-            value.as_bytes(),
-        );
         Self {
+            line: crate::headers::line(NVCF_INVOCATION_REGION.as_str(), value.as_bytes()),
             value,
-            line: line.into(),
         }
     }
 }

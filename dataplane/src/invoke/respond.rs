@@ -183,7 +183,7 @@ impl MarkLines {
             .into()
         };
         Self {
-            reqid: format!("{reqid}: ").into_bytes().into(),
+            reqid: crate::headers::line_start(reqid),
             in_progress: tail("in-progress"),
             fulfilled: tail("fulfilled"),
             errored: tail("errored"),
