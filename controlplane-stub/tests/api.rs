@@ -8,6 +8,7 @@ use common::*;
 use http::{Method, StatusCode};
 use model::worker::InstanceState;
 use serde_json::{Value, json};
+use std::time::Duration;
 use uuid::Uuid;
 
 // =========================================================================== admin tokens
@@ -2059,7 +2060,9 @@ async fn deployment_get_patch_put_delete() {
 
 #[tokio::test]
 async fn deployment_error_status_blocks_redeploy() {
-    let cp = Cp::start().await;
+    // The worker heartbeats once: with the usual 500 ms it could be LOST (its failed instance
+    // dropped, and the error with it) before the deployment is read on a loaded machine.
+    let cp = Cp::start_with(|f| f.heartbeat_timeout = Duration::from_secs(10)).await;
     let admin = cp.admin().await;
     cp.register_worker("w1").await.expect(200);
     let (fid, vid) = cp.create_function(&admin, "broken").await;

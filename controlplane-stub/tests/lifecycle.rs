@@ -93,7 +93,9 @@ async fn status_follows_worker_readiness() {
 
 #[tokio::test]
 async fn failed_instances_put_a_deploying_function_in_error() {
-    let cp = Cp::start().await;
+    // A worker that misses the usual 500 ms (a loaded CI machine) would be LOST and its failed
+    // instance dropped, taking the error out of `healthInfo`: not what this test is about.
+    let cp = Cp::start_with(|f| f.heartbeat_timeout = Duration::from_secs(10)).await;
     let admin = cp.admin().await;
     let w = cp.spawn_worker("w1", InstanceState::Failed).await;
     let (fid, vid) = cp.create_function(&admin, "doomed").await;
