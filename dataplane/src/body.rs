@@ -156,14 +156,14 @@ impl std::fmt::Debug for Inner {
 
 impl RequestBody {
     /// A body that arrived whole (possibly empty) with an HTTP/1.1 head's fields.
-    pub(crate) fn whole(bytes: Bytes, fields: Option<Box<WireFields>>) -> Self {
-        Self(Inner::Whole(http_body_util::Full::new(bytes), fields))
+    pub(crate) fn whole(bytes: Bytes, fields: Box<WireFields>) -> Self {
+        Self(Inner::Whole(http_body_util::Full::new(bytes), Some(fields)))
     }
 
     /// The HTTP/1.1 front's body, read off the connection as it is polled, with its head's
     /// fields.
-    pub(crate) fn wire(body: crate::front::WireBody, fields: Option<Box<WireFields>>) -> Self {
-        Self(Inner::Wire(body, fields))
+    pub(crate) fn wire(body: crate::front::WireBody, fields: Box<WireFields>) -> Self {
+        Self(Inner::Wire(body, Some(fields)))
     }
 
     /// A body streamed by another listener (HTTP/3).

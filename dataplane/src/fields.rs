@@ -233,6 +233,11 @@ pub(crate) const fn length_mask(names: &[&str]) -> u64 {
     mask
 }
 
+/// The lengths of the names a head's one pass reads and leaves out of its fields: the hop-by-hop
+/// ones and `content-length`. A name of another length is kept without comparing bytes.
+pub(crate) const LEFT_OUT_LENGTHS: u64 =
+    length_mask(model::headers::HOP_BY_HOP) | length_mask(&["content-length"]);
+
 /// Whether `name` is `known` (lower case), in any case: compared as sent first (most senders
 /// write lower case, and the bytes compare at once), case-blind only when that fails.
 pub(crate) fn name_is(name: &[u8], known: &str) -> bool {

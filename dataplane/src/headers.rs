@@ -271,7 +271,7 @@ mod tests {
         fields.push((0, 4), (6, 9));
         fields.push((11, 17), (19, 24));
         fields.set_content_length(Some(7));
-        let body = crate::body::RequestBody::whole(bytes::Bytes::new(), Some(Box::new(fields)));
+        let body = crate::body::RequestBody::whole(bytes::Bytes::new(), Box::new(fields));
         let mut req = http::Request::new(body);
         req.headers_mut()
             .insert(header::ACCEPT, HeaderValue::from_static("text/plain"));

@@ -177,8 +177,7 @@ impl Semantics {
     /// hop-by-hop ones and `content-length`).
     fn see(&mut self, name: &[u8], value: &[u8]) -> Result<bool, HeadError> {
         /// The lengths of every name read here: most names have none of them.
-        const READ: u64 = crate::fields::length_mask(model::headers::HOP_BY_HOP)
-            | crate::fields::length_mask(&["content-length", "expect"]);
+        const READ: u64 = crate::fields::LEFT_OUT_LENGTHS | crate::fields::length_mask(&["expect"]);
         if READ & crate::fields::length_bit(name.len()) == 0 {
             return Ok(true);
         }

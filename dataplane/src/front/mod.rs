@@ -256,8 +256,7 @@ impl Front {
             let whole = head::take_whole_body(&mut buf, framing);
             let (written, body_read) = match whole {
                 Some(bytes) => {
-                    let request =
-                        Box::new(request.map(|()| RequestBody::whole(bytes, Some(fields))));
+                    let request = Box::new(request.map(|()| RequestBody::whole(bytes, fields)));
                     // Pinned where it is built: the call's future (kilobytes) is never moved.
                     let service = pin!(handle(&self.state, peer, request, self.alt_svc.as_ref()));
                     let Some(response) =
@@ -276,7 +275,7 @@ impl Front {
                 }
                 None => {
                     let (body, feed) = request_body::channel(framing, expect_continue);
-                    let request = Box::new(request.map(|()| RequestBody::wire(body, Some(fields))));
+                    let request = Box::new(request.map(|()| RequestBody::wire(body, fields)));
                     let service = pin!(handle(&self.state, peer, request, self.alt_svc.as_ref()));
                     let streamed = Streamed {
                         feed,

@@ -28,6 +28,7 @@ use crate::config::WorkerProtocol;
 use crate::fields::name_is;
 use crate::headers::put_line;
 use crate::invoke::h1;
+use crate::invoke::respond::{DEFAULT_POLL, SSE_POLL};
 use crate::invoke::upstream::CountingConnector;
 use crate::routing::{RouteHeaders, VersionRoute, WorkerTarget};
 
@@ -297,8 +298,8 @@ impl<'a> NvcfHeaders<'a> {
         buf.put_slice(&self.route.block);
         buf.put_slice(&self.region.line);
         match self.poll_seconds {
-            60 => buf.put_slice(&lines.poll_60),
-            1200 => buf.put_slice(&lines.poll_1200),
+            DEFAULT_POLL => buf.put_slice(&lines.default_poll),
+            SSE_POLL => buf.put_slice(&lines.sse_poll),
             n => put_line(
                 buf,
                 NVCF_POLL_SECONDS.as_str().as_bytes(),
@@ -316,8 +317,8 @@ impl<'a> NvcfHeaders<'a> {
 
 /// The gateway's lines of [`NvcfHeaders::encode`] that are the same on every call.
 struct NvcfLines {
-    poll_60: Box<[u8]>,
-    poll_1200: Box<[u8]>,
+    default_poll: Box<[u8]>,
+    sse_poll: Box<[u8]>,
     compatibility: Box<[u8]>,
     /// `nvcf-reqid: `, the start of a line.
     reqid: Box<[u8]>,
@@ -325,10 +326,15 @@ struct NvcfLines {
 
 impl NvcfLines {
     fn new() -> Self {
-        let poll = |value: &str| crate::headers::line(NVCF_POLL_SECONDS.as_str(), value.as_bytes());
+        let poll = |seconds: u64| {
+            crate::headers::line(
+                NVCF_POLL_SECONDS.as_str(),
+                itoa::Buffer::new().format(seconds).as_bytes(),
+            )
+        };
         Self {
-            poll_60: poll("60"),
-            poll_1200: poll("1200"),
+            default_poll: poll(DEFAULT_POLL),
+            sse_poll: poll(SSE_POLL),
             compatibility: crate::headers::line(
                 DISABLE_WORKER_COMPATIBILITY.as_str(),
                 TRUE.as_bytes(),
@@ -423,8 +429,8 @@ pub(crate) fn prepare_headers(headers: &mut HeaderMap) {
 /// static rather than formatted per request.
 fn poll_value(seconds: u64) -> HeaderValue {
     match seconds {
-        60 => HeaderValue::from_static("60"),
-        1200 => HeaderValue::from_static("1200"),
+        DEFAULT_POLL => HeaderValue::from_static("60"),
+        SSE_POLL => HeaderValue::from_static("1200"),
         n => HeaderValue::from(n),
     }
 }

@@ -23,9 +23,9 @@ use crate::invoke::target::Endpoint;
 pub(crate) const POLL_SECONDS: &str = "nvcf-poll-seconds";
 const POLL_SECONDS_NAME: HeaderName = HeaderName::from_static(POLL_SECONDS);
 /// Window when the client names none.
-const DEFAULT_POLL: u64 = 60;
+pub(crate) const DEFAULT_POLL: u64 = 60;
 /// Window for a pexec/exec call that asks for `text/event-stream` and names none (20 min).
-const SSE_POLL: u64 = 1200;
+pub(crate) const SSE_POLL: u64 = 1200;
 /// The longest window a client may ask for.
 const MAX_POLL: u64 = 3600;
 /// How long past the poll window the gateway still waits for the worker's response head

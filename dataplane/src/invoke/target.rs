@@ -328,15 +328,17 @@ mod tests {
 
     #[test]
     fn header_forms() {
+        let by_headers = |h: &HeaderMap| {
+            resolve(
+                InvocationKind::FunctionIdHeader,
+                None,
+                "/x",
+                RequestHeaders::map(h),
+            )
+        };
         let mut h = HeaderMap::new();
         h.insert(FUNCTION_ID_HEADER, HeaderValue::from_static(FID));
-        let r = resolve(
-            InvocationKind::FunctionIdHeader,
-            None,
-            "/x",
-            RequestHeaders::map(&h),
-        )
-        .expect("fid");
+        let r = by_headers(&h).expect("fid");
         assert_eq!(
             r,
             Resolved::Invoke(Target {
@@ -346,22 +348,10 @@ mod tests {
             })
         );
         h.insert(FUNCTION_VERSION_ID_HEADER, HeaderValue::from_static(VID));
-        let r = resolve(
-            InvocationKind::FunctionIdHeader,
-            None,
-            "/x",
-            RequestHeaders::map(&h),
-        )
-        .expect("both");
+        let r = by_headers(&h).expect("both");
         assert!(matches!(r, Resolved::Invoke(t) if t.version_id == Some(vid())));
         h.insert(FUNCTION_VERSION_ID_HEADER, HeaderValue::from_static("v1"));
-        let e = resolve(
-            InvocationKind::FunctionIdHeader,
-            None,
-            "/x",
-            RequestHeaders::map(&h),
-        )
-        .expect_err("bad vid");
+        let e = by_headers(&h).expect_err("bad vid");
         assert_eq!(e.status().as_u16(), 400);
     }
 }

@@ -285,10 +285,8 @@ impl Hop {
     /// Notes a field (name in any case): false for a hop-by-hop one and for `content-length`
     /// (both left out of the fields), true for an end-to-end one.
     fn take(&mut self, name: &[u8], value: &[u8]) -> bool {
-        /// The lengths of every name read here: most names have none of them.
-        const READ: u64 = crate::fields::length_mask(model::headers::HOP_BY_HOP)
-            | crate::fields::length_mask(&["content-length"]);
-        if READ & crate::fields::length_bit(name.len()) == 0 {
+        // Most names have none of the lengths read here.
+        if crate::fields::LEFT_OUT_LENGTHS & crate::fields::length_bit(name.len()) == 0 {
             return true;
         }
         if name_is(name, "content-length") {
