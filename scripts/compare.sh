@@ -51,7 +51,10 @@
 #                                     echo worker's instructions per call instead (calls still go through
 #                                     the gateway, so the worker sees the gateway's requests);
 #                                     CG_TARGET=nginx counts nginx's (one process, `master_process off`,
-#                                     calls through nginx as in its arm): the same count for the yardstick
+#                                     calls through nginx as in its arm): the same count for the yardstick.
+#                                     CG_SIM=1 adds valgrind's cache and branch simulation (I1/D1/LL misses,
+#                                     mispredicted branches), each printed per request: where instructions
+#                                     are not the cost, a simulated miss count says whether it is the caches
 # Extra measurements, after the closed-loop rounds, on the better gateway arm (by closed-loop median):
 #   EXTRA=open,1mib,streams,h3,logcost,reuse,stall  which ones (default: all; EXTRA= or EXTRA=none for none)
 #     open     open loop (`loadtest --rate`), HTTP/1.1 -c H1_CONNS, at OPEN_LOADS (default "25 50") % of
@@ -144,6 +147,7 @@ CG_WARM=${CG_WARM:-2000}
 CG_PROTO=${CG_PROTO:-h1}
 CG_BARE=${CG_BARE:-0}
 CG_TARGET=${CG_TARGET:-gateway}
+CG_SIM=${CG_SIM:-0}
 [[ $CG_TARGET =~ ^(gateway|worker|nginx)$ ]] || { echo "CG_TARGET is gateway, worker or nginx" >&2; exit 2; }
 case $CG_PROTO in
   h1) CG_SHAPE=(--proto h1 -c 8) ;;
@@ -317,6 +321,7 @@ if [[ -n $CALLGRIND ]]; then
   mkdir -p "$CALLGRIND"
   # Counting starts by hand (callgrind_control -i on) once the stack is set up and warm.
   cg=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$CALLGRIND/callgrind.out")
+  [[ $CG_SIM == 1 ]] && cg+=(--cache-sim=yes --branch-sim=yes)
   [[ $CG_TARGET == worker ]] && WK_PREFIX=("${cg[@]}")
   [[ $CG_TARGET == gateway ]] && GW_PREFIX=("${cg[@]}")
 fi
@@ -442,7 +447,7 @@ NG_PREFIX=()
 if [[ -n $CALLGRIND && $CG_TARGET == nginx ]]; then
   # One process that serves (no master), so that callgrind counts the process that proxies.
   sed -i '1i master_process off;' "$TMP/nginx/nginx.conf"
-  NG_PREFIX=(valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$CALLGRIND/callgrind.out")
+  NG_PREFIX=("${cg[@]}")
 fi
 "$NGINX_BIN" -t -q -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" >&2
 "${NG_PREFIX[@]}" "$NGINX_BIN" -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx/" >"$TMP/nginx.log" 2>&1 &
@@ -659,6 +664,13 @@ if [[ -n $CALLGRIND ]]; then
   [[ -n $ir ]] || die "no totals in $out"
   per=$(( ir / CG_REQUESTS ))
   log "callgrind: the $CG_TARGET ran $ir instructions over $CG_REQUESTS calls = $per per request (user space; reports in $CALLGRIND)"
+  if [[ $CG_SIM == 1 ]]; then
+    # Every simulated event per request: "Ir 23226 I1mr 12 ... Bcm 310 ..."
+    sim=$(awk -v n="$CG_REQUESTS" '/^Events shown:/ { for (i = 3; i <= NF; i++) ev[i - 2] = $i; k = NF - 2 }
+      /PROGRAM TOTALS/ { j = 0; for (i = 1; i <= NF && j < k; i++) if ($i ~ /^[0-9,]+$/) { v = $i; gsub(",", "", v); j++; printf "%s %.1f ", ev[j], v / n } exit }' \
+      "$CALLGRIND/self.txt")
+    log "callgrind simulation, per request: $sim"
+  fi
   echo "{\"instructions_per_request\": $per}"
   exit 0
 fi

@@ -354,15 +354,17 @@ pub fn set_sink(sink: Box<dyn Sink>) -> bool {
 }
 
 fn emit(line: &Line, sent: u64, outcome: &'static str) {
+    // One clock reading for the latency and the line's time.
+    let now = Instant::now();
     let fields = Fields {
         line,
-        latency: line.arrival.start.elapsed(),
+        latency: now.saturating_duration_since(line.arrival.start),
         sent,
         outcome,
     };
     if let Some(sink) = SINK.get() {
-        let now = SystemTime::now();
-        sink.append_with(&mut |buf| write_line(buf, now, &fields));
+        let wall = crate::clock::wall_at(now);
+        sink.append_with(&mut |buf| write_line(buf, wall, &fields));
         return;
     }
     tracing::info!(target: "access", "request {}", fields);

@@ -1,6 +1,6 @@
 //! Exists only so that the criterion benches in `benches/` can reach crate-private hot-path pieces
 //! (header rewrite, admission, balancer, pending table, the HTTP/1.1 front's head parse and
-//! encode); thin wrappers, not a stable API.
+//! encode, the per-call clock readings); thin wrappers, not a stable API.
 
 use std::time::{Duration, Instant};
 
@@ -291,4 +291,19 @@ pub fn encode_response_head(out: &mut bytes::BytesMut, headers: &HeaderMap, len:
         &http_body::SizeHint::with_exact(len),
         &mut exchange,
     );
+}
+
+/// The coarse monotonic clock the worker pool ages idle connections by, in ms.
+pub fn coarse_millis() -> u64 {
+    crate::clock::coarse_millis()
+}
+
+/// The coarse wall clock a `date` line is written from, in whole seconds.
+pub fn coarse_unix_secs() -> u64 {
+    crate::clock::coarse_unix_secs()
+}
+
+/// The access line's wall time, derived from a monotonic reading already taken.
+pub fn wall_at(now: Instant) -> std::time::SystemTime {
+    crate::clock::wall_at(now)
 }

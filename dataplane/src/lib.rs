@@ -12,6 +12,7 @@ pub mod access;
 pub mod bench;
 mod body;
 pub mod classify;
+mod clock;
 pub mod config;
 mod cors;
 mod drain;

@@ -41,7 +41,7 @@ use tracing::debug;
 use crate::body::{Body, RequestBody};
 use crate::drain::Watch;
 use crate::fields::Fielded;
-use crate::io::ReadSize;
+use crate::io::{Halves, ReadSize};
 use crate::server::{State, handle};
 pub(crate) use request_body::WireBody;
 use request_body::{Feed, FeedEnd};
@@ -100,7 +100,7 @@ impl Front {
     /// ALPN `h2`) until it closes or `shutdown` fires and its exchange in progress ends.
     pub(crate) async fn serve<I>(&self, mut io: I, peer: SocketAddr, shutdown: Watch)
     where
-        I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+        I: Halves + 'static,
     {
         let accepted = Instant::now();
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -191,7 +191,7 @@ impl Front {
         peer: SocketAddr,
         shutdown: Watch,
     ) where
-        I: AsyncRead + AsyncWrite + Send + Unpin,
+        I: Halves,
     {
         let flags = Flags::default();
         let mut exchanges = pin!(self.exchanges(io, buf, accepted, peer, &flags));
@@ -209,15 +209,17 @@ impl Front {
     /// The exchanges of one HTTP/1.x connection, until it cannot carry another.
     async fn exchanges<I>(
         &self,
-        io: I,
+        mut io: I,
         mut buf: BytesMut,
         accepted: Instant,
         peer: SocketAddr,
         flags: &Flags,
     ) where
-        I: AsyncRead + AsyncWrite + Send + Unpin,
+        I: Halves,
     {
-        let (mut rd, mut wr) = tokio::io::split(io);
+        let Ok((mut rd, mut wr)) = io.halves() else {
+            return;
+        };
         let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
         let mut timer = pin!(tokio::time::sleep(self.head_timeout));
         // The first head's time runs from the accept.

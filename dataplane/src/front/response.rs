@@ -3,7 +3,7 @@
 //! second per thread.
 
 use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::{BufMut, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Version, header};
@@ -144,11 +144,11 @@ thread_local! {
 /// A `date` line for now (RFC 9110 §6.6.1: an origin server with a clock sends one; the gateway
 /// answers many responses itself).
 fn put_date(buf: &mut BytesMut) {
-    let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    // The coarse clock: the line names a second, and may lag the precise one by a tick.
+    let secs = crate::clock::coarse_unix_secs();
     DATE.with_borrow_mut(|(cached, text)| {
         if *cached != secs {
-            let formatted = httpdate::fmt_http_date(now);
+            let formatted = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
             if formatted.len() == text.len() {
                 text.copy_from_slice(formatted.as_bytes());
                 *cached = secs;

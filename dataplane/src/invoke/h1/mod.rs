@@ -19,7 +19,7 @@ use std::future::Future;
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use http::{Request, Response, Version};
@@ -37,8 +37,8 @@ use codec::RequestFraming;
 /// Connects that do not complete in this long fail the call (workers are on the same host or
 /// network; a black-holed address should not eat the whole poll window).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Idle connections older than this are closed rather than reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections older than this (in ms) are closed rather than reused.
+const IDLE_TIMEOUT_MS: u64 = 90_000;
 /// Idle connections kept per worker (in each idle list); more are closed as they come back.
 const MAX_IDLE_PER_WORKER: usize = 1024;
 /// How often idle connections are swept (expired, or closed by the worker).
@@ -64,7 +64,9 @@ pub(crate) struct WorkerPool {
 #[derive(Debug)]
 struct Idle {
     conn: Conn,
-    since: Instant,
+    /// When it came back, on the coarse clock ([`crate::clock::coarse_millis`]): its age is
+    /// measured against a limit of seconds.
+    since: u64,
 }
 
 /// One connection to a worker, counted open until dropped.
@@ -243,13 +245,13 @@ impl Client {
             .iter()
             .map(|(k, v)| (k.clone(), Arc::clone(v)))
             .collect();
-        let now = Instant::now();
+        let now = crate::clock::coarse_millis();
         for (authority, pool) in pools {
             for list in &pool.idle {
                 let closed: Vec<Idle> = {
                     let mut idle = list.lock().unwrap_or_else(PoisonError::into_inner);
                     let (keep, closed) = std::mem::take(&mut *idle).into_iter().partition(|i| {
-                        now.duration_since(i.since) < IDLE_TIMEOUT && i.conn.is_idle()
+                        now.saturating_sub(i.since) < IDLE_TIMEOUT_MS && i.conn.is_idle()
                     });
                     *idle = keep;
                     closed
@@ -293,10 +295,10 @@ impl WorkerPool {
 
     /// The calling thread's most recently used idle connection that is still open.
     fn checkout(&self) -> Option<Conn> {
-        let now = Instant::now();
+        let now = crate::clock::coarse_millis();
         let mut idle = self.list().lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(candidate) = idle.pop() {
-            if now.duration_since(candidate.since) >= IDLE_TIMEOUT {
+            if now.saturating_sub(candidate.since) >= IDLE_TIMEOUT_MS {
                 // The rest are older still.
                 let stale = std::mem::take(&mut *idle);
                 drop(idle);
@@ -320,7 +322,7 @@ impl WorkerPool {
         if idle.len() < MAX_IDLE_PER_WORKER {
             idle.push(Idle {
                 conn,
-                since: Instant::now(),
+                since: crate::clock::coarse_millis(),
             });
         }
     }
