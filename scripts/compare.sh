@@ -148,6 +148,7 @@ CG_PROTO=${CG_PROTO:-h1}
 CG_BARE=${CG_BARE:-0}
 CG_TARGET=${CG_TARGET:-gateway}
 CG_SIM=${CG_SIM:-0}
+[[ $CG_SIM =~ ^[01]$ ]] || { echo "CG_SIM is 0 or 1" >&2; exit 2; }
 [[ $CG_TARGET =~ ^(gateway|worker|nginx)$ ]] || { echo "CG_TARGET is gateway, worker or nginx" >&2; exit 2; }
 case $CG_PROTO in
   h1) CG_SHAPE=(--proto h1 -c 8) ;;

@@ -69,6 +69,13 @@ struct Idle {
     since: u64,
 }
 
+impl Idle {
+    /// Whether it has been idle too long to be reused, at `now` on the same coarse clock.
+    fn expired(&self, now: u64) -> bool {
+        now.saturating_sub(self.since) >= IDLE_TIMEOUT_MS
+    }
+}
+
 /// One connection to a worker, counted open until dropped.
 #[derive(Debug)]
 pub(crate) struct Conn {
@@ -250,9 +257,9 @@ impl Client {
             for list in &pool.idle {
                 let closed: Vec<Idle> = {
                     let mut idle = list.lock().unwrap_or_else(PoisonError::into_inner);
-                    let (keep, closed) = std::mem::take(&mut *idle).into_iter().partition(|i| {
-                        now.saturating_sub(i.since) < IDLE_TIMEOUT_MS && i.conn.is_idle()
-                    });
+                    let (keep, closed) = std::mem::take(&mut *idle)
+                        .into_iter()
+                        .partition(|i| !i.expired(now) && i.conn.is_idle());
                     *idle = keep;
                     closed
                 };
@@ -298,7 +305,7 @@ impl WorkerPool {
         let now = crate::clock::coarse_millis();
         let mut idle = self.list().lock().unwrap_or_else(PoisonError::into_inner);
         while let Some(candidate) = idle.pop() {
-            if now.saturating_sub(candidate.since) >= IDLE_TIMEOUT_MS {
+            if candidate.expired(now) {
                 // The rest are older still.
                 let stale = std::mem::take(&mut *idle);
                 drop(idle);
