@@ -275,7 +275,7 @@ pub fn parse_request_head(wire: &[u8], limit: usize) -> Option<http::Request<()>
     crate::front::head::parse(&mut buf, limit)
         .ok()
         .flatten()
-        .map(|head| head.request)
+        .map(|head| head.request.map(drop))
 }
 
 /// The HTTP/1.1 front's response-head encode (`front::response::encode_head`) into `out` for an

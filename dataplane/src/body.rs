@@ -160,10 +160,18 @@ impl RequestBody {
         Self(Inner::Whole(http_body_util::Full::new(bytes), Some(fields)))
     }
 
-    /// The HTTP/1.1 front's body, read off the connection as it is polled, with its head's
-    /// fields.
-    pub(crate) fn wire(body: crate::front::WireBody, fields: Box<WireFields>) -> Self {
-        Self(Inner::Wire(body, Some(fields)))
+    /// The HTTP/1.1 front's body for a request parsed with an empty one ([`Self::whole`]): the
+    /// bytes that came whole after the head, its fields kept.
+    pub(crate) fn set_whole(&mut self, bytes: Bytes) {
+        let fields = self.take_fields();
+        self.0 = Inner::Whole(http_body_util::Full::new(bytes), fields);
+    }
+
+    /// [`Self::set_whole`] for a body that did not come whole: read off the connection as it is
+    /// polled.
+    pub(crate) fn set_wire(&mut self, body: crate::front::WireBody) {
+        let fields = self.take_fields();
+        self.0 = Inner::Wire(body, fields);
     }
 
     /// A body streamed by another listener (HTTP/3).

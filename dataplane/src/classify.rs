@@ -191,8 +191,19 @@ fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         return host.find(']').map_or(host, |end| &host[..=end]);
     }
-    // From the end: the port is the last few bytes of a long host name.
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
+    // A port is the digits after the last colon: walk back over them only, not over the whole
+    // (long, host-routed) name, which a search for the colon from the end would.
+    let bytes = host.as_bytes();
+    let digits = bytes
+        .iter()
+        .rev()
+        .take_while(|b| b.is_ascii_digit())
+        .count();
+    match bytes.len().checked_sub(digits + 1) {
+        // ASCII at `colon`: the slice ends on a character boundary.
+        Some(colon) if bytes[colon] == b':' => host.get(..colon).unwrap_or(host),
+        _ => host,
+    }
 }
 
 fn host_family(host: &str) -> Option<HostFamily> {
@@ -398,6 +409,12 @@ mod tests {
         assert_eq!(strip_port("a.b"), "a.b");
         assert_eq!(strip_port("[::1]:80"), "[::1]");
         assert_eq!(strip_port("[::1"), "[::1");
+        assert_eq!(strip_port("a.b:"), "a.b");
+        assert_eq!(strip_port(":8080"), "");
+        assert_eq!(strip_port("8080"), "8080");
+        // Not a port: the host is left whole (and matches no family).
+        assert_eq!(strip_port("a.b:http"), "a.b:http");
+        assert_eq!(strip_port("a.b:8x0"), "a.b:8x0");
     }
 
     #[test]

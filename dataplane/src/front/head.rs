@@ -8,6 +8,7 @@ use std::mem::MaybeUninit;
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Uri, Version};
 
+use crate::body::{ClientRequest, RequestBody};
 use crate::fields::{WireFields, name_is};
 
 /// The most header fields in one request head; more is answered 431.
@@ -25,12 +26,12 @@ pub(crate) enum Framing {
 /// A parsed request head.
 #[derive(Debug)]
 pub(crate) struct Head {
-    /// The request without its body or header fields (its map is empty); the head's bytes back
-    /// its path.
-    pub(crate) request: Request<()>,
-    /// The end-to-end header fields, unparsed: hop-by-hop ones left out, and `content-length`
-    /// kept as the number it states. Boxed where it is made: it travels with the body.
-    pub(crate) fields: Box<WireFields>,
+    /// The request, boxed where it is made (it moves through the front's and the server's layers
+    /// as a pointer). Its map is empty: the end-to-end header fields travel with its body,
+    /// unparsed ([`RequestBody::whole`]), hop-by-hop ones left out and `content-length` kept as
+    /// the number it states. The body is empty until the front sets what follows the head; the
+    /// head's bytes back the path.
+    pub(crate) request: ClientRequest,
     pub(crate) framing: Framing,
     /// Whether the client lets the connection carry another request after this one.
     pub(crate) keep_alive: bool,
@@ -142,13 +143,12 @@ pub(crate) fn parse(buf: &mut BytesMut, limit: usize) -> Result<Option<Head>, He
         version == Version::HTTP_11 && framing != Framing::Empty && semantics.expect_continue;
     let wants_trailers = semantics.trailers;
 
-    let mut request = Request::new(());
+    let mut request = Box::new(Request::new(RequestBody::whole(Bytes::new(), kept)));
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;
     Ok(Some(Head {
         request,
-        fields: kept,
         framing,
         keep_alive,
         expect_continue,
@@ -296,6 +296,15 @@ mod tests {
         parse(&mut BytesMut::from(text), 16 * 1024)
     }
 
+    /// The fields a parsed head's (still empty) body carries.
+    fn fields_of(h: &Head) -> &WireFields {
+        use crate::fields::Fielded;
+        h.request
+            .body()
+            .fields()
+            .expect("an HTTP/1.1 head's fields")
+    }
+
     fn head(text: &str) -> Head {
         parse_all(text.as_bytes())
             .expect("parses")
@@ -313,8 +322,8 @@ mod tests {
         assert_eq!(h.request.uri().query(), Some("a=1"));
         assert_eq!(h.request.version(), Version::HTTP_11);
         assert!(h.request.headers().is_empty(), "the fields stay unparsed");
-        assert_eq!(h.fields.get("host"), Some(&b"api.x"[..]));
-        let fields: Vec<_> = h.fields.iter().collect();
+        assert_eq!(fields_of(&h).get("host"), Some(&b"api.x"[..]));
+        let fields: Vec<_> = fields_of(&h).iter().collect();
         assert_eq!(
             fields,
             [
@@ -324,7 +333,7 @@ mod tests {
             ],
             "in order and case, without content-length"
         );
-        assert_eq!(h.fields.content_length(), Some(4));
+        assert_eq!(fields_of(&h).content_length(), Some(4));
         assert_eq!(h.framing, Framing::Length(4));
         assert!(h.keep_alive && !h.expect_continue && !h.wants_trailers);
         assert_eq!(
@@ -437,9 +446,9 @@ mod tests {
              Keep-Alive: timeout=5\r\nUpgrade: h2c\r\nTransfer-Encoding: chunked\r\n\
              Expect: 100-continue\r\nx-end: 2\r\n\r\n",
         );
-        let names: Vec<_> = h.fields.iter().map(|(n, _)| n).collect();
+        let names: Vec<_> = fields_of(&h).iter().map(|(n, _)| n).collect();
         assert_eq!(names, [&b"Expect"[..], b"x-end"]);
-        assert_eq!(h.fields.content_length(), None);
+        assert_eq!(fields_of(&h).content_length(), None);
         assert!(h.keep_alive && h.wants_trailers && h.expect_continue);
         assert_eq!(h.framing, Framing::Chunked);
     }

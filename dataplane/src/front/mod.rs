@@ -243,8 +243,7 @@ impl Front {
             };
             head_started = None;
             let head::Head {
-                request,
-                fields,
+                mut request,
                 framing,
                 keep_alive,
                 expect_continue,
@@ -258,7 +257,7 @@ impl Front {
             let whole = head::take_whole_body(&mut buf, framing);
             let (written, body_read) = match whole {
                 Some(bytes) => {
-                    let request = Box::new(request.map(|()| RequestBody::whole(bytes, fields)));
+                    request.body_mut().set_whole(bytes);
                     // Pinned where it is built: the call's future (kilobytes) is never moved.
                     let service = pin!(handle(&self.state, peer, request, self.alt_svc.as_ref()));
                     let Some(response) =
@@ -277,7 +276,7 @@ impl Front {
                 }
                 None => {
                     let (body, feed) = request_body::channel(framing, expect_continue);
-                    let request = Box::new(request.map(|()| RequestBody::wire(body, fields)));
+                    request.body_mut().set_wire(body);
                     let service = pin!(handle(&self.state, peer, request, self.alt_svc.as_ref()));
                     let streamed = Streamed {
                         feed,

@@ -138,9 +138,12 @@ impl Client {
                 framing,
                 method,
             } = prepared?;
+            // A connect's future is boxed: it is rare (an idle connection is the rule), and
+            // held inline it would make this future, which is boxed and copied once per call,
+            // about 300 bytes larger.
             let (conn, reused) = match idle {
                 Some(conn) => (conn, true),
-                None => (connect(authority.as_str()).await?, false),
+                None => (Box::pin(connect(authority.as_str())).await?, false),
             };
             let mut exchange = Exchange {
                 conn: Some(conn),
@@ -159,7 +162,7 @@ impl Client {
                     let Some(pieces) = exchange.pump.take_replay() else {
                         return Err(e);
                     };
-                    exchange.conn = Some(connect(authority.as_str()).await?);
+                    exchange.conn = Some(Box::pin(connect(authority.as_str())).await?);
                     exchange.pump = Pump::replaying(pieces);
                     std::future::poll_fn(|cx| exchange.poll_head(cx)).await?
                 }
