@@ -15,6 +15,7 @@ pub mod classify;
 mod clock;
 pub mod config;
 mod cors;
+mod deadline;
 mod drain;
 pub mod error;
 pub mod feed;

@@ -406,7 +406,7 @@ impl Invoker {
         let waited = ctx.poll + respond::GRACE;
         let deadline = tokio::time::Instant::from_std(ctx.start) + waited;
         let request_id = ctx.request_id;
-        tokio::time::timeout_at(deadline, self.request_worker(ctx, request)).map(move |answer| {
+        crate::deadline::deadline(deadline, self.request_worker(ctx, request)).map(move |answer| {
             answer.unwrap_or_else(|_| Err(GatewayError::WorkerTimeout { request_id, waited }))
         })
     }
