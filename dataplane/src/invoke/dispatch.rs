@@ -139,7 +139,7 @@ impl WorkerClient {
             Self::Http1(client) => Either::Right(
                 client
                     .request(request, Some(nvcf))
-                    .map(|r| r.map(|response| response.map(|b| WorkerBody::Right(Box::new(b))))),
+                    .map(|r| r.map(|response| response.map(WorkerBody::Right))),
             ),
         }
     }

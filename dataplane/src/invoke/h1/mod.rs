@@ -123,7 +123,7 @@ impl Client {
         &self,
         request: Request<Body>,
         nvcf: Option<NvcfHeaders<'_>>,
-    ) -> impl Future<Output = Result<Response<ResponseBody>, BoxError>> + Send + 'static + use<>
+    ) -> impl Future<Output = Result<Response<Box<ResponseBody>>, BoxError>> + Send + 'static + use<>
     {
         // Everything before the first await happens here, so the request, its parts and the NVCF
         // lines are not kept in the future's state, which is copied whole as it moves.
@@ -172,14 +172,16 @@ impl Client {
                 .conn
                 .take()
                 .ok_or("the exchange lost its connection")?;
-            let mut response = Response::new(ResponseBody::new(
+            // Boxed where it is made: the response moves through several layers on its way to
+            // the client, each a copy of the head and this body (250 bytes) if it were inline.
+            let mut response = Response::new(Box::new(ResponseBody::new(
                 conn,
                 exchange.pump,
                 head.framing,
                 head.keep_alive,
                 pool,
                 head.fields,
-            ));
+            )));
             *response.status_mut() = head.status;
             *response.version_mut() = Version::HTTP_11;
             Ok(response)

@@ -133,9 +133,8 @@ fn post(addr: &str, body: &'static [u8]) -> Request<Body> {
 
 async fn call(client: &Arc<Client>, req: Request<Body>) -> (StatusCode, http::HeaderMap, Bytes) {
     let response = client.request(req, None).await.expect("response");
-    let (mut parts, body) = response.into_parts();
+    let (mut parts, mut body) = response.into_parts();
     // The head's fields as an HTTP/2 client's answer gets them.
-    let mut body = Box::new(body);
     if let Some(fields) = crate::fields::Fielded::take_fields(&mut body) {
         fields.append_to(&mut parts.headers);
     }
