@@ -160,6 +160,11 @@ impl RequestBody {
         Self(Inner::Whole(http_body_util::Full::new(bytes), Some(fields)))
     }
 
+    /// A body of `bytes` in hand, without header fields (a request the gateway makes itself).
+    pub(crate) fn full(bytes: Bytes) -> Self {
+        Self(Inner::Whole(http_body_util::Full::new(bytes), None))
+    }
+
     /// The HTTP/1.1 front's body for a request parsed with an empty one ([`Self::whole`]): the
     /// bytes that came whole after the head, its fields kept.
     pub(crate) fn set_whole(&mut self, bytes: Bytes) {
@@ -185,6 +190,13 @@ impl RequestBody {
     /// The body as a [`Body`] to send on, carrying its fields.
     pub(crate) fn into_body(self) -> Body {
         Body::wrapping(self, |body| body)
+    }
+}
+
+/// An empty body, without header fields: what is left of a request whose body was taken.
+impl Default for RequestBody {
+    fn default() -> Self {
+        Self::full(Bytes::new())
     }
 }
 

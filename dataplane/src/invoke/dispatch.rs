@@ -15,15 +15,15 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use futures_util::FutureExt;
 use futures_util::future::Either;
+use http::Response;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use hyper::body::Incoming;
 
-use crate::body::{Body, BoxError};
+use crate::body::{Body, BoxError, ClientRequest, RequestBody};
 use crate::config::WorkerProtocol;
 use crate::fields::name_is;
 use crate::headers::put_line;
@@ -117,12 +117,13 @@ impl WorkerClient {
     /// removed here.)
     pub(crate) fn request(
         &self,
-        mut request: Request<Body>,
+        request: ClientRequest,
         nvcf: NvcfHeaders<'_>,
     ) -> impl Future<Output = Result<Response<WorkerBody>, BoxError>> + Send + 'static + use<> {
         match self {
             Self::H2(client) => Either::Left(
                 {
+                    let mut request = (*request).map(RequestBody::into_body);
                     crate::fields::materialize_request(&mut request);
                     prepare_headers(request.headers_mut());
                     nvcf.insert_into(request.headers_mut());
@@ -629,11 +630,11 @@ mod tests {
         let id = crate::headers::request_id_value(Uuid::new_v4());
         let region = Region::new(HeaderValue::from_static("local"));
         let nvcf = NvcfHeaders::new(&route, &id, &region, 60, false);
-        let request = Request::get(format!("http://{addr}/"))
-            .body(crate::body::full(bytes::Bytes::new()))
+        let request = http::Request::get(format!("http://{addr}/"))
+            .body(crate::body::RequestBody::default())
             .expect("request");
         let response = WorkerClient::new(WorkerProtocol::H2, 0)
-            .request(request, nvcf)
+            .request(Box::new(request), nvcf)
             .await
             .expect("answer");
         let h = response.headers();

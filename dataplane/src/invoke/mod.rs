@@ -261,34 +261,34 @@ impl Invoker {
         &self,
         ctx: &Ctx,
         worker: &WorkerTarget,
-        req: ClientRequest,
-    ) -> Result<Request<Body>, GatewayError> {
+        mut req: ClientRequest,
+    ) -> Result<ClientRequest, GatewayError> {
         let needs_type = ctx.target.endpoint == Endpoint::Pexec
             && !RequestHeaders::of(&req).contains(&header::CONTENT_TYPE);
-        let (mut parts, incoming) = (*req).into_parts();
-        let uri = match (ctx.target.endpoint, parts.uri.path_and_query()) {
+        // Rewritten where it lies: the request stays boxed from the front to the worker client.
+        let uri = match (ctx.target.endpoint, req.uri().path_and_query()) {
             // Passthrough: the client's path and query as parsed (its bytes shared).
             (Endpoint::Passthrough, Some(pq)) => worker.uri_with(pq),
             (Endpoint::Passthrough, None) => worker.uri("/"),
             // pexec: the function's inferenceUrl; the client's query is not forwarded (§2.1).
             (Endpoint::Pexec | Endpoint::Exec, _) => worker.uri(&ctx.route.inference_url),
         };
-        parts.uri = uri.map_err(|detail| GatewayError::WorkerUnreachable {
+        *req.uri_mut() = uri.map_err(|detail| GatewayError::WorkerUnreachable {
             request_id: ctx.request_id,
             detail,
         })?;
-        parts.version = self.worker_version;
+        *req.version_mut() = self.worker_version;
         if needs_type {
-            parts.headers.insert(
+            req.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
         }
-        Ok(Request::from_parts(parts, incoming.into_body()))
+        Ok(req)
     }
 
     /// The pexec work: the worker's answer, streamed through with NVCF's headers.
-    fn pexec(&self, ctx: &Ctx, request: Request<Body>) -> Work {
+    fn pexec(&self, ctx: &Ctx, request: ClientRequest) -> Work {
         let sent = self.request_worker(ctx, request);
         let id = ctx.request_id_value.clone();
         Box::pin(async move { Ok(respond::passthrough(sent.await?, &id).map(Body::carrying)) })
@@ -299,7 +299,7 @@ impl Invoker {
     fn request_worker(
         &self,
         ctx: &Ctx,
-        request: Request<Body>,
+        request: ClientRequest,
     ) -> impl Future<Output = Result<Response<WorkerBody>, GatewayError>> + Send + 'static {
         // Boxed: the exchange's state (its head, pump and connection) is a large value, and the
         // wrappers below (and the timeout around them) would each move it on the way in.
@@ -349,7 +349,10 @@ impl Invoker {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        let request = Request::from_parts(parts, body::full(Bytes::from(json)));
+        let request = Box::new(Request::from_parts(
+            parts,
+            body::RequestBody::full(Bytes::from(json)),
+        ));
         let sent = self.request_worker(ctx, request);
         let id = ctx.request_id;
         Ok(Box::pin(async move {
@@ -401,7 +404,7 @@ impl Invoker {
     fn send(
         &self,
         ctx: &Ctx,
-        request: Request<Body>,
+        request: ClientRequest,
     ) -> impl Future<Output = Result<Response<WorkerBody>, GatewayError>> + Send + 'static {
         let waited = ctx.poll + respond::GRACE;
         let deadline = tokio::time::Instant::from_std(ctx.start) + waited;

@@ -22,11 +22,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{Request, Response, Version};
+use http::{Response, Version};
 use http_body::Body as _;
 use tokio::net::TcpStream;
 
-use crate::body::{Body, BoxError};
+use crate::body::{Body, BoxError, ClientRequest};
 use crate::fields::Fielded;
 use crate::invoke::dispatch::{Forwarded, NvcfHeaders};
 use crate::io::ReadSize;
@@ -121,13 +121,15 @@ impl Client {
     /// response head, its body streaming from the connection.
     pub(crate) fn request(
         &self,
-        request: Request<Body>,
+        mut request: ClientRequest,
         nvcf: Option<NvcfHeaders<'_>>,
     ) -> impl Future<Output = Result<Response<Box<ResponseBody>>, BoxError>> + Send + 'static + use<>
     {
         // Everything before the first await happens here, so the request, its parts and the NVCF
-        // lines are not kept in the future's state, which is copied whole as it moves.
-        let prepared = self.prepare(request, nvcf);
+        // lines are not kept in the future's state, which is copied whole as it moves. The head
+        // is read where it lies (boxed since the front parsed it), not moved out.
+        let prepared = self.prepare(&mut request, nvcf);
+        drop(request);
         async move {
             let Prepared {
                 authority,
@@ -193,17 +195,17 @@ impl Client {
     /// connection instead of giving it back; the invocation path polls it at once.)
     fn prepare(
         &self,
-        request: Request<Body>,
+        request: &mut ClientRequest,
         nvcf: Option<NvcfHeaders<'_>>,
     ) -> Result<Prepared, BoxError> {
-        let (parts, body) = request.into_parts();
-        if parts.uri.scheme_str().is_some_and(|s| s != "http") {
-            return Err(format!("worker URI {}: only http is supported", parts.uri).into());
+        let body = std::mem::take(request.body_mut()).into_body();
+        let uri = request.uri();
+        if uri.scheme_str().is_some_and(|s| s != "http") {
+            return Err(format!("worker URI {uri}: only http is supported").into());
         }
-        let authority = parts
-            .uri
+        let authority = uri
             .authority()
-            .ok_or_else(|| format!("worker URI {} names no host", parts.uri))?
+            .ok_or_else(|| format!("worker URI {uri} names no host"))?
             .clone();
         let pool = self.worker(authority.as_str());
         let idle = pool.checkout();
@@ -214,17 +216,17 @@ impl Client {
         } else {
             RequestFraming::Chunked
         };
-        let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let forwarded = Forwarded::new(&parts.headers);
+        let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let forwarded = Forwarded::new(request.headers());
         let line = codec::RequestLine {
-            method: &parts.method,
+            method: request.method(),
             path_and_query: path,
             authority: authority.as_str(),
         };
         let head = codec::encode_request_head(
             line,
             body.fields(),
-            &parts.headers,
+            request.headers(),
             codec::Forwards {
                 map: |name: &http::HeaderName| forwarded.forwards(name),
                 fields: |name: &[u8]| !crate::invoke::dispatch::not_forwarded(name),
@@ -243,7 +245,7 @@ impl Client {
             head: head.freeze(),
             body,
             framing,
-            method: parts.method,
+            method: request.method().clone(),
         })
     }
 

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::codec::{ChunkedDecoder, Decoded};
 use super::*;
+use crate::body::RequestBody;
 
 /// One request as the scripted worker read it.
 #[derive(Debug)]
@@ -123,15 +124,23 @@ fn ok(body: &[u8]) -> Vec<u8> {
     r
 }
 
-fn post(addr: &str, body: &'static [u8]) -> Request<Body> {
-    Request::builder()
-        .method(Method::POST)
-        .uri(format!("{addr}/echo"))
-        .body(crate::body::full(Bytes::from_static(body)))
-        .expect("request")
+/// A POST of `body`, whole in hand, as the invocation path hands it on.
+fn post(addr: &str, body: &'static [u8]) -> ClientRequest {
+    Box::new(
+        Request::builder()
+            .method(Method::POST)
+            .uri(format!("{addr}/echo"))
+            .body(RequestBody::full(Bytes::from_static(body)))
+            .expect("request"),
+    )
 }
 
-async fn call(client: &Arc<Client>, req: Request<Body>) -> (StatusCode, http::HeaderMap, Bytes) {
+/// A request with a streamed body (of no stated length) as the invocation path hands it on.
+fn streamed(req: Request<Body>) -> ClientRequest {
+    Box::new(req.map(RequestBody::streamed))
+}
+
+async fn call(client: &Arc<Client>, req: ClientRequest) -> (StatusCode, http::HeaderMap, Bytes) {
     let response = client.request(req, None).await.expect("response");
     let (mut parts, mut body) = response.into_parts();
     // The head's fields as an HTTP/2 client's answer gets them.
@@ -345,7 +354,7 @@ async fn a_streamed_body_is_not_replayed() {
         .uri(format!("{addr}/echo"))
         .body(crate::body::stream(never_ends))
         .expect("request");
-    let e = tokio::time::timeout(Duration::from_secs(5), client.request(req, None))
+    let e = tokio::time::timeout(Duration::from_secs(5), client.request(streamed(req), None))
         .await
         .expect("fails, does not hang")
         .expect_err("not replayed");
@@ -381,7 +390,7 @@ async fn bodies_of_unknown_length_go_chunked() {
         .header("content-length", "999")
         .body(body)
         .expect("request");
-    let (_, _, body) = call(&client, req).await;
+    let (_, _, body) = call(&client, streamed(req)).await;
     assert_eq!(&body[..], b"abcdefg");
 }
 
@@ -400,7 +409,7 @@ async fn a_body_of_many_tiny_frames_arrives_whole() {
         .uri(format!("{addr}/tiny"))
         .body(body)
         .expect("request");
-    let (status, _, body) = call(&client, req).await;
+    let (status, _, body) = call(&client, streamed(req)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(body[..] == sent[..], "the bytes changed on the way");
 }
