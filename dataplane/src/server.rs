@@ -4,7 +4,7 @@
 //! it, and shuts down gracefully.
 
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -414,7 +414,12 @@ fn answer(
             Route::KeyService | Route::Management => {
                 let mut req = *req;
                 crate::fields::materialize_request(&mut req);
-                (state.proxy.forward(req, peer.ip()).await, None)
+                // Boxed and awaited through its vtable: inline, the proxy's state (670 bytes)
+                // would make every invocation's future larger, and its code would sit in the
+                // invocation's poll.
+                let forwarded: Pin<Box<dyn Future<Output = _> + Send + '_>> =
+                    Box::pin(state.proxy.forward(req, peer.ip()));
+                (forwarded.await, None)
             }
             Route::Invocation(kind) => {
                 let resolved =
