@@ -4,7 +4,7 @@
 //! it, and shuts down gracefully.
 
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -417,9 +417,7 @@ fn answer(
                 // Boxed and awaited through its vtable: inline, the proxy's state (670 bytes)
                 // would make every invocation's future larger, and its code would sit in the
                 // invocation's poll.
-                let forwarded: Pin<Box<dyn Future<Output = _> + Send + '_>> =
-                    Box::pin(state.proxy.forward(req, peer.ip()));
-                (forwarded.await, None)
+                (state.proxy.forward(req, peer.ip()).boxed().await, None)
             }
             Route::Invocation(kind) => {
                 let resolved =

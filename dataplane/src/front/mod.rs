@@ -288,9 +288,10 @@ impl Front {
                     // Boxed and awaited through its vtable: a request whose body is still to come
                     // is the rarer case, and inline its state (about 2 KiB) and its code would sit
                     // in every connection's future and poll.
-                    let answered: Pin<Box<dyn Future<Output = _> + Send + '_>> =
-                        Box::pin(streamed.answer(service, &mut exchange, wants_trailers, flags));
-                    answered.await
+                    streamed
+                        .answer(service, &mut exchange, wants_trailers, flags)
+                        .boxed()
+                        .await
                 }
             };
             match written {

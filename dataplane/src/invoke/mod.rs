@@ -70,12 +70,6 @@ pub(crate) struct Invoker {
 /// into a background task when the poll window ends first.
 type Work = Pin<Box<dyn Future<Output = Result<Response<Body>, GatewayError>> + Send>>;
 
-/// A rare step of the invocation (a status poll, the exec wrapper) behind a pointer, awaited
-/// through its vtable: inline, its state would make every call's future larger (1.3 KiB against
-/// 0.6), and its code, inlined into the call's poll, would spread the common path over more
-/// instruction-cache lines.
-type Cold<'a, T> = Pin<Box<dyn Future<Output = Result<T, GatewayError>> + Send + 'a>>;
-
 /// One invocation as it moves through the phases.
 #[derive(Debug)]
 struct Ctx {
@@ -189,9 +183,14 @@ impl Invoker {
                         .map_err(GatewayError::Forbidden)?;
                     let window = respond::poll_seconds(headers, Endpoint::Pexec)?;
                     drop(snapshot);
-                    let polled: Cold<'_, _> =
-                        Box::pin(self.poll(id, owner, Duration::from_secs(window)));
-                    let response = polled.await?;
+                    // The rare steps (this poll, the exec wrapper below) are boxed and awaited
+                    // through their vtable: inline, their states would make every call's future
+                    // larger (1.3 KiB against 0.6), and their code, inlined into the call's poll,
+                    // would spread the common path over more instruction-cache lines.
+                    let response = self
+                        .poll(id, owner, Duration::from_secs(window))
+                        .boxed()
+                        .await?;
                     return Ok((response.map(Answer::Right), None));
                 }
             };
@@ -249,8 +248,7 @@ impl Invoker {
                 return Ok((response.map(Answer::Left), Some(held)));
             }
             let work = if ctx.target.endpoint == Endpoint::Exec {
-                let wrapped: Cold<'_, _> = Box::pin(self.exec(&mut ctx, worker, req));
-                wrapped.await?
+                self.exec(&mut ctx, worker, req).boxed().await?
             } else {
                 let request = self.dispatch(&ctx, worker, req)?;
                 self.pexec(&ctx, request)
