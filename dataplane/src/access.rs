@@ -18,7 +18,7 @@
 //! `client` (peer address), and `outcome` (`complete`, `aborted`: the client went away first,
 //! `error`: the upstream body failed).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::OnceLock;
@@ -32,10 +32,6 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use crate::body::{Body, BoxError};
 use crate::fields::{Fielded, WireFields};
 use crate::invoke::finish::Named;
-
-mod line_buf;
-
-use line_buf::LineBuf;
 
 /// The `tracing` target of access lines (filter with e.g. `RUST_LOG=info,access=off`).
 pub const TARGET: &str = "access";
@@ -231,83 +227,108 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
-    /// Appends the line's fields to `line`: keys and values straight into the stack buffer,
-    /// UUIDs from the thread's last text; no `fmt` machinery on the usual path.
-    fn render(&self, line: &mut LineBuf<'_>) {
-        let (l, e) = (self.line, &self.line.arrival);
-        line.put(b"method=");
-        line.put(e.method.as_str().as_bytes());
-        line.put(b" path=");
-        line.put(e.uri.path().as_bytes());
-        line.put(b" protocol=");
-        line.put(e.protocol.as_bytes());
-        line.put(b" status=");
-        line.int(l.status.as_u16().into());
-        line.put(b" latency_us=");
-        line.int(micros(self.latency));
-        line.put(b" ttfb_us=");
-        line.int(micros(l.ttfb));
-        if let Some(id) = l.request_id.as_ref().and_then(|v| v.to_str().ok()) {
-            line.put(b" request_id=");
-            line.put(id.as_bytes());
+    /// Appends the line's fields to `out`: straight pushes, integers through `itoa`, UUIDs and an
+    /// IPv4 peer encoded on the stack; no `fmt` machinery on the usual path.
+    fn render(&self, out: &mut Vec<u8>) {
+        let (line, e) = (self.line, &self.line.arrival);
+        let mut ints = itoa::Buffer::new();
+        let mut int = |out: &mut Vec<u8>, key: &str, n: u64| {
+            put(out, key);
+            put(out, ints.format(n));
+        };
+        put(out, "method=");
+        put(out, e.method.as_str());
+        put(out, " path=");
+        put(out, e.uri.path());
+        put(out, " protocol=");
+        put(out, e.protocol);
+        int(out, " status=", u64::from(line.status.as_u16()));
+        int(out, " latency_us=", micros(self.latency));
+        int(out, " ttfb_us=", micros(line.ttfb));
+        if let Some(id) = line.request_id.as_ref().and_then(|v| v.to_str().ok()) {
+            put(out, " request_id=");
+            put(out, id);
         }
         if let Some(id) = e.named.map(|n| n.function_id) {
-            line.put(b" function_id=");
-            line.put(&hyphenated(0, id));
+            put(out, " function_id=");
+            push_id(out, 0, id);
         }
         if let Some(id) = e.named.and_then(|n| n.version_id) {
-            line.put(b" version_id=");
-            line.put(&hyphenated(1, id));
+            put(out, " version_id=");
+            push_id(out, 1, id);
         }
         if let Some(n) = e.bytes_received {
-            line.put(b" bytes_received=");
-            line.int(n);
+            int(out, " bytes_received=", n);
         }
-        line.put(b" bytes_sent=");
-        line.int(self.sent);
-        line.put(b" client=");
-        line.client(e.client);
-        line.put(b" outcome=");
-        line.put(self.outcome.as_bytes());
+        int(out, " bytes_sent=", self.sent);
+        put(out, " client=");
+        match e.client {
+            SocketAddr::V4(a) => {
+                let [a0, a1, a2, a3] = a.ip().octets();
+                for (i, octet) in [a0, a1, a2, a3].into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(b'.');
+                    }
+                    put(out, ints.format(octet));
+                }
+                out.push(b':');
+                put(out, ints.format(a.port()));
+            }
+            SocketAddr::V6(a) => {
+                use std::io::Write;
+                // Writing to a `Vec` cannot fail.
+                let _ = write!(out, "{a}");
+            }
+        }
+        put(out, " outcome=");
+        put(out, self.outcome);
     }
 }
 
-/// A hyphenated UUID's length.
-const UUID_TEXT: usize = 36;
+/// Appends `text` to a line being built.
+fn put(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(text.as_bytes());
+}
 
 thread_local! {
     /// The last function id (0) and version id (1) this thread's lines named, with their text: a
     /// thread's consecutive lines mostly name the same function, and comparing an id costs less
     /// than encoding it.
-    static LAST_IDS: Cell<[(uuid::Uuid, [u8; UUID_TEXT]); 2]> =
-        const { Cell::new([(uuid::Uuid::nil(), [b'0'; UUID_TEXT]); 2]) };
+    static LAST_IDS: RefCell<[(uuid::Uuid, String); 2]> = RefCell::new(
+        [(); 2].map(|()| (uuid::Uuid::nil(), uuid::Uuid::nil().to_string())),
+    );
 }
 
-/// `id` hyphenated, from the thread's last text for `slot` when it is the same id.
-fn hyphenated(slot: usize, id: uuid::Uuid) -> [u8; UUID_TEXT] {
-    let encode = || {
-        let mut text = [0; UUID_TEXT];
-        id.hyphenated().encode_lower(&mut text);
-        text
-    };
-    // A line written while the thread ends, after its locals are gone: encoded each time.
-    LAST_IDS
-        .try_with(|last| {
-            let mut ids = last.get();
-            if ids[slot].0 != id {
-                ids[slot] = (id, encode());
-                last.set(ids);
-            }
-            ids[slot].1
-        })
-        .unwrap_or_else(|_| encode())
+/// Appends `id` hyphenated, from the thread's last text for `slot` when it is the same id.
+fn push_id(out: &mut Vec<u8>, slot: usize, id: uuid::Uuid) {
+    let remembered = LAST_IDS.try_with(|last| {
+        let mut last = last.borrow_mut();
+        let (known, text) = &mut last[slot];
+        if *known != id {
+            *known = id;
+            text.clear();
+            text.push_str(
+                id.hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
+            );
+        }
+        put(out, text);
+    });
+    // A line written while the thread ends, after its locals are gone: encoded on the stack.
+    if remembered.is_err() {
+        put(
+            out,
+            id.hyphenated()
+                .encode_lower(&mut uuid::Uuid::encode_buffer()),
+        );
+    }
 }
 
 impl std::fmt::Display for Fields<'_> {
     /// The `tracing` path (no sink set): the same text as [`Fields::render`].
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut out = Vec::with_capacity(320);
-        self.render(&mut LineBuf::new(&mut out));
+        self.render(&mut out);
         // Only `str`s were put in.
         f.write_str(&String::from_utf8_lossy(&out))
     }
@@ -352,11 +373,10 @@ fn emit(line: &Line, sent: u64, outcome: &'static str) {
 /// One line as the binary's `tracing` subscriber would write it: RFC 3339 time in µs, the level
 /// padded to five, the message.
 fn write_line(buf: &mut Vec<u8>, now: SystemTime, fields: &Fields<'_>) {
-    let mut line = LineBuf::new(buf);
-    push_rfc3339_micros(&mut line, now);
-    line.put(b"  INFO request ");
-    fields.render(&mut line);
-    line.put(b"\n");
+    push_rfc3339_micros(buf, now);
+    put(buf, "  INFO request ");
+    fields.render(buf);
+    buf.push(b'\n');
 }
 
 thread_local! {
@@ -366,7 +386,7 @@ thread_local! {
 }
 
 /// `now` as RFC 3339 UTC with microseconds, exactly as `humantime::format_rfc3339_micros`.
-fn push_rfc3339_micros(line: &mut LineBuf<'_>, now: SystemTime) {
+fn push_rfc3339_micros(buf: &mut Vec<u8>, now: SystemTime) {
     let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
     let (cached, mut prefix) = SECOND.get();
@@ -375,16 +395,22 @@ fn push_rfc3339_micros(line: &mut LineBuf<'_>, now: SystemTime) {
         let whole = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs));
         let text = whole.to_string();
         let Some(calendar) = text.as_bytes().get(..19) else {
-            line.put(humantime::format_rfc3339_micros(now).to_string().as_bytes());
+            put(buf, &humantime::format_rfc3339_micros(now).to_string());
             return;
         };
         prefix[..19].copy_from_slice(calendar);
         prefix[19] = b'.';
         SECOND.set((secs, prefix));
     }
-    line.put(&prefix);
-    line.digits(since.subsec_micros().into(), 6);
-    line.put(b"Z");
+    buf.extend_from_slice(&prefix);
+    let micros = since.subsec_micros();
+    let mut digits = itoa::Buffer::new();
+    let text = digits.format(micros);
+    for _ in text.len()..6 {
+        buf.push(b'0');
+    }
+    put(buf, text);
+    buf.push(b'Z');
 }
 
 #[cfg(test)]
@@ -549,7 +575,9 @@ mod tests {
             (1, b),
             (0, uuid::Uuid::nil()),
         ] {
-            assert_eq!(&super::hyphenated(slot, id)[..], id.to_string().as_bytes());
+            let mut out = Vec::new();
+            super::push_id(&mut out, slot, id);
+            assert_eq!(out, id.to_string().into_bytes());
         }
     }
 
@@ -605,7 +633,7 @@ mod tests {
         ] {
             let t = base + Duration::from_micros(offset_us);
             let mut ours = Vec::new();
-            push_rfc3339_micros(&mut LineBuf::new(&mut ours), t);
+            push_rfc3339_micros(&mut ours, t);
             assert_eq!(
                 ours,
                 humantime::format_rfc3339_micros(t).to_string().into_bytes()
@@ -613,7 +641,7 @@ mod tests {
         }
         let mut now = Vec::new();
         let t = SystemTime::now();
-        push_rfc3339_micros(&mut LineBuf::new(&mut now), t);
+        push_rfc3339_micros(&mut now, t);
         assert_eq!(
             now,
             humantime::format_rfc3339_micros(t).to_string().into_bytes()
