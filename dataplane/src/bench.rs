@@ -1,6 +1,6 @@
-//! Exists only so that the criterion benches in `benches/` can reach crate-private hot-path pieces
-//! (header rewrite, admission, balancer, pending table, the HTTP/1.1 front's head parse and
-//! encode, the per-call clock readings); thin wrappers, not a stable API.
+//! Exists only so that the criterion benches in the root package's `benches/` can reach
+//! crate-private hot-path pieces (header rewrite, admission, balancer, pending table, the HTTP/1.1
+//! front's head parse and encode, the per-call clock readings); thin wrappers, not a stable API.
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,8 @@
 //! side falls back to exactly these functions when no device is present, and batching N rows into
 //! one forward pass only pays if a pass has a fixed cost worth sharing.
 //!
-//! Run with `cargo bench -p worker --bench kernels` (`-- --quick` for a smoke run).
+//! Run with `cargo bench --bench kernels` from the repository root (`-- --quick` for a smoke
+//! run).
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
